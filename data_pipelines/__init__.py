@@ -1,0 +1,1 @@
+"""Turning raw or synthetic face data into jaxface records."""

@@ -1,0 +1,448 @@
+"""The built-in synthetic 300W-LP-style dataset: `jaxface data synth`.
+
+Faces of the procedural morphable model (`jaxface.face.model`) are rendered
+with random identity, expression, albedo, light, pose (yaw -90..90, pitch
+-30..30, roll -20..20 degrees), scale and translation, over random textured
+backgrounds, sometimes with an occluder, with blur, sensor noise and JPEG
+compression, and cropped as PRNet crops 300W-LP.
+
+Every record is a pure function of (seed, kind, split, index): the same seed
+gives byte-identical records whatever the number of worker processes.
+
+Identities come from fixed pools, disjoint between splits (train
+identities 0..n_train-1, test identities n_train..n_train+n_test-1), so a
+classifier can be trained over identities and tested on unseen faces.
+
+The original image the crop comes from is virtual (ORIGINAL_SIZE square, as
+300W-LP's 450 x 450 images): jaxface renders the crop directly at the
+training resolution, which equals rendering the original and warping it,
+without the resampling blur; `face_box` and `crop_transform` are in that
+virtual image's pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+
+import cv2
+import numpy as np
+
+from jaxface.data import records
+from jaxface.face import model as model_lib
+from jaxface.face import render
+from jaxface.face import texture as texture_lib
+
+ORIGINAL_SIZE = 450
+_KIND_CODE = {'recon': 1, 'multiview': 2, 'clips': 3}
+_SPLIT_CODE = {'train': 1, 'test': 2, 'validation': 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+  """What the synthetic generator makes.
+
+  Attributes:
+    resolution: side of the crops and position maps in pixels.
+    seed: dataset seed.
+    identities: {split: number of identities in its pool}.
+    clip_length: frames per `clips` record.
+    texture_size: side of the UV albedo textures (0: 2 x resolution,
+      at most 256).
+    p_occluder: probability of an occluder in a `recon` image.
+    mesh_rows, mesh_cols: face model grid.
+  """
+  resolution: int = 256
+  seed: int = 0
+  identities: tuple[tuple[str, int], ...] = (('train', 1000), ('test', 200))
+  clip_length: int = 8
+  texture_size: int = 0
+  p_occluder: float = 0.2
+  mesh_rows: int = 96
+  mesh_cols: int = 113
+
+  def identity_pool(self, split: str) -> tuple[int, int]:
+    """(first identity id, count) of a split's pool."""
+    first = 0
+    for name, count in self.identities:
+      if name == split:
+        return first, count
+      first += count
+    raise ValueError(f'no identity pool for split {split!r}; '
+                     f'pools: {[n for n, _ in self.identities]}')
+
+  @property
+  def tex_size(self) -> int:
+    return self.texture_size or min(256, 2 * self.resolution)
+
+
+def _rng(*key: int) -> np.random.Generator:
+  return np.random.default_rng([int(k) for k in key])
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+  index: int
+  shape: np.ndarray  # (S,)
+  albedo: texture_lib.Albedo
+
+
+def identity(config: SynthConfig, model: model_lib.FaceModel,
+             index: int) -> Identity:
+  """The identity with a global id (deterministic in seed and id)."""
+  rng = _rng(config.seed, 0xFACE, index)
+  return Identity(index, model_lib.sample_shape_coeffs(rng, model),
+                  texture_lib.sample_albedo(rng))
+
+
+def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
+  """(size, size, 3) float32 textured background in [0, 1]."""
+  cells = int(rng.integers(2, 12))
+  low = rng.uniform(0, 1, (cells, cells, 3)).astype(np.float32)
+  image = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+  fine = rng.uniform(-1, 1, (size // 4 + 1, size // 4 + 1, 3))
+  image += 0.08 * cv2.resize(fine.astype(np.float32), (size, size))
+  for _ in range(int(rng.integers(0, 6))):
+    colour = tuple(float(c) for c in rng.uniform(0, 1, 3))
+    p = rng.uniform(-0.2, 1.2, (2, 2)) * size
+    thickness = int(rng.integers(-1, 4))
+    if rng.random() < 0.5:
+      cv2.rectangle(image, tuple(p[0].astype(int)), tuple(p[1].astype(int)),
+                    colour, thickness if thickness else -1)
+    else:
+      cv2.line(image, tuple(p[0].astype(int)), tuple(p[1].astype(int)),
+               colour, max(1, thickness))
+  return np.clip(image, 0, 1)
+
+
+def add_occluder(image: np.ndarray, rng: np.random.Generator) -> None:
+  """Draws a random textured polygon over the central part of the image."""
+  size = image.shape[0]
+  centre = rng.uniform(0.25, 0.75, 2) * size
+  radius = rng.uniform(0.08, 0.25) * size
+  angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 8))))
+  radii = radius * rng.uniform(0.5, 1.0, len(angles))
+  pts = centre + np.stack([np.cos(angles), np.sin(angles)], 1) * radii[:, None]
+  mask = np.zeros((size, size), np.uint8)
+  cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
+  fill = random_background(rng, size)
+  image[mask.astype(bool)] = fill[mask.astype(bool)]
+
+
+@functools.lru_cache(maxsize=2)
+def _noise_bank(size: int) -> np.ndarray:
+  """A fixed (2 size, 2 size, 3) field of unit Gaussian pixel noise."""
+  return np.random.default_rng(7).standard_normal((2 * size, 2 * size, 3),
+                                                  dtype=np.float32)
+
+
+def finish_image(image: np.ndarray, rng: np.random.Generator) -> bytes:
+  """Blur, sensor noise and JPEG compression at a random quality.
+
+  The noise is a random window of a fixed Gaussian noise field: drawing
+  fresh per-pixel noise would cost a tenth of a record's time.
+  """
+  size = image.shape[0]
+  sigma = rng.uniform(0, 0.8)
+  if sigma > 0.3:
+    image = cv2.GaussianBlur(image, (0, 0), sigma)
+  r, c = rng.integers(0, size, 2)
+  noise = _noise_bank(size)[r:r + size, c:c + size]
+  image = image + noise * np.float32(rng.uniform(0, 0.02))
+  rgb = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+  return records.encode_jpeg(rgb, int(rng.integers(40, 96)))
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+  """One rendered face in crop pixels; z shifted so the map's minimum is 0."""
+  image: np.ndarray           # (R, R, 3) float32 in [0, 1], not compressed
+  mask: np.ndarray            # (R, R) bool, pixels covered by the head mesh
+  position_map: np.ndarray    # (R, R, 3) float32
+  landmarks: np.ndarray       # (68, 3) float32
+  extra_points: np.ndarray    # (5, 3) float32
+  crop_transform: np.ndarray  # (3, 3) float32, original -> crop
+  face_box: np.ndarray        # (4,) float32, landmarks' box in the original
+
+
+def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
+                tex: np.ndarray, pose: np.ndarray, light: render.Light,
+                background: np.ndarray, crop_rng: np.random.Generator | None
+                ) -> View:
+  """Renders model-space `vertices` with `pose` and crops as PRNet does.
+
+  Args:
+    model: the face model (for topology, UVs and landmarks).
+    vertices: (N, 3) model-space vertices.
+    tex: (T, T, 3) UV albedo.
+    pose: (7,) Pose_Para in the virtual original image.
+    light: the light.
+    background: (R, R, 3) float32 background of the crop.
+    crop_rng: random generator of PRNet's crop perturbation, or None.
+  """
+  resolution = background.shape[0]
+  camera = render.pose_to_camera(vertices, pose)
+  image_pts = render.camera_to_image(camera, ORIGINAL_SIZE)
+  lmk_image = model.landmarks(image_pts)
+  transform, _ = render.prnet_crop(lmk_image, resolution, crop_rng)
+  crop = render.apply_crop(transform, image_pts)
+  intensity = render.shade(render.grid_normals(camera, model.rows, model.cols),
+                           light)
+  image, r = render.render_mesh(crop, model.triangles, model.uv, intensity,
+                                tex, background, light.colour)
+  # z is shifted so that the position map's minimum is 0 (PRNet shifts its
+  # vertices; the texels of a map are what users see and train on).
+  position_map = model.position_map(crop, resolution)
+  z_min = position_map[..., 2].min()
+  position_map[..., 2] -= z_min
+  crop[:, 2] -= z_min
+  box = np.concatenate([lmk_image[:, :2].min(0), lmk_image[:, :2].max(0)])
+  return View(image=image, mask=r.mask, position_map=position_map,
+              landmarks=model.landmarks(crop).astype(np.float32),
+              extra_points=model.extra_points(crop).astype(np.float32),
+              crop_transform=transform.astype(np.float32),
+              face_box=box.astype(np.float32))
+
+
+def canonical_position_map(model: model_lib.FaceModel, vertices: np.ndarray,
+                           resolution: int) -> np.ndarray:
+  """The frontal position map of model-space `vertices` in a metric frame.
+
+  Frontal orthographic view with a fixed scale of (R - 1) / 255 pixels per
+  mm, the head's axis at column (R - 1) / 2 and the eye line at row
+  0.39 (R - 1), z shifted so its minimum is 0. Unlike a PRNet crop, this
+  keeps the identity's absolute size, which is what a generator of 3D faces
+  should reproduce.
+  """
+  k = (resolution - 1) / 255.0
+  pts = np.stack([(resolution - 1) / 2 + k * vertices[:, 0],
+                  0.39 * (resolution - 1) - k * vertices[:, 1],
+                  k * vertices[:, 2]], 1)
+  position_map = model.position_map(pts, resolution)
+  position_map[..., 2] -= position_map[..., 2].min()
+  return position_map
+
+
+def random_pose(rng: np.random.Generator, yaw_deg=(-90, 90), pitch_deg=(-30, 30),
+                roll_deg=(-20, 20)) -> np.ndarray:
+  """A Pose_Para in the virtual original image (angles in radians)."""
+  angles = np.deg2rad([rng.uniform(*pitch_deg), rng.uniform(*yaw_deg),
+                       rng.uniform(*roll_deg)])
+  centre = ORIGINAL_SIZE / 2 + rng.uniform(-25, 25, 2)
+  return np.array([*angles, centre[0], centre[1], 0.0,
+                   rng.uniform(1.0, 1.6)], np.float32)
+
+
+class Generator:
+  """Makes records of each kind; holds the face model and config."""
+
+  def __init__(self, config: SynthConfig):
+    self.config = config
+    self.model = model_lib.build_face_model(config.mesh_rows, config.mesh_cols)
+
+  def _identity(self, split: str, rng: np.random.Generator) -> Identity:
+    first, count = self.config.identity_pool(split)
+    return identity(self.config, self.model,
+                    first + int(rng.integers(count)))
+
+  def _rng(self, kind: str, split: str, index: int) -> np.random.Generator:
+    return _rng(self.config.seed, _KIND_CODE[kind], _SPLIT_CODE.get(
+        split, zlib.crc32(split.encode())), index)
+
+  def recon(self, split: str, index: int) -> dict:
+    """A `recon` record (fields of `records`' schema)."""
+    rng = self._rng('recon', split, index)
+    res = self.config.resolution
+    ident = self._identity(split, rng)
+    expr = model_lib.sample_expression_coeffs(rng, self.model)
+    pose = random_pose(rng)
+    tex = texture_lib.make_texture(ident.albedo, self.config.tex_size)
+    view = render_view(self.model, self.model.vertices(ident.shape, expr), tex,
+                       pose, render.random_light(rng),
+                       random_background(rng, res), rng)
+    image = view.image
+    if rng.random() < self.config.p_occluder:
+      add_occluder(image, rng)
+    return dict(
+        image=finish_image(image, rng), position_map=view.position_map,
+        landmarks=view.landmarks, pose=pose, shape_coeffs=ident.shape,
+        expression_coeffs=expr, face_box=view.face_box,
+        crop_transform=view.crop_transform,
+        original_size=np.array([ORIGINAL_SIZE, ORIGINAL_SIZE], np.int32),
+        identity=ident.index, source=f'synthetic/recon/{split}/{index}')
+
+  def multiview(self, split: str, index: int) -> dict:
+    """A `multiview` record: front, left and right views of one face."""
+    rng = self._rng('multiview', split, index)
+    res = self.config.resolution
+    ident = self._identity(split, rng)
+    expr = model_lib.sample_expression_coeffs(rng, self.model, p_active=0.2)
+    vertices = self.model.vertices(ident.shape, expr)
+    tex = texture_lib.make_texture(ident.albedo, self.config.tex_size)
+    views, poses = [], []
+    for yaw in ((-10, 10), (-85, -55), (55, 85)):  # front, left, right
+      pose = random_pose(rng, yaw, (-10, 10), (-8, 8))
+      view = render_view(self.model, vertices, tex, pose,
+                         render.random_light(rng),
+                         random_background(rng, res), rng)
+      views.append(view)
+      poses.append(pose)
+    return dict(
+        images=[finish_image(v.image, rng) for v in views],
+        landmarks=np.stack([v.landmarks for v in views]),
+        extra_points=np.stack([v.extra_points for v in views]),
+        poses=np.stack(poses),
+        crop_transforms=np.stack([v.crop_transform for v in views]),
+        canonical_position_map=canonical_position_map(self.model, vertices,
+                                                      res),
+        shape_coeffs=ident.shape, expression_coeffs=expr,
+        identity=ident.index, source=f'synthetic/multiview/{split}/{index}')
+
+  def clip(self, split: str, index: int) -> dict:
+    """A `clips` record: a smooth progression (label 1) or a corrupted one.
+
+    Half the clips are true progressions: one identity whose pose, position
+    and expression move smoothly. The other half are corrupted, evenly:
+    `shuffled` (frames out of order), `identity_switch` (a second identity
+    from the middle on, same motion), `frozen` (the clip stops moving at a
+    random frame), `jitter` (every frame gets a large random pose offset).
+    """
+    rng = self._rng('clips', split, index)
+    cfg = self.config
+    length, res = cfg.clip_length, cfg.resolution
+    ident = self._identity(split, rng)
+    label = int(rng.random() < 0.5)
+    corruption = 0 if label else int(rng.integers(1, len(records.CORRUPTIONS)))
+    name = records.CORRUPTIONS[corruption]
+    other = ident
+    while name == 'identity_switch' and other.index == ident.index:
+      other = self._identity(split, rng)
+
+    t = np.linspace(0, 1, length)
+    start = random_pose(rng, (-60, 60), (-20, 20), (-10, 10)).astype(np.float64)
+    amplitude = np.deg2rad(rng.uniform(8, 35)) * rng.choice([-1, 1])
+    freq, phase = rng.uniform(0.3, 1.0), rng.uniform(0, np.pi)
+    poses = np.repeat(start[None], length, 0)
+    poses[:, 1] += amplitude * np.sin(2 * np.pi * freq * t + phase)
+    poses[:, 0] += np.deg2rad(rng.uniform(-8, 8)) * np.sin(np.pi * t)
+    poses[:, 3:5] += rng.uniform(-15, 15, 2) * t[:, None]
+    expr0 = model_lib.sample_expression_coeffs(rng, self.model)
+    expr1 = model_lib.sample_expression_coeffs(rng, self.model)
+    exprs = expr0 + (expr1 - expr0) * t[:, None]
+    if name == 'jitter':
+      poses[:, :3] += np.deg2rad(rng.uniform(-20, 20, (length, 3)))
+      poses[:, 3:5] += rng.uniform(-20, 20, (length, 2))
+    order = np.arange(length)
+    if name == 'frozen':
+      stop = int(rng.integers(1, length - 1))
+      order = np.minimum(order, stop)
+    elif name == 'shuffled':
+      while np.all(np.abs(np.diff(order)) == 1):
+        order = rng.permutation(length)
+
+    light = render.random_light(rng)
+    background = random_background(rng, res)
+    textures = {i.index: texture_lib.make_texture(i.albedo, cfg.tex_size)
+                for i in (ident, other)}
+    frames, landmarks, identities, rendered = [], [], [], {}
+    for k, source in enumerate(order):
+      who = other if (name == 'identity_switch' and k >= length // 2) else ident
+      key = (int(source), who.index)
+      if key not in rendered:
+        vertices = self.model.vertices(who.shape, exprs[source])
+        rendered[key] = render_view(self.model, vertices, textures[who.index],
+                                    poses[source].astype(np.float32), light,
+                                    background, None)
+      view = rendered[key]
+      frames.append(finish_image(view.image, rng))
+      landmarks.append(view.landmarks)
+      identities.append(who.index)
+    return dict(
+        frames=frames, landmarks=np.stack(landmarks),
+        poses=poses[order].astype(np.float32),
+        identities=np.array(identities, np.int64), label=label,
+        corruption=corruption, source=f'synthetic/clips/{split}/{index}')
+
+  def make(self, kind: str, split: str, index: int) -> dict:
+    if kind == 'recon':
+      return self.recon(split, index)
+    if kind == 'multiview':
+      return self.multiview(split, index)
+    if kind == 'clips':
+      return self.clip(split, index)
+    raise ValueError(f'unknown record kind {kind!r}; kinds: {records.KINDS}')
+
+
+@functools.lru_cache(maxsize=2)
+def _generator(config: SynthConfig) -> Generator:
+  """One Generator per process and config (the face model is built once)."""
+  return Generator(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Make:
+  """Picklable `index -> record fields` for `writing.write_split`."""
+  config: SynthConfig
+  kind: str
+  split: str
+
+  def __call__(self, index: int) -> dict:
+    return _generator(self.config).make(self.kind, self.split, index)
+
+
+def synthesize(out_dir: str, config: SynthConfig,
+               counts: dict[str, dict[str, int]], *, workers: int = 1,
+               shard_size: int = 256, overwrite: bool = False,
+               progress: bool = True) -> dict:
+  """Writes a synthetic dataset: shards and dataset.json.
+
+  Args:
+    out_dir: output directory (created; an existing dataset there is only
+      replaced with `overwrite`).
+    config: the generator's config.
+    counts: {kind: {split: number of records}}.
+    workers: processes.
+    shard_size: records per shard.
+    overwrite: replace an existing dataset in `out_dir`.
+    progress: show progress bars.
+
+  Returns:
+    The dataset.json dict.
+  """
+  # Imported here: `writing` starts processes, which the record-making code
+  # above never needs.
+  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
+  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
+  for kind, splits in counts.items():
+    if kind not in records.KINDS:
+      raise ValueError(f'unknown record kind {kind!r}; kinds: {records.KINDS}')
+    for split in splits:
+      config.identity_pool(split)
+  writing.prepare_output(out_dir, overwrite)
+  results = []
+  pool = writing.make_pool(workers) if workers > 1 else None
+  try:
+    for kind, splits in counts.items():
+      for split, count in splits.items():
+        results.append(writing.write_split(
+            out_dir, kind, split, range(count), _Make(config, kind, split),
+            shard_size=shard_size, workers=workers, progress=progress,
+            pool=pool))
+  finally:
+    if pool is not None:
+      pool.terminate()
+      pool.join()
+  model = _generator(config).model
+  info = writing.dataset_info(
+      results, source='synthetic', seed=config.seed,
+      resolution=config.resolution,
+      identities={name: n for name, n in config.identities},
+      clip_length=config.clip_length,
+      face_model={'rows': model.rows, 'cols': model.cols,
+                  'num_shape': model.num_shape,
+                  'num_expression': model.num_expression,
+                  'shape_names': list(model.shape_names),
+                  'expression_names': list(model.expression_names)})
+  shards.write_dataset_info(out_dir, info)
+  return info

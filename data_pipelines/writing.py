@@ -1,0 +1,201 @@
+"""Writing records in parallel into the shards of a dataset directory.
+
+Shared by the synthetic generator and the dataset converters: worker
+processes make and serialise records; the parent writes them in index order
+into atomically renamed shards (`jaxface.data.shards.ShardWriter`), so the
+output does not depend on the number of workers, a crash never leaves a
+half-written shard under a final name, and samples that cannot be made are
+skipped and listed instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+from typing import Any, Callable, Sequence
+
+import tqdm
+
+from jaxface.data import records
+from jaxface.data import shards
+
+# make(item) -> fields of one record, or raises for a sample to skip.
+MakeFn = Callable[[Any], dict]
+
+
+@dataclasses.dataclass
+class SplitResult:
+  """What was written for one (kind, split)."""
+  kind: str
+  split: str
+  count: int
+  shards: list[str]
+  skipped: list[tuple[Any, str]]  # (item, reason)
+
+
+class _Worker:
+  """Picklable wrapper: make + serialise one item; never raises."""
+
+  def __init__(self, kind: str, make: MakeFn, skip_errors: bool):
+    self.kind, self.make, self.skip_errors = kind, make, skip_errors
+
+  def __call__(self, item):
+    try:
+      return item, records.serialize(self.kind, self.make(item)), None
+    except Exception as e:  # pylint: disable=broad-except
+      if not self.skip_errors:
+        raise
+      return item, None, f'{type(e).__name__}: {e}'
+
+
+_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
+
+
+def _init_worker():
+  # One thread per worker process: the workers are the parallelism.
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.setNumThreads(1)
+
+
+def make_pool(workers: int) -> multiprocessing.pool.Pool:
+  """A pool of `workers` spawned processes, each limited to one thread.
+
+  BLAS thread limits only take effect if set before numpy loads, so they
+  go into the environment the workers are spawned with. (Without them each
+  worker's OpenBLAS spins a thread per core and two workers on two cores run
+  three times slower than one.)
+  """
+  saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+  os.environ.update({k: '1' for k in _THREAD_VARS})
+  try:
+    return multiprocessing.get_context('spawn').Pool(
+        workers, initializer=_init_worker)
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
+                make: MakeFn, *, shard_size: int = 256, workers: int = 1,
+                skip_errors: bool = False, progress: bool = True,
+                pool: multiprocessing.pool.Pool | None = None) -> SplitResult:
+  """Makes one record per item and writes them as shards of `out_dir`.
+
+  Args:
+    out_dir: dataset directory (must exist).
+    kind, split: which records these are.
+    items: what `make` takes, one per record, in record order.
+    make: item -> record fields (must be picklable when workers > 1).
+    shard_size: records per shard (the last shards may hold fewer).
+    workers: processes; 1 makes records in this process.
+    skip_errors: list samples whose `make` raises instead of stopping.
+    progress: show a progress bar.
+    pool: an existing pool to use instead of starting one.
+
+  Returns:
+    A SplitResult. Shard names have the final shard count in them; a split
+    with no records has no shards.
+  """
+  num_shards = max(1, -(-len(items) // shard_size))
+  worker = _Worker(kind, make, skip_errors)
+  own_pool = None
+  if pool is None and workers > 1:
+    own_pool = pool = make_pool(workers)
+  try:
+    if pool is None:
+      results = map(worker, items)
+    else:
+      results = pool.imap(worker, items, chunksize=4)
+    bar = tqdm.tqdm(total=len(items), desc=f'{kind}/{split}', unit='rec',
+                    disable=not progress, leave=False)
+    temp_names, skipped, count = [], [], 0
+    writer = None
+    try:
+      for position, (item, data, error) in enumerate(results):
+        bar.update(1)
+        if error is not None:
+          skipped.append((item, error))
+          continue
+        shard = min(position // shard_size, num_shards - 1)
+        if writer is None or shard >= len(temp_names):
+          if writer is not None:
+            writer.close()
+          # Temporary names; renamed below once the final count is known.
+          name = f'.{kind}-{split}.partial-{shard:05d}'
+          writer = shards.ShardWriter(os.path.join(out_dir, name))
+          temp_names.append(name)
+        writer.write(data)
+        count += 1
+      if writer is not None:
+        writer.close()
+    except BaseException:
+      if writer is not None:
+        writer.abort()
+      for name in temp_names:
+        _remove(os.path.join(out_dir, name))
+      raise
+    finally:
+      bar.close()
+  finally:
+    if own_pool is not None:
+      own_pool.terminate()
+      own_pool.join()
+  final = []
+  for index, name in enumerate(temp_names):
+    target = shards.shard_name(kind, split, index, len(temp_names))
+    os.replace(os.path.join(out_dir, name), os.path.join(out_dir, target))
+    final.append(target)
+  return SplitResult(kind, split, count, final, skipped)
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
+def prepare_output(out_dir: str, overwrite: bool) -> None:
+  """Creates `out_dir`; refuses to write over a dataset unless `overwrite`.
+
+  With `overwrite`, the old dataset.json and the shards it lists are removed
+  first, so the directory is never a mix of old and new data.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  info_path = os.path.join(out_dir, shards.DATASET_INFO)
+  if not os.path.exists(info_path):
+    return
+  if not overwrite:
+    raise FileExistsError(
+        f'{out_dir} already holds a dataset ({shards.DATASET_INFO}); pass '
+        '--overwrite to replace it, or choose another --out')
+  # The listing is read without validation: a dataset with a shard deleted
+  # by hand is not valid, but its other shards must still go.
+  names = []
+  try:
+    with open(info_path, encoding='utf-8') as f:
+      old = json.load(f)
+    for splits in old.get('kinds', {}).values():
+      for entry in splits.values():
+        names.extend(n for n in entry.get('shards', [])
+                     if isinstance(n, str) and os.path.basename(n) == n)
+  except (OSError, ValueError, AttributeError):
+    pass  # An unreadable listing: nothing known to remove.
+  os.remove(info_path)
+  for name in names:
+    _remove(os.path.join(out_dir, name))
+
+
+def dataset_info(results: Sequence[SplitResult], **extra) -> dict:
+  """The dataset.json dict for the written splits (plus `extra` keys)."""
+  kinds: dict[str, dict] = {}
+  for r in results:
+    kinds.setdefault(r.kind, {})[r.split] = {'count': r.count,
+                                             'shards': r.shards}
+  return {'format': shards.FORMAT, 'schema_version': records.SCHEMA_VERSION,
+          **extra, 'kinds': kinds}

@@ -1,0 +1,1 @@
+"""Records, shards and (later) the input pipeline."""

@@ -1,0 +1,1 @@
+"""The procedural morphable face model, UV position maps, rendering, features."""
