@@ -394,7 +394,7 @@ class _Make:
 def synthesize(out_dir: str, config: SynthConfig,
                counts: dict[str, dict[str, int]], *, workers: int = 1,
                shard_size: int = 256, overwrite: bool = False,
-               progress: bool = True) -> dict:
+               progress: bool = True, extra_info: dict | None = None) -> dict:
   """Writes a synthetic dataset: shards and dataset.json.
 
   Args:
@@ -406,6 +406,7 @@ def synthesize(out_dir: str, config: SynthConfig,
     shard_size: records per shard.
     overwrite: replace an existing dataset in `out_dir`.
     progress: show progress bars.
+    extra_info: more keys for dataset.json.
 
   Returns:
     The dataset.json dict.
@@ -443,6 +444,7 @@ def synthesize(out_dir: str, config: SynthConfig,
                   'num_shape': model.num_shape,
                   'num_expression': model.num_expression,
                   'shape_names': list(model.shape_names),
-                  'expression_names': list(model.expression_names)})
+                  'expression_names': list(model.expression_names)},
+      **(extra_info or {}))
   shards.write_dataset_info(out_dir, info)
   return info

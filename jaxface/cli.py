@@ -133,6 +133,15 @@ def _quickstart(args) -> int:
   from jaxface.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   data = os.path.join(args.workdir, 'data')
+  if os.path.exists(os.path.join(data, shards.DATASET_INFO)):
+    try:
+      made_by = shards.read_dataset_info(data).get('made_by')
+    except shards.DatasetError:
+      made_by = None
+    if made_by != 'quickstart':
+      raise FileExistsError(
+          f'{data} holds a dataset that quickstart did not make; choose '
+          'another --workdir')
   config = synthetic.SynthConfig(resolution=args.resolution,
                                  identities=(('train', 100), ('test', 20)))
   counts = {'recon': {'train': 256, 'test': 64},
@@ -140,7 +149,7 @@ def _quickstart(args) -> int:
             'clips': {'train': 32, 'test': 8}}
   start = time.perf_counter()
   synthetic.synthesize(data, config, counts, workers=args.workers,
-                       overwrite=True)
+                       overwrite=True, extra_info={'made_by': 'quickstart'})
   print(f'rendered the synthetic dataset in {time.perf_counter() - start:.1f}'
         f' s: {data}')
   check = shards.check(data)

@@ -173,3 +173,15 @@ def test_geometric_features_of_a_rendered_multiview_face(dataset):
   # foreshortens one ear's 2D distance far more than the other's).
   ratio = float(named['eye_mouth_left']) / float(named['eye_mouth_right'])
   assert 0.75 < ratio < 1.33, ratio
+
+
+def test_quickstart_never_replaces_a_dataset_it_did_not_make(tmp_path,
+                                                             capsys):
+  data = tmp_path / 'data'
+  synthetic.synthesize(str(data), CONFIG, {'recon': {'train': 1}},
+                       progress=False)
+  before = _all_bytes(str(data))
+  assert cli.main(['quickstart', '--workdir', str(tmp_path),
+                   '--workers', '1']) == 2
+  assert 'did not make' in capsys.readouterr().err
+  assert _all_bytes(str(data)) == before

@@ -226,13 +226,17 @@ def _random_fields(uv, count, seed=1234):
   return np.stack(fields) * 1.8
 
 
+def _vector_field(dx, dy, dz, count):
+  """(count, 3) field from per-vertex or constant components."""
+  zero = np.zeros(count)
+  return np.stack([dx + zero, dy + zero, dz + zero], -1)
+
+
 def _shape_fields(p, s, y, theta, radial, face):
   """The semantic identity fields: (18, N, 3) displacements (mm) per std."""
   g = _gauss
   x = p[:, 0]
-  zero = np.zeros_like(x)
-  vec = lambda dx, dy, dz: np.stack(  # noqa: E731
-      [dx + zero, dy + zero, dz + zero], -1)
+  vec = functools.partial(_vector_field, count=len(x))
   eyes = g(s, y, 32, 0, 14, 10, mirror=True)
   eye_centre_x = np.sign(x) * 29.0
   lower = _smoothstep((-40 - y) / 50)
@@ -267,9 +271,7 @@ def _expression_fields(p, s, y, theta, radial, face):
   """(10, N, 3) expression displacements (mm) per unit coefficient."""
   g = _gauss
   x = p[:, 0]
-  zero = np.zeros_like(x)
-  vec = lambda dx, dy, dz: np.stack(  # noqa: E731
-      [dx + zero, dy + zero, dz + zero], -1)
+  vec = functools.partial(_vector_field, count=len(x))
   side = np.sign(x)
   # The lower jaw: everything below the lip line, fading towards the ears.
   jaw = (_smoothstep((-67.8 - y) / 1.8) *
