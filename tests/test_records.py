@@ -391,4 +391,30 @@ def test_schema_description_unknown_kind():
 
 @pytest.mark.parametrize("kind", records.KINDS)
 def test_field_names_match_fixtures(kind, rng):
-  assert set(records.field_names(kind)) == set(MAKERS[kind](rng))
+  fixture = set(MAKERS[kind](rng))
+  assert set(records.field_names(kind, required_only=True)) <= fixture
+  assert fixture <= set(records.field_names(kind))
+  optional = set(records.field_names(kind)) - set(
+      records.field_names(kind, required_only=True))
+  assert optional == ({"original_image", "position_map"} if kind == "recon"
+                      else set())
+
+
+def test_optional_recon_fields(rng):
+  fields = make_recon(rng)
+  # No 3DMM ground truth (AFLW2000-3D without a BFM): no position map.
+  del fields["position_map"]
+  back = records.deserialize(records.serialize("recon", fields), kind="recon")
+  assert "position_map" not in back
+  # The original photo may ride along for evaluation sets.
+  fields["original_image"] = _jpeg(rng, (40, 50))
+  back = records.deserialize(records.serialize("recon", fields), kind="recon")
+  assert back["original_image"] == fields["original_image"]
+  fields["original_image"] = b"not a jpeg"
+  with pytest.raises(records.RecordError, match="original_image"):
+    records.serialize("recon", fields)
+  # Required fields stay required.
+  del fields["original_image"], fields["landmarks"]
+  with pytest.raises(records.RecordError, match="landmarks"):
+    records.serialize("recon", fields)
+  assert "(optional)" in records.schema_description("recon")

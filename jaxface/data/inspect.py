@@ -74,8 +74,12 @@ def sample_row(kind: str, record: dict) -> list[np.ndarray]:
   """Picture tiles of one record: images with landmarks and position maps."""
   if kind == 'recon':
     image = records.decode_jpeg(record['image'])
-    return [_tile(draw_landmarks(image, record['landmarks'])),
-            _tile(position_map_picture(record['position_map']))]
+    tiles = [_tile(draw_landmarks(image, record['landmarks']))]
+    if 'position_map' in record:
+      tiles.append(_tile(position_map_picture(record['position_map'])))
+    if 'original_image' in record:
+      tiles.append(_tile(records.decode_jpeg(record['original_image'])))
+    return tiles
   if kind == 'multiview':
     tiles = [_tile(draw_landmarks(records.decode_jpeg(im), lmk))
              for im, lmk in zip(record['images'], record['landmarks'])]

@@ -62,12 +62,14 @@ class _Field:
     shape: dims of an "array" field, or (length,) of a "jpeg_list"; each dim
       is an int or a symbolic name (str).
     doc: what the field means, with units.
+    optional: the field may be absent (it is validated when present).
   """
   name: str
   type: str
   dtype: str | None = None
   shape: tuple[int | str, ...] = ()
   doc: str = ""
+  optional: bool = False
 
 
 _NUM_VIEWS = len(VIEWS)
@@ -86,7 +88,9 @@ _SCHEMAS = types.MappingProxyType({
         _Field("image", "jpeg",
                doc="JPEG of the RGB face crop"),
         _Field("position_map", "array", "float32", ("H", "W", 3),
-               "UV position map: (x, y, z) in crop pixels, z towards camera"),
+               "UV position map: (x, y, z) in crop pixels, z towards camera; "
+               "absent where no 3DMM ground truth exists (AFLW2000-3D "
+               "converted without a BFM)", optional=True),
         _Field("landmarks", "array", "float32", (68, 3),
                "68 3D landmarks (x, y, z) in crop pixels"),
         _Field("pose", "array", "float32", (7,),
@@ -105,6 +109,10 @@ _SCHEMAS = types.MappingProxyType({
                "original image height, width in pixels"),
         _Field("identity", "int", doc="subject id"),
         _Field("source", "str", doc="where the record came from"),
+        _Field("original_image", "jpeg",
+               doc="JPEG of the whole original photo (evaluation sets, to "
+               "draw predictions mapped back with crop_transform)",
+               optional=True),
     ),
     "multiview": (
         _Field("images", "jpeg_list", shape=(_NUM_VIEWS,),
@@ -324,7 +332,8 @@ def validate(kind: str, fields: Mapping[str, Any],
     if fields["kind"] != kind:
       problems.append(f"'kind' entry is {fields['kind']!r}, but the record "
                       f"is validated as {kind!r}")
-  missing = [spec.name for spec in schema if spec.name not in present]
+  missing = [spec.name for spec in schema
+             if spec.name not in present and not spec.optional]
   if missing:
     problems.append(f"missing field(s) {missing}")
   unexpected = sorted(present - names, key=str)
@@ -534,9 +543,10 @@ def decode_jpeg(data: bytes, where: str = "image") -> np.ndarray:
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def field_names(kind: str) -> tuple[str, ...]:
+def field_names(kind: str, required_only: bool = False) -> tuple[str, ...]:
   """The field names of a record of `kind`, in schema order."""
-  return tuple(spec.name for spec in _schema(kind, "schema"))
+  return tuple(spec.name for spec in _schema(kind, "schema")
+               if not (required_only and spec.optional))
 
 
 def schema_description(kind: str) -> str:
@@ -551,7 +561,8 @@ def schema_description(kind: str) -> str:
     else:
       typ, shape = {"jpeg": "jpeg bytes", "int": "int",
                     "str": "str"}[spec.type], "scalar"
-    rows.append((spec.name, typ, shape, spec.doc))
+    rows.append((spec.name, typ, shape,
+                 spec.doc + (" (optional)" if spec.optional else "")))
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
   lines = [f"{kind} record (schema version {SCHEMA_VERSION}):"]
   for row in rows:
