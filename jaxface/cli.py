@@ -9,6 +9,18 @@ import sys
 import time
 
 
+def _add_writer_args(p):
+  """Options of every command that writes a dataset."""
+  p.add_argument('--resolution', type=int, default=256,
+                 help='crop / position map side in pixels')
+  p.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                 help='processes (default: all cores)')
+  p.add_argument('--shard-size', type=int, default=256,
+                 help='records per shard')
+  p.add_argument('--overwrite', action='store_true',
+                 help='replace a dataset already in --out')
+
+
 def _add_synth(sub):
   p = sub.add_parser(
       'synth', help='render the built-in synthetic dataset',
@@ -22,8 +34,6 @@ def _add_synth(sub):
                  help='records per kind in the train split')
   p.add_argument('--num-test', type=int, default=200,
                  help='records per kind in the test split')
-  p.add_argument('--resolution', type=int, default=256,
-                 help='crop / position map side in pixels')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--identities-train', type=int, default=1000,
                  help='identities in the train pool')
@@ -31,12 +41,7 @@ def _add_synth(sub):
                  help='identities in the test pool (disjoint from train)')
   p.add_argument('--clip-length', type=int, default=8,
                  help='frames per clips record')
-  p.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                 help='processes (default: all cores)')
-  p.add_argument('--shard-size', type=int, default=256,
-                 help='records per shard')
-  p.add_argument('--overwrite', action='store_true',
-                 help='replace a dataset already in --out')
+  _add_writer_args(p)
   p.set_defaults(func=_synth)
 
 
@@ -116,6 +121,95 @@ def _inspect(args) -> int:
   return 0 if check['ok'] else 1
 
 
+def _add_convert_300wlp(sub):
+  p = sub.add_parser(
+      'convert-300wlp', help='convert 300W-LP (with the BFM) to records',
+      description='Convert 300W-LP into recon (and multiview) records: PRNet '
+      'crops and UV position maps made from the 3DMM parameters with the '
+      'Basel Face Model, as face3d does for PRNet. Samples that cannot be '
+      'read are skipped and listed; the exit status is non-zero only when '
+      'nothing could be converted.')
+  p.add_argument('--root', required=True,
+                 help='the 300W_LP folder (AFW, HELEN, IBUG, LFPW, *_Flip)')
+  p.add_argument('--bfm', required=True,
+                 help="folder with face3d's BFM.mat and BFM_UV.mat")
+  p.add_argument('--out', required=True, help='output directory')
+  p.add_argument('--test-fraction', type=float, default=0.0,
+                 help='fraction of original faces (all their views and '
+                 'flips) held out in a test split (default 0: all train)')
+  p.add_argument('--limit', type=int, default=None,
+                 help='convert only the first N samples (sorted by path)')
+  p.add_argument('--multiview', action=argparse.BooleanOptionalAction,
+                 default=True,
+                 help='also write multiview records (default: yes)')
+  p.add_argument('--perturb', action='store_true',
+                 help="PRNet's random crop shift and scale (default: "
+                 'deterministic crops)')
+  p.add_argument('--seed', type=int, default=0,
+                 help='seed of --perturb')
+  _add_writer_args(p)
+  p.set_defaults(func=_convert_300wlp)
+
+
+def _report_conversion(conversion) -> int:
+  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
+  print(the300wlp.format_summary(conversion))
+  if not conversion.ok:
+    print(f'jaxface: error: no usable {conversion.source} sample was '
+          'converted (see the reasons above); nothing was written',
+          file=sys.stderr)
+    return 1
+  return 0
+
+
+def _convert_300wlp(args) -> int:
+  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  conversion = the300wlp.convert_300wlp(
+      args.root, args.bfm, args.out, resolution=args.resolution,
+      workers=args.workers, test_fraction=args.test_fraction,
+      limit=args.limit, multiview=args.multiview, perturb=args.perturb,
+      seed=args.seed, overwrite=args.overwrite, shard_size=args.shard_size)
+  status = _report_conversion(conversion)
+  print(f'took {time.perf_counter() - start:.1f} s')
+  return status
+
+
+def _add_convert_aflw2000(sub):
+  p = sub.add_parser(
+      'convert-aflw2000', help='convert AFLW2000-3D to test records',
+      description='Convert AFLW2000-3D into recon records of the test split: '
+      'PRNet crops around the ground-truth 68 landmarks, with the crop '
+      'transform, the original size, the pose and (with --bfm) the UV '
+      'position map.')
+  p.add_argument('--root', required=True,
+                 help='the AFLW2000 folder (imageNNNNN.jpg + .mat)')
+  p.add_argument('--out', required=True, help='output directory')
+  p.add_argument('--bfm', default=None,
+                 help="folder with face3d's BFM.mat and BFM_UV.mat (for the "
+                 'position maps; required unless --landmarks-only)')
+  p.add_argument('--landmarks-only', action='store_true',
+                 help='without --bfm: records with a 1x1 placeholder '
+                 'position map (landmark and pose evaluation only)')
+  p.add_argument('--limit', type=int, default=None,
+                 help='convert only the first N images')
+  _add_writer_args(p)
+  p.set_defaults(func=_convert_aflw2000)
+
+
+def _convert_aflw2000(args) -> int:
+  from data_pipelines import aflw2000  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  conversion = aflw2000.convert_aflw2000(
+      args.root, args.out, args.bfm, resolution=args.resolution,
+      workers=args.workers, limit=args.limit,
+      landmarks_only=args.landmarks_only, overwrite=args.overwrite,
+      shard_size=args.shard_size)
+  status = _report_conversion(conversion)
+  print(f'took {time.perf_counter() - start:.1f} s')
+  return status
+
+
 def _add_quickstart(sub):
   p = sub.add_parser(
       'quickstart', help='the first thing to run: a small synthetic dataset',
@@ -170,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
   data_sub = data.add_subparsers(dest='data_command', required=True)
   _add_synth(data_sub)
   _add_inspect(data_sub)
+  _add_convert_300wlp(data_sub)
+  _add_convert_aflw2000(data_sub)
   _add_quickstart(sub)
   return parser
 

@@ -295,3 +295,16 @@ def test_read_dataset_info_wrong_format(tmp_path):
       {"format": "tfds", "schema_version": 1, "kinds": {}}))
   with pytest.raises(shards.DatasetError, match="format"):
     shards.read_dataset_info(tmp_path)
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+  old = os.umask(0o022)
+  try:
+    path = tmp_path / shards.shard_name("recon", "train", 0, 1)
+    with shards.ShardWriter(path) as writer:
+      writer.write(b"x")
+    info = shards.write_dataset_info(tmp_path, {"kinds": {}})
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == 0o644
+  assert os.stat(info).st_mode & 0o777 == 0o644

@@ -51,7 +51,7 @@ class RecordError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Field:
+class Field:
   """One field of a record schema.
 
   Attributes:
@@ -85,75 +85,80 @@ _DIMS = types.MappingProxyType({
 
 _SCHEMAS = types.MappingProxyType({
     "recon": (
-        _Field("image", "jpeg",
+        Field("image", "jpeg",
                doc="JPEG of the RGB face crop"),
-        _Field("position_map", "array", "float32", ("H", "W", 3),
+        Field("position_map", "array", "float32", ("H", "W", 3),
                "UV position map: (x, y, z) in crop pixels, z towards camera; "
                "absent where no 3DMM ground truth exists (AFLW2000-3D "
                "converted without a BFM)", optional=True),
-        _Field("landmarks", "array", "float32", (68, 3),
+        Field("landmarks", "array", "float32", (68, 3),
                "68 3D landmarks (x, y, z) in crop pixels"),
-        _Field("pose", "array", "float32", (7,),
+        Field("pose", "array", "float32", (7,),
                "300W-LP Pose_Para: pitch, yaw, roll (radians), tx, ty, tz, "
                "scale"),
-        _Field("shape_coeffs", "array", "float32", ("S",),
+        Field("shape_coeffs", "array", "float32", ("S",),
                "3DMM shape coefficients"),
-        _Field("expression_coeffs", "array", "float32", ("E",),
+        Field("expression_coeffs", "array", "float32", ("E",),
                "3DMM expression coefficients"),
-        _Field("face_box", "array", "float32", (4,),
+        Field("face_box", "array", "float32", (4,),
                "x_min, y_min, x_max, y_max of the landmarks in original-image "
                "pixels"),
-        _Field("crop_transform", "array", "float32", (3, 3),
+        Field("crop_transform", "array", "float32", (3, 3),
                "homogeneous similarity: original-image pixels -> crop pixels"),
-        _Field("original_size", "array", "int32", (2,),
+        Field("original_size", "array", "int32", (2,),
                "original image height, width in pixels"),
-        _Field("identity", "int", doc="subject id"),
-        _Field("source", "str", doc="where the record came from"),
-        _Field("original_image", "jpeg",
+        Field("identity", "int", doc="subject id"),
+        Field("source", "str", doc="where the record came from"),
+        Field("original_image", "jpeg",
                doc="JPEG of the whole original photo (evaluation sets, to "
                "draw predictions mapped back with crop_transform)",
                optional=True),
     ),
     "multiview": (
-        _Field("images", "jpeg_list", shape=(_NUM_VIEWS,),
+        Field("images", "jpeg_list", shape=(_NUM_VIEWS,),
                doc="JPEGs of the RGB crops: " + ", ".join(VIEWS)),
-        _Field("landmarks", "array", "float32", (_NUM_VIEWS, 68, 3),
+        Field("landmarks", "array", "float32", (_NUM_VIEWS, 68, 3),
                "68 3D landmarks per view, in that view's crop pixels"),
-        _Field("extra_points", "array", "float32", (_NUM_VIEWS, _NUM_EXTRA, 3),
+        Field("extra_points", "array", "float32", (_NUM_VIEWS, _NUM_EXTRA, 3),
                "per view, 3D points " + ", ".join(EXTRA_POINT_NAMES) +
                " in crop pixels"),
-        _Field("poses", "array", "float32", (_NUM_VIEWS, 7),
+        Field("poses", "array", "float32", (_NUM_VIEWS, 7),
                "per view pitch, yaw, roll (radians), tx, ty, tz, scale"),
-        _Field("crop_transforms", "array", "float32", (_NUM_VIEWS, 3, 3),
+        Field("crop_transforms", "array", "float32", (_NUM_VIEWS, 3, 3),
                "per view homogeneous similarity: original -> crop pixels"),
-        _Field("canonical_position_map", "array", "float32", ("H", "W", 3),
+        Field("canonical_position_map", "array", "float32", ("H", "W", 3),
                "UV position map of the face in the canonical (frontal) frame"),
-        _Field("shape_coeffs", "array", "float32", ("S",),
+        Field("shape_coeffs", "array", "float32", ("S",),
                "3DMM shape coefficients"),
-        _Field("expression_coeffs", "array", "float32", ("E",),
+        Field("expression_coeffs", "array", "float32", ("E",),
                "3DMM expression coefficients"),
-        _Field("identity", "int", doc="subject id"),
-        _Field("source", "str", doc="where the record came from"),
+        Field("identity", "int", doc="subject id"),
+        Field("source", "str", doc="where the record came from"),
     ),
     "clips": (
-        _Field("frames", "jpeg_list", shape=("T",),
+        Field("frames", "jpeg_list", shape=("T",),
                doc="JPEGs of the RGB frames, in clip order"),
-        _Field("landmarks", "array", "float32", ("T", 68, 3),
+        Field("landmarks", "array", "float32", ("T", 68, 3),
                "68 3D landmarks per frame, in frame pixels"),
-        _Field("poses", "array", "float32", ("T", 7),
+        Field("poses", "array", "float32", ("T", 7),
                "per frame pitch, yaw, roll (radians), tx, ty, tz, scale"),
-        _Field("identities", "array", "int64", ("T",),
+        Field("identities", "array", "int64", ("T",),
                "subject id of each frame"),
-        _Field("label", "int", doc="1 = true progression, 0 = not"),
-        _Field("corruption", "int",
+        Field("label", "int", doc="1 = true progression, 0 = not"),
+        Field("corruption", "int",
                doc="index into CORRUPTIONS (" + ", ".join(CORRUPTIONS) +
                "); 0 iff label is 1"),
-        _Field("source", "str", doc="where the record came from"),
+        Field("source", "str", doc="where the record came from"),
     ),
 })
 
 
-def _schema(kind: Any, where: str) -> tuple[_Field, ...]:
+def schema(kind: str) -> tuple[Field, ...]:
+  """The fields of a record of `kind`, in schema order."""
+  return _schema(kind, "schema")
+
+
+def _schema(kind: Any, where: str) -> tuple[Field, ...]:
   if not isinstance(kind, str) or kind not in _SCHEMAS:
     raise RecordError(
         f"{where}: unknown record kind {kind!r}; expected one of {KINDS}")
@@ -180,7 +185,7 @@ def _check_jpeg(value: Any, label: str) -> str | None:
   return None
 
 
-def _check_field(spec: _Field, value: Any, dims: dict[str, tuple[int, str]],
+def _check_field(spec: Field, value: Any, dims: dict[str, tuple[int, str]],
                  problems: list[str]) -> bool:
   """Checks one field, binding symbolic dims; returns True if it is sound."""
   label = f"field '{spec.name}'"
@@ -236,7 +241,7 @@ def _check_field(spec: _Field, value: Any, dims: dict[str, tuple[int, str]],
   return True
 
 
-def _bind_dims(spec: _Field, actual: tuple[int, ...],
+def _bind_dims(spec: Field, actual: tuple[int, ...],
                dims: dict[str, tuple[int, str]], problems: list[str],
                what: str) -> bool:
   """Matches actual dims against spec.shape, binding symbolic ones in dims."""
@@ -351,7 +356,7 @@ def validate(kind: str, fields: Mapping[str, Any],
     raise RecordError(f"{where}: invalid {kind} record: " + "; ".join(problems))
 
 
-def _coerce(spec: _Field, value: Any) -> Any:
+def _coerce(spec: Field, value: Any) -> Any:
   """Converts value to what the schema stores, where that loses nothing."""
   if spec.type == "array":
     if isinstance(value, (str, bytes)):

@@ -76,6 +76,11 @@ def _hidden_temp(path: str) -> str:
   fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp",
                               dir=directory)
   os.close(fd)
+  # mkstemp makes the file private (0600); datasets are meant to be read by
+  # others as any file created under the user's umask.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temp, 0o666 & ~umask)
   return temp
 
 

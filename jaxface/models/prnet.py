@@ -1,0 +1,97 @@
+"""PRNet's ResFCN256: the generator of the cycle reconstruction system.
+
+From "Joint 3D Face Reconstruction and Dense Alignment with Position Map
+Regression Network" (Feng et al., 2018) and its TensorFlow code: at 256 x
+256, a 4x4 stride-1 convolution to 16 channels; 10 residual blocks to
+8 x 8 x 512; 17 transposed 4x4 convolutions back to 256 x 256 x 3; BatchNorm
+(with scale) + ReLU after every convolution except where noted; no biases
+anywhere; a sigmoid at the end. The output times 1.1 x resolution is the UV
+position map in pixels of the input crop.
+
+Residual block (C output channels, stride s): 1x1 conv to C/2 (BN + ReLU),
+4x4 conv to C/2 with stride s (BN + ReLU), 1x1 conv to C (no norm, no
+activation); a 1x1 stride-s projection shortcut (no norm) when the shape
+changes; BN + ReLU after the sum.
+
+Other resolutions keep the same layers (the bottleneck is resolution / 32);
+`width` multiplies every channel count except the 3 output channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxface.models import layers
+
+ENCODER = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2),
+           (256, 1), (512, 2), (512, 1))
+DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
+           (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
+           (16, 1), (3, 1), (3, 1), (3, 1))
+OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
+
+
+def _bn(train: bool, dtype) -> nn.BatchNorm:
+  # TensorFlow's batch_norm defaults, as PRNet trained with them.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.999,
+                      epsilon=1e-3, dtype=dtype)
+
+
+class ResBlock(nn.Module):
+  """PRNet's residual block; see the module docstring."""
+  features: int
+  strides: int = 1
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = lambda c, k, s: nn.Conv(  # noqa: E731
+        c, (k, k), (s, s), padding='SAME', use_bias=False, dtype=self.dtype)
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = conv(self.features, 1, self.strides)(x)
+    half = self.features // 2
+    y = nn.relu(_bn(train, self.dtype)(conv(half, 1, 1)(x)))
+    y = nn.relu(_bn(train, self.dtype)(conv(half, 4, self.strides)(y)))
+    y = conv(self.features, 1, 1)(y)
+    return nn.relu(_bn(train, self.dtype)(y + shortcut))
+
+
+class PRNet(nn.Module):
+  """ResFCN256 position map regressor.
+
+  Attributes:
+    width: channel multiplier (1.0 is the original).
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+
+  Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
+  position maps in pixels (sigmoid x 1.1 x R). R must be a multiple of 32.
+  BatchNorm statistics live in the 'batch_stats' collection.
+  """
+  width: float = 1.0
+  dtype: Any = None
+
+  def _channels(self, c: int) -> int:
+    return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    resolution = images.shape[1]
+    if images.shape[1] != images.shape[2] or resolution % 32:
+      raise ValueError(f'PRNet needs square inputs with a side divisible by '
+                       f'32, got {images.shape[1:3]}')
+    x = images.astype(self.dtype or images.dtype)
+    x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
+                dtype=self.dtype)(x)
+    x = nn.relu(_bn(train, self.dtype)(x))
+    for features, strides in ENCODER:
+      x = ResBlock(self._channels(features), strides, self.dtype)(x, train)
+    for k, (features, strides) in enumerate(DECODER):
+      x = layers.ConvTranspose(self._channels(features), (4, 4),
+                               (strides, strides), dtype=self.dtype)(x)
+      x = _bn(train, self.dtype)(x)
+      x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
+    return (x * (OUTPUT_SCALE * resolution)).astype(jnp.float32)

@@ -1,0 +1,340 @@
+"""The networks: shapes, parameter counts, exactness, determinism, gradients.
+
+Full-size models are only shape-checked (`jax.eval_shape`); compiled tests
+use small resolutions and widths.
+"""
+
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxface import models
+
+KEY = jax.random.key(0)
+
+
+def _count(tree):
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def _init(module, *args, **kwargs):
+  # Jitted: eager init would compile every primitive on its own.
+  return jax.jit(functools.partial(module.init, **kwargs))(KEY, *args)
+
+
+def _apply(module, variables, *args, **kwargs):
+  return jax.jit(functools.partial(module.apply, **kwargs))(variables, *args)
+
+
+# ------------------------------------------------------------ PRNet --------
+
+
+def test_prnet_full_size_shapes_and_original_parameter_count():
+  model = models.PRNet()
+  variables = jax.eval_shape(lambda: _init(model, jnp.zeros((1, 256, 256, 3))))
+  # PRNet's ResFCN256 counted with BatchNorm scales and offsets.
+  assert _count(variables['params']) == 13_353_618
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((4, 256, 256, 3))),
+                       variables)
+  chex.assert_shape(out, (4, 256, 256, 3))
+  assert out.dtype == jnp.float32
+  for res in (64, 128, 512):
+    out = jax.eval_shape(lambda v, r=res: model.apply(
+        v, jnp.zeros((1, r, r, 3))), variables)
+    chex.assert_shape(out, (1, res, res, 3))
+
+
+def test_prnet_rejects_bad_resolution():
+  with pytest.raises(ValueError, match='divisible by 32'):
+    jax.eval_shape(lambda: _init(models.PRNet(), jnp.zeros((1, 48, 48, 3))))
+
+
+@pytest.fixture(scope='module')
+def small_prnet():
+  model = models.PRNet(width=0.25)
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  return model, _init(model, images), images
+
+
+def test_prnet_small_compiled_train_step(small_prnet):
+  model, variables, images = small_prnet
+
+  def loss(params):
+    out, updates = model.apply({**variables, 'params': params}, images,
+                               train=True, mutable=['batch_stats'])
+    return jnp.mean(out), updates
+
+  (value, updates), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables['params'])
+  out = _apply(model, variables, images)
+  chex.assert_shape(out, (2, 32, 32, 3))
+  assert float(out.min()) >= 0 and float(out.max()) <= 1.1 * 32
+  chex.assert_tree_all_finite(grads)
+  assert float(value) > 0
+  # Training mode updated the BatchNorm running statistics.
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_prnet_is_deterministic_for_a_seed(small_prnet):
+  model, variables, images = small_prnet
+  again = _init(model, images)
+  chex.assert_trees_all_equal(variables, again)
+  other = jax.jit(model.init)(jax.random.key(7), images)
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(other['params']), jax.tree.leaves(variables['params'])))
+  np.testing.assert_array_equal(_apply(model, variables, images),
+                                _apply(model, variables, images))
+
+
+def test_prnet_bfloat16_compute_is_close_to_float32(small_prnet):
+  model, variables, images = small_prnet
+  bf16 = models.PRNet(width=0.25, dtype=jnp.bfloat16)
+  out32 = _apply(model, variables, images)
+  out16 = _apply(bf16, variables, images)
+  assert out16.dtype == jnp.float32  # outputs are float32 pixels
+  # Parameters stay float32 in the bfloat16 model.
+  params16 = jax.eval_shape(lambda: _init(bf16, images))['params']
+  assert {np.dtype(x.dtype) for x in jax.tree.leaves(params16)} == {
+      np.dtype('float32')}
+  err = np.abs(np.asarray(out16) - np.asarray(out32))
+  assert err.mean() < 0.02 * 32 and err.max() < 0.1 * 32
+
+
+# ------------------------------------------------ transposed convolution ---
+
+
+@pytest.mark.parametrize('ndim', [1, 2, 3])
+def test_subpixel_transposed_conv_equals_lax_reference(ndim):
+  rng = np.random.default_rng(ndim)
+  x = jnp.asarray(rng.normal(size=(2,) + (5,) * ndim + (3,)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(4,) * ndim + (3, 4)), jnp.float32)
+  spatial = 'DHW'[-ndim:]
+  ref = jax.lax.conv_transpose(
+      x, kernel, (2,) * ndim, 'SAME',
+      dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  got = models.conv_transpose_subpixel(x, kernel)
+  chex.assert_shape(got, ref.shape)
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_conv_transpose_module_matches_flax_module():
+  x = jax.random.normal(jax.random.key(2), (2, 6, 6, 5))
+  for strides in ((2, 2), (1, 1)):
+    ours = models.ConvTranspose(7, (4, 4), strides)
+    theirs = nn.ConvTranspose(7, (4, 4), strides, padding='SAME',
+                              use_bias=False)
+    params = ours.init(KEY, x)
+    # Same parameters as flax's module: checkpoints are interchangeable.
+    chex.assert_trees_all_equal_shapes(params, theirs.init(KEY, x))
+    np.testing.assert_allclose(ours.apply(params, x),
+                               theirs.apply(params, x), atol=1e-5)
+
+
+# -------------------------------------------------------- discriminators ---
+
+
+def test_resnet_discriminator_is_resnet18():
+  model = models.ResNetDiscriminator()
+  variables = jax.eval_shape(lambda: _init(model, jnp.zeros((1, 256, 256, 3))))
+  # torchvision's ResNet-18 has 11,689,512 parameters with its 1000-way
+  # classifier (512 * 1000 + 1000); here the classifier has one logit.
+  assert _count(variables['params']) == 11_689_512 - 513_000 + 513
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((3, 256, 256, 6))),
+                       jax.eval_shape(lambda: _init(
+                           model, jnp.zeros((1, 256, 256, 6)))))
+  chex.assert_shape(out, (3,))
+
+
+@pytest.mark.parametrize('norm', ['instance', 'layer', 'none', 'spectral',
+                                  'batch'])
+def test_resnet_discriminator_norms_shapes(norm):
+  model = models.ResNetDiscriminator(width=0.125, norm=norm)
+  x = jnp.zeros((2, 64, 64, 3))
+  variables = jax.eval_shape(lambda: model.init(KEY, x))
+  assert ('batch_stats' in variables) == (norm in ('batch', 'spectral'))
+  out = jax.eval_shape(lambda v: model.apply(
+      v, x, train=True, mutable=['batch_stats'])[0], variables)
+  chex.assert_shape(out, (2,))
+
+
+# Compiled with gradients: the default and the one with mutable state.
+@pytest.mark.parametrize('norm', ['instance', 'spectral'])
+def test_resnet_discriminator_norms_compile_and_have_finite_grads(norm):
+  model = models.ResNetDiscriminator(width=0.125, norm=norm)
+  x = jax.random.uniform(jax.random.key(3), (2, 32, 32, 3))
+  variables = _init(model, x)
+  mutable = [k for k in variables if k != 'params']
+
+  def loss(params):
+    out = model.apply({**variables, 'params': params}, x, train=True,
+                      mutable=mutable or False)
+    logits = out[0] if mutable else out
+    return jnp.sum(logits)
+
+  grads = jax.jit(jax.grad(loss))(variables['params'])
+  chex.assert_tree_all_finite(grads)
+
+
+def test_instance_norm_discriminator_is_independent_of_the_batch():
+  model = models.ResNetDiscriminator(width=0.125)
+  x = jax.random.uniform(jax.random.key(4), (3, 32, 32, 3))
+  variables = _init(model, x)
+  together = _apply(model, variables, x, train=True)
+  alone = _apply(model, variables, x[:1], train=True)
+  np.testing.assert_allclose(together[0], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_landmark_discriminator_ignores_position_and_scale():
+  model = models.LandmarkDiscriminator()
+  lmk = jax.random.normal(jax.random.key(5), (2, 68, 3)) * 30 + 100
+  variables = _init(model, lmk)
+  moved = lmk * 2.5 + jnp.array([10.0, -4.0, 7.0])
+  np.testing.assert_allclose(_apply(model, variables, lmk),
+                             _apply(model, variables, moved), rtol=1e-4,
+                             atol=1e-5)
+  other = lmk.at[:, 30].add(25.0)  # a different shape
+  assert not np.allclose(_apply(model, variables, lmk),
+                         _apply(model, variables, other))
+
+
+# ---------------------------------------------------------- face GAN -------
+
+
+def test_feature_encoder_is_128_leaky_relu():
+  enc = models.FeatureEncoder()
+  x = jax.random.normal(KEY, (4, 31))
+  variables = _init(enc, x)
+  out = _apply(enc, variables, x)
+  chex.assert_shape(out, (4, 128))
+  dense = variables['params']['Dense_0']
+  pre = x @ dense['kernel'] + dense['bias']
+  np.testing.assert_allclose(out, jnp.where(pre > 0, pre, 0.2 * pre),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('head, shape', [('uv', (64, 64, 3)),
+                                         ('voxel', (64, 64, 64, 1))])
+def test_face_gan_full_size_shapes(head, shape):
+  gen = models.FaceGenerator(head=head)
+  features, noise = jnp.zeros((2, 31)), jnp.zeros((2, 128))
+  variables = jax.eval_shape(lambda: _init(gen, features, noise))
+  out = jax.eval_shape(lambda v: gen.apply(v, features, noise), variables)
+  chex.assert_shape(out, (2,) + shape)
+  disc = models.FaceDiscriminator(head=head)
+  x = jnp.zeros((2,) + shape)
+  dvars = jax.eval_shape(lambda: _init(disc, x, features))
+  logits, maps = jax.eval_shape(lambda v: disc.apply(v, x, features), dvars)
+  chex.assert_shape(logits, (2,))
+  assert [m.shape[1] for m in maps] == [32, 16, 8, 4]
+
+
+def _small_gan(head, attention=True):
+  size = 16 if head == 'uv' else 8  # 3D convolutions compile slowly
+  gen = models.FaceGenerator(head=head, size=size, base_channels=32,
+                             attention=attention)
+  disc = models.FaceDiscriminator(head=head, base_channels=8,
+                                  attention=attention, compress_dim=16)
+  return gen, disc
+
+
+@pytest.mark.parametrize('head', ['uv', 'voxel'])
+def test_face_gan_small_compiled_with_finite_gradients(head):
+  gen, disc = _small_gan(head)
+  features = jax.random.normal(jax.random.key(1), (2, 31))
+  noise = jax.random.normal(jax.random.key(2), (2, 128))
+  gvars = _init(gen, features, noise)
+  fake, _ = _apply(gen, gvars, features, noise, train=True,
+                   mutable=['batch_stats'])
+  size = gen.size
+  expected = (2, 16, 16, 3) if head == 'uv' else (2, 8, 8, 8, 1)
+  chex.assert_shape(fake, expected)
+  x = fake / (1.1 * size) if head == 'uv' else jax.nn.sigmoid(fake)
+  dvars = _init(disc, x, features)
+
+  def loss(gparams):
+    out, _ = gen.apply({**gvars, 'params': gparams}, features, noise,
+                       train=True, mutable=['batch_stats'])
+    inp = out / (1.1 * size) if head == 'uv' else jax.nn.sigmoid(out)
+    logits, maps = disc.apply(dvars, inp, features)
+    return jnp.mean(logits) + sum(jnp.mean(m) for m in maps)
+
+  grads = jax.jit(jax.grad(loss))(gvars['params'])
+  chex.assert_tree_all_finite(grads)
+  # The discriminator's verdict depends on the conditioning features.
+  a, _ = _apply(disc, dvars, x, features)
+  b, _ = _apply(disc, dvars, x, features + 3.0)
+  assert not np.allclose(a, b)
+
+
+def _se_params(channels, reduction=8):
+  hidden = max(1, channels // reduction)
+  return channels * hidden + hidden + hidden * channels + channels
+
+
+def test_attention_flag_adds_exactly_the_attention_parameters():
+  features, noise = jnp.zeros((1, 31)), jnp.zeros((1, 128))
+  with_att, _ = _small_gan('uv', attention=True)
+  without, _ = _small_gan('uv', attention=False)
+  p_with = jax.eval_shape(lambda: _init(with_att, features, noise))['params']
+  p_without = jax.eval_shape(lambda: _init(without, features, noise))['params']
+  # Generator 16x16 from 4x4 with base 32: up blocks of 16 and 16 channels
+  # (halving, at least 16), each followed by a residual block: 4 SE blocks.
+  assert _count(p_with) - _count(p_without) == 4 * _se_params(16)
+  assert 'SqueezeExcite_0' in p_with['UpBlock_0']
+  assert 'SqueezeExcite_0' not in p_without['UpBlock_0']
+
+
+def test_generator_is_deterministic_and_uses_noise():
+  gen, _ = _small_gan('uv')
+  features = jax.random.normal(jax.random.key(1), (2, 31))
+  noise = jax.random.normal(jax.random.key(2), (2, 128))
+  variables = _init(gen, features, noise)
+  chex.assert_trees_all_equal(variables, _init(gen, features, noise))
+  a = _apply(gen, variables, features, noise)
+  np.testing.assert_array_equal(a, _apply(gen, variables, features, noise))
+  assert not np.allclose(a, _apply(gen, variables, features, noise + 1.0))
+
+
+def test_generator_bfloat16_close_to_float32():
+  gen, _ = _small_gan('uv')
+  features = jax.random.normal(jax.random.key(1), (2, 31))
+  noise = jax.random.normal(jax.random.key(2), (2, 128))
+  variables = _init(gen, features, noise)
+  bf16 = models.FaceGenerator(head='uv', size=16, base_channels=32,
+                              dtype=jnp.bfloat16)
+  err = np.abs(np.asarray(_apply(bf16, variables, features, noise)) -
+               np.asarray(_apply(gen, variables, features, noise)))
+  assert err.max() < 0.05 * 16
+
+
+# ------------------------------------------------------- progression RNN ---
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_progression_rnn_masks_frames_after_the_length(cell):
+  model = models.ProgressionRNN(cell=cell, hidden=16, frame_channels=(8, 8),
+                                frame_features=16, use_landmarks=True)
+  frames = jax.random.uniform(jax.random.key(1), (2, 5, 16, 16, 3))
+  lmk = jax.random.normal(jax.random.key(2), (2, 5, 68, 3)) * 20 + 50
+  lengths = jnp.array([5, 3])
+  variables = _init(model, frames, lengths, lmk)
+  apply = jax.jit(model.apply)
+  logits = apply(variables, frames, lengths, lmk)
+  chex.assert_shape(logits, (2,))
+  # Changing frames after clip 1's length leaves its logit unchanged ...
+  changed = frames.at[1, 3:].set(0.0)
+  out = apply(variables, changed, lengths, lmk.at[1, 3:].set(0.0))
+  np.testing.assert_allclose(out[1], logits[1], rtol=1e-5, atol=1e-6)
+  # ... but changing a frame inside the length changes it.
+  inside = apply(variables, frames.at[1, 1].set(0.0), lengths, lmk)
+  assert not np.isclose(inside[1], logits[1])
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(
+      {'params': p}, frames, lengths, lmk))))(variables['params'])
+  chex.assert_tree_all_finite(grads)
