@@ -210,49 +210,65 @@ def _convert_aflw2000(args) -> int:
   return status
 
 
+def _add_train(sub):
+  p = sub.add_parser(
+      'train', help='train a config in a workdir (resumes if possible)',
+      description='Train an experiment config. Override any config field '
+      'with --config.a.b=value. Running the same command again in the same '
+      'workdir resumes from its last checkpoint.')
+  p.add_argument('--config', required=True, help='a config file, e.g. '
+                 'experiments/configs/quickstart.py')
+  p.add_argument('--workdir', required=True, help='checkpoints, metrics, '
+                 'figures and the summary go here')
+  p.set_defaults(func=_train, takes_overrides=True)
+
+
+def _train(args) -> int:
+  from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  config = config_lib.apply_overrides(config_lib.load_config(args.config),
+                                      args.overrides)
+  summary = loop.run(config, args.workdir)
+  _print_summary(summary)
+  return 0
+
+
+def _print_summary(summary: dict) -> None:
+  print(f'{"preempted at" if summary["preempted"] else "trained"} step '
+        f'{summary["steps"]} in {summary["wall_seconds"]:.0f} s '
+        f'({summary["images_per_second"]:.1f} images/s)')
+  for key, value in sorted(summary.get('eval', {}).items()):
+    print(f'  eval {key}: {value:.4f}')
+  for key in ('figure', 'checkpoints', 'mesh', 'workdir'):
+    if key in summary:
+      print(f'  {key}: {summary[key]}')
+
+
 def _add_quickstart(sub):
   p = sub.add_parser(
-      'quickstart', help='the first thing to run: a small synthetic dataset',
-      description='Render a small synthetic dataset of every record kind at '
-      'low resolution, check it, and draw samples.')
+      'quickstart', help='the first thing to run: train a small PRNet on '
+      'the built-in synthetic data',
+      description='Generate a small synthetic dataset (if absent), train the '
+      'quickstart config on it, evaluate on a held-out split, and write a '
+      'checkpoint, a figure and a mesh of one test face.')
   p.add_argument('--workdir', default='quickstart',
                  help='where to write (default: ./quickstart)')
-  p.add_argument('--resolution', type=int, default=64)
-  p.add_argument('--workers', type=int, default=os.cpu_count() or 1)
-  p.set_defaults(func=_quickstart)
+  p.add_argument('--resolution', type=int, default=64,
+                 help='crop side in pixels, a multiple of 32 (default: 64)')
+  p.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                 help='processes that render the data')
+  p.set_defaults(func=_quickstart, takes_overrides=True)
 
 
 def _quickstart(args) -> int:
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  from jaxface.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
-  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
-  data = os.path.join(args.workdir, 'data')
-  if os.path.exists(os.path.join(data, shards.DATASET_INFO)):
-    try:
-      made_by = shards.read_dataset_info(data).get('made_by')
-    except shards.DatasetError:
-      made_by = None
-    if made_by != 'quickstart':
-      raise FileExistsError(
-          f'{data} holds a dataset that quickstart did not make; choose '
-          'another --workdir')
-  config = synthetic.SynthConfig(resolution=args.resolution,
-                                 identities=(('train', 100), ('test', 20)))
-  counts = {'recon': {'train': 256, 'test': 64},
-            'multiview': {'train': 32, 'test': 8},
-            'clips': {'train': 32, 'test': 8}}
-  start = time.perf_counter()
-  synthetic.synthesize(data, config, counts, workers=args.workers,
-                       overwrite=True, extra_info={'made_by': 'quickstart'})
-  print(f'rendered the synthetic dataset in {time.perf_counter() - start:.1f}'
-        f' s: {data}')
-  check = shards.check(data)
-  print(inspect_lib.summary(data, check))
-  for kind in counts:
-    png = os.path.join(args.workdir, f'{kind}.png')
-    inspect_lib.write_png(png, inspect_lib.sample_grid(data, kind, 'train', 4))
-    print(f'wrote {png}')
-  return 0 if check['ok'] else 1
+  from jaxface.train import quickstart  # pylint: disable=g-import-not-at-top
+  summary = quickstart.run(args.workdir, args.resolution, args.workers,
+                           args.overrides)
+  _print_summary(summary)
+  ev = summary['eval']
+  print(f'68-landmark NME on the held-out synthetic faces: {ev["nme"]:.4f} '
+        f'(the mean face fitted to the crop: {ev["nme_mean_face"]:.4f})')
+  return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,20 +282,52 @@ def build_parser() -> argparse.ArgumentParser:
   _add_inspect(data_sub)
   _add_convert_300wlp(data_sub)
   _add_convert_aflw2000(data_sub)
+  _add_train(sub)
   _add_quickstart(sub)
   return parser
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if getattr(args, 'takes_overrides', False):
+    args.overrides = _config_overrides(parser, extra)
+  elif extra:
+    parser.error(f'unrecognized arguments: {" ".join(extra)}')
   from jaxface.data import records  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   try:
+    from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+    from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+    errors = (ValueError, FileExistsError, shards.DatasetError,
+              records.RecordError, OSError, config_lib.ConfigError,
+              loop.TrainingError)
+  except ImportError:
+    errors = (ValueError, FileExistsError, shards.DatasetError,
+              records.RecordError, OSError)
+  try:
     return args.func(args)
-  except (ValueError, FileExistsError, shards.DatasetError,
-          records.RecordError, OSError) as e:
+  except errors as e:
     print(f'jaxface: error: {e}', file=sys.stderr)
     return 2
+
+
+def _config_overrides(parser, extra: list[str]) -> list[str]:
+  """--config.a.b=value (or --config.a.b value) -> ['a.b=value', ...]."""
+  overrides, k = [], 0
+  while k < len(extra):
+    arg = extra[k]
+    if not arg.startswith('--config.'):
+      parser.error(f'unrecognized argument {arg!r} (config overrides look '
+                   'like --config.optimizer.lr=1e-4)')
+    body = arg[len('--config.'):]
+    if '=' not in body:
+      if k + 1 >= len(extra):
+        parser.error(f'{arg} needs a value')
+      body, k = f'{body}={extra[k + 1]}', k + 1
+    overrides.append(body)
+    k += 1
+  return overrides
 
 
 if __name__ == '__main__':

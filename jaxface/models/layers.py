@@ -134,7 +134,7 @@ def make_norm(kind: str, train: bool, dtype=None) -> Callable | None:
     return None
   if kind == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, dtype=dtype)
+                        epsilon=1e-5, dtype=dtype, use_fast_variance=False)
   if kind == 'layer':
     return nn.LayerNorm(dtype=dtype)
   if kind == 'instance':

@@ -34,10 +34,12 @@ DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
 OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
 
 
-def _bn(train: bool, dtype) -> nn.BatchNorm:
-  # TensorFlow's batch_norm defaults, as PRNet trained with them.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.999,
-                      epsilon=1e-3, dtype=dtype)
+def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
+  # TensorFlow's batch_norm epsilon, as PRNet trained with it. The two-pass
+  # variance: E[x^2] - E[x]^2 cancels badly, and then depends on the
+  # reduction order, i.e. on how the batch is sharded.
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum,
+                      epsilon=1e-3, dtype=dtype, use_fast_variance=False)
 
 
 class ResBlock(nn.Module):
@@ -45,6 +47,7 @@ class ResBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Any = None
+  bn_momentum: float = 0.99
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -54,10 +57,11 @@ class ResBlock(nn.Module):
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = conv(self.features, 1, self.strides)(x)
     half = self.features // 2
-    y = nn.relu(_bn(train, self.dtype)(conv(half, 1, 1)(x)))
-    y = nn.relu(_bn(train, self.dtype)(conv(half, 4, self.strides)(y)))
+    bn = lambda: _bn(train, self.dtype, self.bn_momentum)  # noqa: E731
+    y = nn.relu(bn()(conv(half, 1, 1)(x)))
+    y = nn.relu(bn()(conv(half, 4, self.strides)(y)))
     y = conv(self.features, 1, 1)(y)
-    return nn.relu(_bn(train, self.dtype)(y + shortcut))
+    return nn.relu(bn()(y + shortcut))
 
 
 class PRNet(nn.Module):
@@ -66,6 +70,9 @@ class PRNet(nn.Module):
   Attributes:
     width: channel multiplier (1.0 is the original).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+    bn_momentum: decay of BatchNorm's running averages, used at inference.
+      PRNet's TensorFlow default, 0.999, suits its 100k+ steps; after N
+      steps the initial statistics still weigh momentum^N.
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (sigmoid x 1.1 x R). R must be a multiple of 32.
@@ -73,6 +80,7 @@ class PRNet(nn.Module):
   """
   width: float = 1.0
   dtype: Any = None
+  bn_momentum: float = 0.99
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -86,12 +94,15 @@ class PRNet(nn.Module):
     x = images.astype(self.dtype or images.dtype)
     x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
                 dtype=self.dtype)(x)
-    x = nn.relu(_bn(train, self.dtype)(x))
+    x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
     for features, strides in ENCODER:
-      x = ResBlock(self._channels(features), strides, self.dtype)(x, train)
+      x = ResBlock(self._channels(features), strides, self.dtype,
+                   self.bn_momentum)(x, train)
     for k, (features, strides) in enumerate(DECODER):
       x = layers.ConvTranspose(self._channels(features), (4, 4),
                                (strides, strides), dtype=self.dtype)(x)
-      x = _bn(train, self.dtype)(x)
+      x = _bn(train, self.dtype, self.bn_momentum)(x)
       x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
-    return (x * (OUTPUT_SCALE * resolution)).astype(jnp.float32)
+    # At least float32 out (bfloat16 compute), float64 stays float64.
+    out_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    return (x * (OUTPUT_SCALE * resolution)).astype(out_dtype)

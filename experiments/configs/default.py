@@ -1,0 +1,54 @@
+"""The default config every experiment overrides (not run on its own)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = 'prnet'  # prnet | cycle | facegen | progression
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dir = ''  # a jaxface dataset directory
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'
+  config.data.global_batch_size = 16
+  config.data.eval_batch_size = 16
+  config.data.augment = True
+  config.data.worker_count = 0  # grain worker processes (0: threads only)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.width = 1.0
+  config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
+  config.model.bn_momentum = 0.99  # BatchNorm running-average decay
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)
+  config.loss.landmark_weight = 0.0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adam'
+  config.optimizer.lr = 1e-4
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.grad_clip_norm = 0.0
+  config.optimizer.schedule = 'constant'
+  config.optimizer.warmup_steps = 0
+  config.optimizer.decay_steps = 0
+  config.optimizer.decay_rate = 0.5
+  config.optimizer.end_lr_fraction = 0.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  config.train.eval_batches = 8  # 0: the whole eval split
+  config.train.checkpoint_every = 500
+  config.train.keep_checkpoints = 3
+  config.train.ema_decay = 0.0  # EMA of the weights (0: off)
+  config.train.progress = True
+  return config

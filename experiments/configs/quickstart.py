@@ -1,0 +1,30 @@
+"""The quickstart: a small PRNet on the built-in synthetic data, on a CPU.
+
+  jaxface quickstart            # makes the data, then runs this config
+  jaxface train --config experiments/configs/quickstart.py \
+      --workdir quickstart --config.data.dir=quickstart/data
+
+64 x 64 crops, a quarter-width PRNet, Adam with a cosine schedule.
+"""
+
+from experiments.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.task = 'prnet'
+  config.model.width = 0.25
+  config.model.bn_momentum = 0.9  # a short run: running stats must catch up
+  config.data.global_batch_size = 16
+  config.data.eval_batch_size = 32
+  config.optimizer.name = 'adam'
+  config.optimizer.lr = 1e-3
+  config.optimizer.schedule = 'cosine'
+  config.optimizer.warmup_steps = 50
+  config.optimizer.end_lr_fraction = 0.05
+  config.train.num_steps = 1500
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  config.train.eval_batches = 0
+  config.train.checkpoint_every = 500
+  return config

@@ -1,0 +1,1 @@
+"""Training utilities: optimizers and schedules, config overrides, metrics."""

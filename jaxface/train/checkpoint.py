@@ -1,0 +1,85 @@
+"""Checkpoints of a training run: orbax CheckpointManager in the workdir.
+
+A checkpoint holds the train state (all networks, optimizer states, step),
+the input iterator's state (JSON), and metadata (the config, the step, the
+last metrics). The newest `keep` checkpoints are kept, plus the best by the
+eval metric. Saving is asynchronous; `wait()` blocks until it is on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+
+class Checkpointer:
+  """Saves and restores (state, data iterator state, metadata)."""
+
+  def __init__(self, workdir: str, keep: int = 3,
+               best_metric: str | None = None, best_mode: str = 'min',
+               asynchronous: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    policies = [cm.LatestN(n=keep)]
+    if best_metric:
+      policies.append(cm.BestN(
+          get_metric_fn=lambda m: m[best_metric], n=1,
+          reverse=best_mode == 'max', keep_checkpoints_without_metrics=True))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=cm.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=asynchronous, create=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=('state', 'data', 'meta'))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_state: dict | None, meta: dict,
+           metrics: dict | None = None) -> None:
+    self._manager.save(
+        step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state or {}),
+            meta=ocp.args.JsonSave(meta)),
+        metrics=metrics, force=True)
+
+  def restore(self, step: int, abstract_state: Any
+              ) -> tuple[Any, dict, dict]:
+    """(state, data iterator state, metadata) of checkpoint `step`.
+
+    Args:
+      step: which checkpoint.
+      abstract_state: a pytree of jax.ShapeDtypeStruct (with shardings) of
+        the state to restore into.
+    """
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['data']), dict(restored['meta'])
+
+  def restore_state(self, step: int) -> Any:
+    """The train state of checkpoint `step` as saved (no target needed)."""
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored['state']
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract(tree: Any, sharding) -> Any:
+  """ShapeDtypeStructs of `tree` with `sharding`, for `Checkpointer.restore`."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      tree)

@@ -1,0 +1,302 @@
+"""The training loop: one pure step per phase, jitted once over the mesh.
+
+`run(config, workdir)` checks the config and the dataset (before anything is
+compiled), builds the task's state, resumes from the workdir's last
+checkpoint if there is one, and trains: the batch is sharded over the
+'data' axis of a mesh of all devices, the state replicated and donated, the
+step's randomness is `fold_in(key(seed), step)`. Every `log_every` steps the
+mean metrics go to TensorBoard event files and metrics.jsonl, every
+`eval_every` steps the eval split is measured and a PNG drawn, every
+`checkpoint_every` steps (and at the end) a checkpoint is saved.
+
+Faults: SIGTERM (preemption) saves a checkpoint and returns normally; a
+non-finite loss raises `TrainingError` naming the step and the value, and
+saves nothing (the last good checkpoint stays as it was); a run killed
+between checkpoints and started again in the same workdir resumes from the
+last checkpoint and, on the same machine and seed, ends with the parameters
+of an uninterrupted run (the input iterator's state is in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from jaxface.data import augment as augment_lib
+from jaxface.data import pipeline
+from jaxface.data import shards
+from jaxface.train import checkpoint as checkpoint_lib
+from jaxface.train import metrics as metrics_lib
+from jaxface.train import optim
+from jaxface.train import state as state_lib
+
+TASKS = ('prnet',)
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (non-finite loss, ...)."""
+
+
+def _check_dataset(config) -> dict:
+  """Reads dataset.json; clear errors for a missing or wrong dataset."""
+  if not config.data.dir:
+    raise ValueError('config.data.dir is empty: pass --config.data.dir=DIR '
+                     '(a dataset made by `jaxface data synth` or a converter)')
+  info = shards.read_dataset_info(config.data.dir)
+  kind = _task_kind(config.task)
+  if kind not in info['kinds']:
+    raise shards.DatasetError(
+        f'{config.data.dir} has no {kind!r} records, which task '
+        f'{config.task!r} trains on; it has {sorted(info["kinds"])}')
+  for split in (config.data.train_split, config.data.eval_split):
+    if split and split not in info['kinds'][kind]:
+      raise shards.DatasetError(
+          f'{config.data.dir} has no {split!r} split of {kind} records; it '
+          f'has {sorted(info["kinds"][kind])}')
+  return info
+
+
+def _task_kind(task: str) -> str:
+  if task not in TASKS:
+    raise ValueError(f'unknown task {task!r}; available: {TASKS}')
+  return 'recon'
+
+
+def make_task(config, resolution: int):
+  tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  if config.task == 'prnet':
+    from jaxface.train import recon  # pylint: disable=g-import-not-at-top
+    return recon.ReconTask(config, resolution, tx)
+  raise ValueError(f'unknown task {config.task!r}; available: {TASKS}')
+
+
+def _iterator(config, split: str, training: bool, batch_size: int):
+  augment = augment_lib.AugmentConfig(enabled=bool(config.data.augment))
+  return pipeline.make_iterator(config.data.dir, pipeline.PipelineConfig(
+      kind=_task_kind(config.task), split=split,
+      global_batch_size=batch_size, shuffle=training, seed=config.seed,
+      num_epochs=None if training else 1,
+      worker_count=config.data.worker_count if training else 0,
+      augment=augment, training=training, drop_remainder=training))
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
+                                                             np.ndarray]:
+  """Mean eval metrics over the eval split (or `eval_batches` batches).
+
+  Returns (metrics, the first eval batch (host numpy), all true landmarks).
+  """
+  it = _iterator(config, config.data.eval_split, False,
+                 config.data.eval_batch_size)
+  sums: dict[str, float] = {}
+  count, first, landmarks = 0, None, []
+  try:
+    for k, batch in enumerate(it):
+      if config.train.eval_batches and k >= config.train.eval_batches:
+        break
+      first = first or batch
+      landmarks.append(batch['landmarks'])
+      n = len(batch['landmarks'])
+      # Pad the (possibly partial) last batch to a multiple of the devices.
+      pad = (-n) % mesh.size
+      padded = {key: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
+                for key, v in batch.items()}
+      out = eval_step(state, pipeline.to_global_arrays(padded, mesh))
+      for key, value in out.items():
+        sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(value)[:n]))
+      count += n
+  finally:
+    it.close()
+  if not count:
+    raise TrainingError(f'the eval split {config.data.eval_split!r} gave no '
+                        'records')
+  return ({k: v / count for k, v in sums.items()}, first,
+          np.concatenate(landmarks))
+
+
+def run(config, workdir: str) -> dict:
+  """Trains `config` in `workdir`; returns the summary (also saved)."""
+  state_lib.maybe_initialize_distributed()
+  info = _check_dataset(config)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  mesh = state_lib.make_mesh()
+  if config.data.global_batch_size % mesh.size:
+    raise ValueError(f'config.data.global_batch_size '
+                     f'({config.data.global_batch_size}) must be divisible by '
+                     f'the number of devices ({mesh.size})')
+  task = make_task(config, int(info['resolution']))
+  repl = state_lib.replicated(mesh)
+
+  train_it = _iterator(config, config.data.train_split, True,
+                       config.data.global_batch_size)
+  initial_data_state = train_it.get_state()
+  first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
+  base_key = jax.random.key(config.seed)
+  state = jax.jit(task.init_state, out_shardings=repl)(base_key, first)
+
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, keep=config.train.keep_checkpoints,
+      best_metric=task.best_metric, best_mode=task.best_mode)
+  start = checkpointer.latest_step()
+  if start is not None:
+    state, data_state, _ = checkpointer.restore(
+        start, checkpoint_lib.abstract(state, repl))
+    train_it.set_state(data_state)
+    print(f'resumed from the checkpoint of step {start} in {workdir}')
+  else:
+    train_it.set_state(initial_data_state)  # start over after the peek
+    start = 0
+
+  def train_step(state, batch):
+    key = jax.random.fold_in(base_key, state.step)
+    return task.train_step(state, batch, key)
+
+  train_step = jax.jit(train_step, in_shardings=(repl, None),
+                       out_shardings=(repl, repl), donate_argnums=0)
+  eval_step = jax.jit(task.eval_step, out_shardings=repl)
+  writer = metrics_lib.MetricWriter(workdir)
+  num_steps = config.train.num_steps
+  summary: dict[str, Any] = {'workdir': os.path.abspath(workdir),
+                             'start_step': start}
+  batch_size = config.data.global_batch_size
+
+  saved = {'step': start}
+
+  def save(step, metrics=None):
+    if saved['step'] == step:
+      return
+    saved['step'] = step
+    checkpointer.save(step, state, train_it.get_state(),
+                      {'step': step, 'config': json.loads(
+                          config.to_json_best_effort())}, metrics)
+
+  def do_eval(step):
+    metrics, batch, landmarks = evaluate(task, eval_step, state, config, mesh)
+    if 'nme_mean_face' not in summary:
+      baseline_it = _iterator(config, config.data.train_split, False,
+                              config.data.eval_batch_size)
+      try:
+        batches = [next(baseline_it) for _ in range(8)]
+      finally:
+        baseline_it.close()
+      summary.update(task.baseline(batches, landmarks))
+    metrics.update({k: v for k, v in summary.items() if k.startswith('nme_')})
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+    path = os.path.join(workdir, f'eval_{step:07d}.png')
+    task.figure(state, batch, path)
+    summary['eval'] = metrics
+    summary['figure'] = path
+    return metrics
+
+  wall = time.perf_counter()
+  step = start
+  window: dict[str, list[float]] = {}
+  window_start = time.perf_counter()
+  bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
+                  disable=not config.train.progress, dynamic_ncols=True)
+  preempted = False
+  with _Preemption() as preemption, contextlib.closing(writer):
+    try:
+      while step < num_steps:
+        batch = pipeline.to_global_arrays(next(train_it), mesh)
+        state, metrics = train_step(state, batch)
+        step += 1
+        loss = float(metrics['loss'])
+        if not math.isfinite(loss):
+          raise TrainingError(
+              f'step {step}: the loss is {loss}; stopping. The last good '
+              f'checkpoint (step {checkpointer.latest_step()}) in {workdir} '
+              'is untouched')
+        for key, value in metrics.items():
+          window.setdefault(key, []).append(float(value))
+        bar.update(1)
+        if step % config.train.log_every == 0 or step == num_steps:
+          seconds = time.perf_counter() - window_start
+          means = {f'train/{k}': float(np.mean(v)) for k, v in window.items()}
+          means['train/images_per_second'] = len(window['loss']) * (
+              batch_size) / max(seconds, 1e-9)
+          writer.write_scalars(step, means)
+          bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
+                          img_s=f'{means["train/images_per_second"]:.1f}')
+          window, window_start = {}, time.perf_counter()
+        eval_metrics = None
+        if step % config.train.eval_every == 0 or step == num_steps:
+          eval_metrics = do_eval(step)
+        if step % config.train.checkpoint_every == 0 or step == num_steps:
+          save(step, eval_metrics)
+        if preemption.requested:
+          save(step)
+          preempted = True
+          print(f'SIGTERM: saved the checkpoint of step {step}; stopping')
+          break
+    finally:
+      bar.close()
+      checkpointer.close()
+      train_it.close()
+  seconds = time.perf_counter() - wall
+  summary.update({'steps': step, 'preempted': preempted,
+                  'wall_seconds': seconds,
+                  'images_per_second': (step - start) * batch_size / max(
+                      seconds, 1e-9),
+                  'checkpoints': checkpointer.directory})
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2, default=float)
+  return summary
+
+
+def final_variables(workdir: str):
+  """(params, batch_stats) of the last checkpoint of `workdir`, numpy."""
+  checkpointer = checkpoint_lib.Checkpointer(workdir, asynchronous=False)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {workdir}')
+    state = checkpointer.restore_state(step)
+    return (jax.tree.map(np.asarray, state['params']),
+            jax.tree.map(np.asarray, state['batch_stats']))
+  finally:
+    checkpointer.close()
+
+
+def tree_equal(a, b) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                  jax.tree.leaves(b)))
+
+
+def to_host(tree):
+  return jax.tree.map(lambda x: np.asarray(jnp.asarray(x)), tree)

@@ -1,0 +1,81 @@
+"""`jaxface quickstart`: synthetic data, a small PRNet, an evaluation, a mesh.
+
+Generates the built-in synthetic dataset in WORKDIR/data if it is not
+there, trains experiments/configs/quickstart.py in WORKDIR/run, evaluates
+it on the held-out synthetic split against the best constant prediction
+(the mean face fitted to the crop), and writes a mesh of one test face.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxface.data import shards
+
+QUICKSTART_COUNTS = {'recon': {'train': 3000, 'test': 256}}
+
+
+def config_path() -> str:
+  here = os.path.dirname(os.path.abspath(__file__))
+  return os.path.join(os.path.dirname(os.path.dirname(here)), 'experiments',
+                      'configs', 'quickstart.py')
+
+
+def ensure_data(data: str, resolution: int, workers: int) -> None:
+  """Makes the quickstart's synthetic dataset unless it is already there."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  if os.path.exists(os.path.join(data, shards.DATASET_INFO)):
+    info = shards.read_dataset_info(data)
+    if info.get('made_by') != 'quickstart':
+      raise FileExistsError(
+          f'{data} holds a dataset that quickstart did not make; choose '
+          'another --workdir')
+    if info.get('resolution') == resolution:
+      print(f'using the synthetic dataset in {data}')
+      return
+  config = synthetic.SynthConfig(resolution=resolution,
+                                 identities=(('train', 500), ('test', 100)))
+  print(f'rendering the synthetic dataset into {data} ...')
+  synthetic.synthesize(data, config, QUICKSTART_COUNTS, workers=workers,
+                       overwrite=True, extra_info={'made_by': 'quickstart'})
+
+
+def write_test_mesh(run_dir: str, data: str, resolution: int) -> str:
+  """Reconstructs one test face with the trained model; writes an OBJ."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxface.data import records  # pylint: disable=g-import-not-at-top
+  from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
+  from jaxface.face import model as face_model  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  from jaxface.models import PRNet  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    width = json.load(f)['model']['width']
+  params, batch_stats = loop.final_variables(run_dir)
+  with shards.RecordReader(data, 'recon', 'test') as reader:
+    record = reader[0]
+  image = records.decode_jpeg(record['image']).astype(np.float32) / 255
+  pred = np.asarray(jax.jit(PRNet(width=width).apply)(
+      {'params': params, 'batch_stats': batch_stats}, image[None]))[0]
+  mask = face_model.face_region_mask(resolution)
+  vertices, triangles, colours = mesh_io.position_map_to_mesh(
+      pred, mask, (image * 255).astype(np.uint8))
+  path = os.path.join(run_dir, 'test_face.obj')
+  mesh_io.write_obj(path, vertices, triangles, colours)
+  return path
+
+
+def run(workdir: str, resolution: int, workers: int, overrides=()) -> dict:
+  from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  data = os.path.join(workdir, 'data')
+  run_dir = os.path.join(workdir, 'run')
+  config = config_lib.load_config(config_path())
+  config = config_lib.apply_overrides(
+      config, [f'data.dir={data}', *overrides])
+  ensure_data(data, resolution, workers)
+  summary = loop.run(config, run_dir)
+  summary['mesh'] = write_test_mesh(run_dir, data, resolution)
+  return summary

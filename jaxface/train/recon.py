@@ -1,0 +1,167 @@
+"""The cycle system's first phase: PRNet pretraining on `recon` records.
+
+One pure train step (weighted position-map loss, optional landmark loss,
+optimizer update, optional EMA) and one pure eval step (per-example NME of
+the 68 landmarks read off the predicted map, and the position-map loss).
+The loop (`jaxface.train.loop`) jits them once over the device mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxface import losses
+from jaxface.data import inspect as inspect_lib
+from jaxface.face import model as face_model
+from jaxface.face import uv as uv_lib
+from jaxface.models import PRNet
+from jaxface.train import state as state_lib
+
+
+def _dtype(name: str):
+  """Compute dtype: 'float32' computes in the inputs' dtype (float32 from
+  the pipeline), 'bfloat16' casts activations to bfloat16."""
+  dtypes = {'float32': None, 'bfloat16': jnp.bfloat16}
+  if name not in dtypes:
+    raise ValueError(f'config.model.dtype {name!r} is not one of '
+                     f'{sorted(dtypes)}')
+  return dtypes[name]
+
+
+@dataclasses.dataclass
+class ReconTask:
+  """PRNet pretraining. Built by `make` from the config and the dataset."""
+  config: Any
+  resolution: int
+  tx: optax.GradientTransformation
+  model: PRNet = dataclasses.field(init=False)
+  weight: jax.Array = dataclasses.field(init=False)
+  landmark_uv: jax.Array = dataclasses.field(init=False)
+
+  data_kind = 'recon'
+  best_metric = 'nme'
+  best_mode = 'min'
+
+  def __post_init__(self):
+    if self.resolution % 32:
+      raise ValueError(f'PRNet needs a resolution divisible by 32; the '
+                       f'dataset has {self.resolution}')
+    self.model = PRNet(width=self.config.model.width,
+                       dtype=_dtype(self.config.model.dtype),
+                       bn_momentum=self.config.model.bn_momentum)
+    self.weight = jnp.asarray(face_model.uv_weight_mask(self.resolution))
+    self.landmark_uv = jnp.asarray(face_model.landmark_uv())
+
+  # --- state -----------------------------------------------------------------
+
+  def init_state(self, key: jax.Array, batch: dict) -> state_lib.TrainState:
+    variables = self.model.init(key, batch['image'][:1], train=False)
+    params = variables['params']
+    ema = params if self.config.train.ema_decay > 0 else {}
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables['batch_stats'], opt_state=self.tx.init(params),
+        ema_params=ema)
+
+  # --- pure steps --------------------------------------------------------------
+
+  def train_step(self, state: state_lib.TrainState, batch: dict,
+                 key: jax.Array) -> tuple[state_lib.TrainState, dict]:
+    del key  # PRNet has no randomness in its forward pass.
+    cfg = self.config
+
+    def loss_fn(params):
+      out, updates = self.model.apply(
+          {'params': params, 'batch_stats': state.batch_stats},
+          batch['image'], train=True, mutable=['batch_stats'])
+      position = losses.position_map_loss(out, batch['position_map'],
+                                          self.weight, kind=cfg.loss.position)
+      total = position
+      metrics = {'position_loss': position}
+      if cfg.loss.landmark_weight > 0:
+        landmark = losses.landmark_loss(out, batch['landmarks'],
+                                        self.landmark_uv)
+        total = total + cfg.loss.landmark_weight * landmark
+        metrics['landmark_loss'] = landmark
+      metrics['loss'] = total
+      return total, (updates['batch_stats'], metrics)
+
+    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if cfg.train.ema_decay > 0:
+      decay = cfg.train.ema_decay
+      ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    return state.replace(step=state.step + 1, params=params,
+                         batch_stats=batch_stats, opt_state=opt_state,
+                         ema_params=ema), metrics
+
+  def predict(self, state: state_lib.TrainState, images: jax.Array
+              ) -> jax.Array:
+    params = state.ema_params if self.config.train.ema_decay > 0 else (
+        state.params)
+    return self.model.apply({'params': params,
+                             'batch_stats': state.batch_stats}, images)
+
+  def eval_step(self, state: state_lib.TrainState, batch: dict) -> dict:
+    """Per-example metrics (B,): nme, position_loss."""
+    pred = self.predict(state, batch['image'])
+    landmarks = uv_lib.sample_uv(pred, self.landmark_uv)
+    out = {'nme': losses.nme(landmarks, batch['landmarks'])}
+    if 'position_map' in batch:
+      err = ((pred - batch['position_map']) / (1.1 * self.resolution))**2
+      weight = self.weight[None, :, :, None]
+      out['position_loss'] = jnp.sum(err * weight, axis=(1, 2, 3)) / (
+          jnp.sum(self.weight) * 3)
+    return out
+
+  # --- host side ---------------------------------------------------------------
+
+  def baseline(self, train_batches, eval_landmarks: np.ndarray) -> dict:
+    """NME of the best constant prediction: the mean face fitted to the crop.
+
+    The crops are PRNet's (centred on the landmarks' box, 1.5 x its size),
+    so the mean of the training landmarks in crop pixels is the constant
+    prediction that fits every crop best on average.
+    """
+    train = np.concatenate([b['landmarks'] for b in train_batches])
+    mean_face = train.mean(axis=0)
+    pred = np.broadcast_to(mean_face, eval_landmarks.shape)
+    nme = np.asarray(losses.nme(jnp.asarray(pred), jnp.asarray(
+        eval_landmarks)))
+    return {'nme_mean_face': float(nme.mean())}
+
+  def figure(self, state: state_lib.TrainState, batch: dict, path: str,
+             count: int = 6) -> None:
+    """A PNG: inputs with predicted (red) and true (green) landmarks, and
+    the predicted and true position maps."""
+    images = np.asarray(batch['image'][:count])
+    pred = np.asarray(jax.jit(self.predict)(state, batch['image'][:count]))
+    pred_lmk = np.asarray(uv_lib.sample_uv(pred, self.landmark_uv))
+    # Texels outside the face have no loss weight, so their values are
+    # arbitrary: the pictures show (and are scaled over) the face region.
+    face = face_model.face_region_mask(self.resolution)
+    rows = []
+    for k in range(len(images)):
+      rgb = (np.clip(images[k], 0, 1) * 255).astype(np.uint8)
+      drawn = inspect_lib.draw_landmarks(rgb, batch['landmarks'][k],
+                                         (0, 255, 0))
+      drawn = inspect_lib.draw_landmarks(drawn, pred_lmk[k], (255, 0, 0))
+      tiles = [drawn, inspect_lib.position_map_picture(pred[k], face)]
+      if 'position_map' in batch:
+        tiles.append(inspect_lib.position_map_picture(
+            np.asarray(batch['position_map'][k]), face))
+      rows.append(np.concatenate(
+          [cv2.resize(t, (128, 128), interpolation=cv2.INTER_NEAREST)
+           for t in tiles], axis=1))
+    inspect_lib.write_png(path, np.concatenate(rows, axis=0))

@@ -1,0 +1,69 @@
+"""Train state, device mesh and shardings.
+
+Data parallelism is `jax.jit` over a one-axis `Mesh` ('data'): the batch is
+sharded over the axis and the train state replicated, which is what `pmap`
+lowers to in current JAX. BatchNorm statistics are means over the global
+(sharded) batch, as the jitted computation sees the whole array.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax
+import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training phase updates; a pytree of arrays.
+
+  Attributes:
+    step: scalar int32, number of steps taken.
+    params: model parameters (a dict of named models' params for phases
+      with several networks).
+    batch_stats: BatchNorm / spectral-norm state (same structure, or {}).
+    opt_state: optimizer state(s).
+    ema_params: exponential moving average of `params` ({} when off).
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any
+
+
+def maybe_initialize_distributed() -> None:
+  """`jax.distributed.initialize()` when the launcher's environment asks.
+
+  Launchers (see launch/) set JAXFACE_DISTRIBUTED=1, or the standard
+  JAX_COORDINATOR_ADDRESS; on a single process nothing happens.
+  """
+  if os.environ.get('JAXFACE_DISTRIBUTED') == '1' or os.environ.get(
+      'JAX_COORDINATOR_ADDRESS'):
+    jax.distributed.initialize()
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A one-axis ('data',) mesh over all (or the given) devices."""
+  devices = list(devices if devices is not None else jax.devices())
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def count_params(tree) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))

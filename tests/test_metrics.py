@@ -1,0 +1,382 @@
+"""Tests of jaxface.train.metrics: metrics.jsonl and TensorBoard event files.
+
+The event files are checked independently of the writer's encoder: the test
+parses the TFRecord framing itself, computes CRCs with its own bitwise
+crc32c, and decodes the Event protobufs with google.protobuf from a
+hand-written descriptor of TensorFlow's Event / Summary / Value messages.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxface.train import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bitwise_crc32c(data: bytes) -> int:
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc ^= byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked(crc: int) -> int:
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % (1 << 32)
+
+
+def _split_tfrecords(blob: bytes) -> list[bytes]:
+  """The test's own TFRecord parser (asserts every CRC)."""
+  out, offset = [], 0
+  while offset < len(blob):
+    length_bytes = blob[offset:offset + 8]
+    (length,) = struct.unpack('<Q', length_bytes)
+    (length_crc,) = struct.unpack('<I', blob[offset + 8:offset + 12])
+    assert length_crc == _masked(_bitwise_crc32c(length_bytes))
+    data = blob[offset + 12:offset + 12 + length]
+    (data_crc,) = struct.unpack(
+        '<I', blob[offset + 12 + length:offset + 16 + length])
+    assert data_crc == _masked(_bitwise_crc32c(data))
+    out.append(data)
+    offset += 16 + length
+  assert offset == len(blob)
+  return out
+
+
+def _event_class():
+  """An Event message class built from a hand-written descriptor."""
+  pytest.importorskip('google.protobuf')
+  from google.protobuf import descriptor_pb2
+  from google.protobuf import descriptor_pool
+  from google.protobuf import message_factory
+
+  f = descriptor_pb2.FieldDescriptorProto
+  proto = descriptor_pb2.FileDescriptorProto(
+      name='jaxface_test_event.proto', package='jaxface_test',
+      syntax='proto3')
+
+  def message(name, fields):
+    m = proto.message_type.add(name=name)
+    for field_name, number, kind, label, type_name in fields:
+      field = m.field.add(name=field_name, number=number, type=kind,
+                          label=label)
+      if type_name:
+        field.type_name = type_name
+
+  optional, repeated = f.LABEL_OPTIONAL, f.LABEL_REPEATED
+  message('TensorProto', [
+      ('dtype', 1, f.TYPE_INT32, optional, None),
+      ('float_val', 5, f.TYPE_FLOAT, repeated, None)])
+  message('Value', [
+      ('tag', 1, f.TYPE_STRING, optional, None),
+      ('simple_value', 2, f.TYPE_FLOAT, optional, None),
+      ('tensor', 8, f.TYPE_MESSAGE, optional, '.jaxface_test.TensorProto')])
+  message('Summary', [
+      ('value', 1, f.TYPE_MESSAGE, repeated, '.jaxface_test.Value')])
+  message('Event', [
+      ('wall_time', 1, f.TYPE_DOUBLE, optional, None),
+      ('step', 2, f.TYPE_INT64, optional, None),
+      ('file_version', 3, f.TYPE_STRING, optional, None),
+      ('summary', 5, f.TYPE_MESSAGE, optional, '.jaxface_test.Summary')])
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(proto)
+  return message_factory.GetMessageClass(
+      pool.FindMessageTypeByName('jaxface_test.Event'))
+
+
+def _events_file(workdir) -> str:
+  (path,) = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  return path
+
+
+# crc32c.
+
+
+@pytest.mark.parametrize('data, crc', [
+    (b'', 0),
+    (b'123456789', 0xE3069283),
+    (bytes(32), 0x8A9136AA),  # RFC 3720, B.4.
+    (b'\xff' * 32, 0x62A8AB43),
+    (bytes(range(32)), 0x46DD794E),
+    (bytes(range(31, -1, -1)), 0x113FDB5C),
+])
+def test_crc32c_known_vectors(data, crc):
+  assert metrics.crc32c(data) == crc
+  assert metrics._crc32c_table(data) == crc  # The pure-python fallback.
+  assert _bitwise_crc32c(data) == crc
+
+
+def test_crc32c_matches_bitwise_on_random_data():
+  rng = np.random.default_rng(0)
+  for size in (1, 7, 100, 1000):
+    data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert metrics.crc32c(data) == _bitwise_crc32c(data)
+    assert metrics.masked_crc32c(data) == _masked(_bitwise_crc32c(data))
+
+
+# metrics.jsonl.
+
+
+def test_jsonl_round_trip(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(0, {'loss': 1.5, 'lr': 1e-4})
+    writer.write_scalars(np.int64(10), {
+        'loss': np.float32(0.1), 'acc': jnp.asarray(0.75), 'images': 128,
+        'nme': np.float64(0.1234567890123)})
+  records = metrics.read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [r['step'] for r in records] == [0, 10]
+  assert records[0]['loss'] == 1.5 and records[0]['lr'] == 1e-4
+  assert records[1]['loss'] == float(np.float32(0.1))  # Exact float32.
+  assert records[1]['acc'] == 0.75
+  assert records[1]['images'] == 128 and isinstance(records[1]['images'], int)
+  assert records[1]['nme'] == 0.1234567890123
+  for record in records:
+    assert isinstance(record['time'], float)
+    assert abs(record['time'] - records[0]['time']) < 60
+
+
+def test_jsonl_is_valid_after_every_write(tmp_path):
+  writer = metrics.MetricWriter(tmp_path)
+  path = tmp_path / 'metrics.jsonl'
+  for step in range(5):
+    writer.write_scalars(step, {'loss': 1.0 / (step + 1), 'bad': math.nan,
+                                'big': math.inf, 'small': -math.inf})
+    text = path.read_text()
+    assert text.endswith('\n')
+    lines = text.splitlines()
+    assert len(lines) == step + 1
+
+    def no_constants(name):
+      raise AssertionError(f'non-standard JSON constant {name}')
+
+    for line in lines:  # Strict JSON: no NaN / Infinity.
+      record = json.loads(line, parse_constant=no_constants)
+      assert set(record) == {'step', 'time', 'loss', 'bad', 'big', 'small'}
+  writer.close()
+  last = metrics.read_jsonl(path)[-1]
+  assert math.isnan(last['bad']) and last['big'] == math.inf
+  assert last['small'] == -math.inf
+
+
+def test_jsonl_survives_a_crash(tmp_path):
+  # The child writes and dies without closing or flushing anything itself.
+  code = (
+      'import os, sys\n'
+      'from jaxface.train import metrics\n'
+      'w = metrics.MetricWriter(sys.argv[1])\n'
+      'for step in range(3):\n'
+      '  w.write_scalars(step, {"loss": step * 0.5})\n'
+      'os._exit(3)\n')
+  result = subprocess.run([sys.executable, '-c', code, str(tmp_path)],
+                          check=False, capture_output=True,
+                          cwd=REPO)
+  assert result.returncode == 3, result.stderr
+  records = metrics.read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [(r['step'], r['loss']) for r in records] == [
+      (0, 0.0), (1, 0.5), (2, 1.0)]
+  assert metrics.read_tfevents(_events_file(tmp_path)) == [
+      (0, 'loss', 0.0), (1, 'loss', 0.5), (2, 'loss', 1.0)]
+
+
+def test_jsonl_appends_across_writers(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(1, {'loss': 1.0})
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(2, {'loss': 2.0})
+  records = metrics.read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [(r['step'], r['loss']) for r in records] == [(1, 1.0), (2, 2.0)]
+  events = sorted(glob.glob(str(tmp_path / 'events.out.tfevents.*')))
+  assert len(events) == 2  # A new event file each, never overwritten.
+  values = sorted(v for path in events for v in metrics.read_tfevents(path))
+  assert values == [(1, 'loss', 1.0), (2, 'loss', 2.0)]
+
+
+def test_read_jsonl_drops_a_cut_short_last_line(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1, "time": 2.0, "loss": 0.5}\n{"step": 2, "ti')
+  assert metrics.read_jsonl(path) == [{'step': 1, 'time': 2.0, 'loss': 0.5}]
+
+
+def test_read_jsonl_refuses_a_malformed_line(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl:2: not JSON'):
+    metrics.read_jsonl(path)
+  path.write_text('[1, 2]\n')
+  with pytest.raises(ValueError, match=r':1: not a metrics record'):
+    metrics.read_jsonl(path)
+
+
+# Event files.
+
+
+def test_events_file_name(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    name = os.path.basename(writer.events_path)
+  prefix, host = 'events.out.tfevents.', socket.gethostname()
+  assert name.startswith(prefix) and name.endswith('.' + host)
+  stamp = name[len(prefix):-len(host) - 1]
+  assert stamp.isdigit() and len(stamp) == 10
+
+
+def test_events_round_trip_in_float32(tmp_path):
+  values = [{'loss': 0.1, 'lr': 3e-4}, {'loss': np.float32(1 / 3)},
+            {'loss': 12345.678, 'nme': jnp.float32(2.5), 'count': 7}]
+  steps = [0, 100, 2**40]
+  with metrics.MetricWriter(tmp_path) as writer:
+    for step, scalars in zip(steps, values):
+      writer.write_scalars(step, scalars)
+  expected = [(step, tag, float(np.float32(value)))
+              for step, scalars in zip(steps, values)
+              for tag, value in scalars.items()]
+  assert metrics.read_tfevents(_events_file(tmp_path)) == expected
+
+
+def test_events_decode_with_protobuf(tmp_path):
+  event_class = _event_class()
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(5, {'loss': 0.25, 'd/acc': 0.5})
+    writer.write_scalars(-1, {'x': -2.0})
+  blob = open(_events_file(tmp_path), 'rb').read()
+  events = [event_class.FromString(data) for data in _split_tfrecords(blob)]
+  assert len(events) == 3
+  first = events[0]
+  assert first.file_version == 'brain.Event:2'
+  assert first.step == 0 and not first.HasField('summary')
+  assert abs(first.wall_time - events[1].wall_time) < 60
+  assert events[1].step == 5
+  assert [(v.tag, v.simple_value) for v in events[1].summary.value] == [
+      ('loss', 0.25), ('d/acc', 0.5)]
+  assert events[1].file_version == ''
+  assert events[2].step == -1
+  assert [(v.tag, v.simple_value) for v in events[2].summary.value] == [
+      ('x', -2.0)]
+  jsonl = metrics.read_jsonl(tmp_path / 'metrics.jsonl')
+  assert events[1].wall_time == jsonl[0]['time']
+
+
+def test_reader_reads_protobuf_written_events(tmp_path):
+  # Events serialised by protobuf itself, including a TF2-style tensor
+  # summary, framed by the test: the reader must not depend on our encoder.
+  event_class = _event_class()
+  records = [event_class(wall_time=1.0, file_version='brain.Event:2')]
+  records.append(event_class(wall_time=2.0, step=3))
+  records[-1].summary.value.add(tag='a', simple_value=1.5)
+  value = records[-1].summary.value.add(tag='b')
+  value.tensor.dtype = 1  # DT_FLOAT
+  value.tensor.float_val.append(0.75)
+  blob = b''
+  for record in records:
+    data = record.SerializeToString()
+    length = struct.pack('<Q', len(data))
+    blob += (length + struct.pack('<I', _masked(_bitwise_crc32c(length))) +
+             data + struct.pack('<I', _masked(_bitwise_crc32c(data))))
+  path = tmp_path / 'events.out.tfevents.1.test'
+  path.write_bytes(blob)
+  assert metrics.read_tfevents(path) == [(3, 'a', 1.5), (3, 'b', 0.75)]
+
+
+def test_first_record_is_file_version(tmp_path):
+  writer = metrics.MetricWriter(tmp_path)
+  writer.flush()
+  (data,) = metrics.read_records(writer.events_path)
+  event = metrics.decode_event(data)
+  assert event['file_version'] == 'brain.Event:2'
+  assert event['step'] == 0 and event['scalars'] == []
+  assert metrics.read_tfevents(writer.events_path) == []
+  writer.close()
+
+
+def test_every_corrupted_byte_is_detected(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(1, {'loss': 0.5})
+  path = _events_file(tmp_path)
+  blob = open(path, 'rb').read()
+  corrupt = tmp_path / 'corrupt.tfevents'
+  for position in range(len(blob)):
+    damaged = bytearray(blob)
+    damaged[position] ^= 0x10
+    corrupt.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match='corrupted|truncated'):
+      metrics.read_tfevents(corrupt)
+
+
+def test_corruption_messages_name_the_record(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(1, {'loss': 0.5})
+  blob = open(_events_file(tmp_path), 'rb').read()
+  first = 16 + struct.unpack('<Q', blob[:8])[0]  # Start of record 1.
+  path = tmp_path / 'x.tfevents'
+  damaged = bytearray(blob)
+  damaged[first + 12 + 3] ^= 1  # Record 1's data.
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(ValueError, match=f'record 1 at byte {first}: corrupted '
+                     r'data \(CRC mismatch\)'):
+    metrics.read_tfevents(path)
+  damaged = bytearray(blob)
+  damaged[first] ^= 1  # Record 1's length.
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(ValueError, match=f'record 1 at byte {first}: corrupted '
+                     'length'):
+    metrics.read_tfevents(path)
+  path.write_bytes(blob[:-1])
+  with pytest.raises(ValueError, match='record 1 .*truncated data'):
+    metrics.read_tfevents(path)
+  path.write_bytes(blob[:first + 5])
+  with pytest.raises(ValueError, match='record 1 .*truncated header'):
+    metrics.read_tfevents(path)
+
+
+# Errors and lifecycle.
+
+
+@pytest.mark.parametrize('scalars, match', [
+    ({'step': 1.0}, "'step' is reserved"),
+    ({'time': 1.0}, "'time' is reserved"),
+    ({'x': np.zeros(3)}, r"'x' is not a scalar: its shape is \(3,\)"),
+    ({'x': 'high'}, "'x' is not a real number"),
+    ({'x': 1 + 2j}, "'x' is not a real number"),
+    ({'': 1.0}, 'non-empty strings'),
+    ({3: 1.0}, 'non-empty strings'),
+])
+def test_bad_scalars_are_refused_and_nothing_is_written(tmp_path, scalars,
+                                                        match):
+  with metrics.MetricWriter(tmp_path) as writer:
+    with pytest.raises(ValueError, match=match):
+      writer.write_scalars(0, {'ok': 1.0, **scalars})
+  assert metrics.read_jsonl(tmp_path / 'metrics.jsonl') == []
+  assert metrics.read_tfevents(_events_file(tmp_path)) == []
+
+
+def test_size_one_arrays_and_empty_writes(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write_scalars(0, {})
+    writer.write_scalars(1, {'x': np.array([2.0]), 'flag': np.bool_(True)})
+  assert [(r['step'], r['x'], r['flag'])
+          for r in metrics.read_jsonl(tmp_path / 'metrics.jsonl')] == [
+              (1, 2.0, 1)]
+
+
+def test_close_is_idempotent_and_writes_after_close_fail(tmp_path):
+  writer = metrics.MetricWriter(tmp_path / 'new' / 'dir')
+  writer.write_scalars(0, {'x': 1.0})
+  writer.close()
+  writer.close()
+  writer.flush()
+  with pytest.raises(ValueError, match='closed'):
+    writer.write_scalars(1, {'x': 1.0})
+  assert len(metrics.read_jsonl(writer.jsonl_path)) == 1
