@@ -59,7 +59,8 @@ def test_two_steps_write_everything(data, tmp_path):
 
 
 def test_loss_goes_down_on_a_fixed_batch(data):
-  config = _config(data, **{'optimizer.lr': 3e-3})
+  # num_steps sets the schedule's length: the cosine reaches 0 at the end.
+  config = _config(data, **{'optimizer.lr': 3e-3, 'train.num_steps': 100})
   task = loop.make_task(config, 32)
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
       split='train', global_batch_size=8, shuffle=False, training=False))
@@ -71,8 +72,7 @@ def test_loss_goes_down_on_a_fixed_batch(data):
   for _ in range(40):
     state, metrics = step(state, batch, jax.random.key(0))
     losses.append(float(metrics['loss']))
-  # A step that does not learn keeps the ratio near 1.
-  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
 
 def _train_process(config_args, workdir):
@@ -229,3 +229,49 @@ def test_recon_task_rejects_resolution_prnet_cannot_take():
   config = config_lib.load_config(QUICK)
   with pytest.raises(ValueError, match='divisible by 32'):
     recon.ReconTask(config, 48, None)
+
+
+PROGRESSION = os.path.join(REPO, 'experiments', 'configs', 'progression.py')
+
+
+@pytest.fixture(scope='module')
+def clips(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('clips') / 'data')
+  synthetic.synthesize(out, synthetic.SynthConfig(
+      resolution=32, identities=(('train', 10), ('test', 4)), clip_length=4),
+                       {'clips': {'train': 16, 'test': 8}}, progress=False)
+  return out
+
+
+def _progression_config(data, **overrides):
+  base = {'data.dir': data, 'model.hidden': 16, 'data.global_batch_size': 8,
+          'data.eval_batch_size': 8, 'train.num_steps': 2,
+          'train.log_every': 1, 'train.eval_every': 2,
+          'train.checkpoint_every': 2, 'train.eval_batches': 1,
+          'train.progress': False, 'optimizer.warmup_steps': 0}
+  base.update(overrides)
+  return config_lib.apply_overrides(config_lib.load_config(PROGRESSION),
+                                    [f'{k}={v}' for k, v in base.items()])
+
+
+def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
+  summary = loop.run(_progression_config(clips), str(tmp_path))
+  assert summary['steps'] == 2
+  assert 0 <= summary['eval']['accuracy'] <= 1 and summary['eval']['loss'] > 0
+  assert os.path.exists(summary['figure'])
+  # The loss goes down on a fixed batch.
+  config = _progression_config(clips, **{'optimizer.lr': 3e-3,
+                                         'train.num_steps': 100})
+  task = loop.make_task(config, 32)
+  it = pipeline.make_iterator(clips, pipeline.PipelineConfig(
+      kind='clips', split='train', global_batch_size=8, shuffle=False,
+      training=False))
+  batch = jax.tree.map(jnp.asarray, next(it))
+  it.close()
+  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  step = jax.jit(task.train_step)
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, batch, jax.random.key(0))
+    losses.append(float(metrics['loss']))
+  assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses

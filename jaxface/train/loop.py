@@ -40,7 +40,7 @@ from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
 from jaxface.train import state as state_lib
 
-TASKS = ('prnet',)
+TASKS = {'prnet': 'recon', 'progression': 'clips'}  # task -> record kind
 
 
 class TrainingError(RuntimeError):
@@ -68,8 +68,8 @@ def _check_dataset(config) -> dict:
 
 def _task_kind(task: str) -> str:
   if task not in TASKS:
-    raise ValueError(f'unknown task {task!r}; available: {TASKS}')
-  return 'recon'
+    raise ValueError(f'unknown task {task!r}; available: {sorted(TASKS)}')
+  return TASKS[task]
 
 
 def make_task(config, resolution: int):
@@ -77,7 +77,10 @@ def make_task(config, resolution: int):
   if config.task == 'prnet':
     from jaxface.train import recon  # pylint: disable=g-import-not-at-top
     return recon.ReconTask(config, resolution, tx)
-  raise ValueError(f'unknown task {config.task!r}; available: {TASKS}')
+  if config.task == 'progression':
+    from jaxface.train import progression  # pylint: disable=g-import-not-at-top
+    return progression.ProgressionTask(config, resolution, tx)
+  raise ValueError(f'unknown task {config.task!r}; available: {sorted(TASKS)}')
 
 
 def _iterator(config, split: str, training: bool, batch_size: int):
@@ -129,7 +132,7 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
         break
       first = first or batch
       landmarks.append(batch['landmarks'])
-      n = len(batch['landmarks'])
+      n = len(batch['index'])
       # Pad the (possibly partial) last batch to a multiple of the devices.
       pad = (-n) % mesh.size
       padded = {key: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
@@ -207,7 +210,7 @@ def run(config, workdir: str) -> dict:
 
   def do_eval(step):
     metrics, batch, landmarks = evaluate(task, eval_step, state, config, mesh)
-    if 'nme_mean_face' not in summary:
+    if hasattr(task, 'baseline') and 'nme_mean_face' not in summary:
       baseline_it = _iterator(config, config.data.train_split, False,
                               config.data.eval_batch_size)
       try:
