@@ -275,3 +275,65 @@ def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
     state, metrics = step(state, batch, jax.random.key(0))
     losses.append(float(metrics['loss']))
   assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+CYCLE = os.path.join(REPO, 'experiments', 'configs', 'cycle_gan.py')
+
+
+def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, tmp_path):
+  pretrained = str(tmp_path / 'pretrained')
+  loop.run(_config(data), pretrained)
+  base = {'data.dir': data, 'model.width': 0.125, 'data.global_batch_size': 8,
+          'data.eval_batch_size': 8, 'train.num_steps': 2,
+          'train.log_every': 1, 'train.eval_every': 2,
+          'train.checkpoint_every': 2, 'train.eval_batches': 1,
+          'train.progress': False, 'cycle.disc_width': 0.125,
+          'cycle.pool_size': 4, 'cycle.init_from': pretrained,
+          'model.bn_momentum': 0.9}
+  config = config_lib.apply_overrides(config_lib.load_config(CYCLE),
+                                      [f'{k}={v}' for k, v in base.items()])
+  summary = loop.run(config, str(tmp_path / 'cycle'))
+  assert summary['steps'] == 2 and summary['eval']['nme'] > 0
+  with open(tmp_path / 'cycle' / 'metrics.jsonl') as f:
+    lines = [json.loads(line) for line in f if 'train/disc_loss' in line]
+  assert len(lines) == 2
+  assert all(np.isfinite(l['train/adversarial_loss']) for l in lines)
+  # Started from the pretrained generator, not from a fresh init.
+  task = loop.make_task(config, 32)
+  fresh = jax.jit(task.init_state)(
+      jax.random.key(0), jax.tree.map(jnp.asarray, _first_batch(data)))
+  loaded = task.load_pretrained(fresh)
+  pre_params, _ = loop.final_variables(pretrained)
+  assert loop.tree_equal(loaded.params['gen'], pre_params)
+  assert not loop.tree_equal(fresh.params['gen'], pre_params)
+
+
+def _first_batch(data):
+  it = pipeline.make_iterator(data, pipeline.PipelineConfig(
+      split='train', global_batch_size=8, shuffle=False, training=False))
+  try:
+    return next(it)
+  finally:
+    it.close()
+
+
+def test_image_pool_mixes_old_fakes_once_full(data):
+  config = config_lib.apply_overrides(config_lib.load_config(CYCLE), [
+      f'data.dir={data}', 'model.width=0.125', 'cycle.disc_width=0.125',
+      'cycle.pool_size=4'])
+  task = loop.make_task(config, 32)
+  pool = {'maps': jnp.zeros((4, 2, 2, 3)), 'landmarks': jnp.zeros((4, 68, 3)),
+          'count': jnp.zeros((), jnp.int32)}
+  first = jnp.ones((4, 2, 2, 3))
+  used, _, pool = task._pool(pool, first, jnp.ones((4, 68, 3)),
+                             jax.random.key(0))
+  assert int(pool['count']) == 4 and float(pool['maps'].min()) == 1.0
+  np.testing.assert_array_equal(used, first)  # filling: the new fakes
+  swapped = []
+  for k in range(20):
+    new = jnp.full((4, 2, 2, 3), 2.0 + k)
+    used, _, pool = task._pool(pool, new, jnp.zeros((4, 68, 3)),
+                               jax.random.key(k + 1))
+    swapped.append(float(jnp.mean(used != new)))
+  # About half of each batch comes from the pool once it is full.
+  assert 0.3 < np.mean(swapped) < 0.7, swapped

@@ -40,7 +40,7 @@ from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
 from jaxface.train import state as state_lib
 
-TASKS = {'prnet': 'recon', 'progression': 'clips'}  # task -> record kind
+TASKS = {'prnet': 'recon', 'cycle': 'recon', 'progression': 'clips'}  # -> kind
 
 
 class TrainingError(RuntimeError):
@@ -77,6 +77,9 @@ def make_task(config, resolution: int):
   if config.task == 'prnet':
     from jaxface.train import recon  # pylint: disable=g-import-not-at-top
     return recon.ReconTask(config, resolution, tx)
+  if config.task == 'cycle':
+    from jaxface.train import cycle  # pylint: disable=g-import-not-at-top
+    return cycle.CycleTask(config, resolution, tx)
   if config.task == 'progression':
     from jaxface.train import progression  # pylint: disable=g-import-not-at-top
     return progression.ProgressionTask(config, resolution, tx)
@@ -184,6 +187,8 @@ def run(config, workdir: str) -> dict:
   else:
     train_it.set_state(initial_data_state)  # start over after the peek
     start = 0
+    if hasattr(task, 'load_pretrained'):
+      state = jax.device_put(task.load_pretrained(state), repl)
 
   def train_step(state, batch):
     key = jax.random.fold_in(base_key, state.step)
