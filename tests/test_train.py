@@ -33,15 +33,20 @@ def data(tmp_path_factory):
   return out
 
 
-def _config(data, **overrides):
-  base = {'data.dir': data, 'model.width': 0.125,
-          'data.global_batch_size': 8, 'data.eval_batch_size': 8,
-          'train.num_steps': 2, 'train.log_every': 1, 'train.eval_every': 2,
+def _tiny(path, data, **overrides):
+  """Config `path` shrunk to a 2-step run on `data`, with `overrides`."""
+  base = {'data.dir': data, 'data.global_batch_size': 8,
+          'data.eval_batch_size': 8, 'train.num_steps': 2,
+          'train.log_every': 1, 'train.eval_every': 2,
           'train.checkpoint_every': 2, 'train.eval_batches': 1,
           'train.progress': False, 'optimizer.warmup_steps': 0}
   base.update(overrides)
-  return config_lib.apply_overrides(config_lib.load_config(QUICK),
+  return config_lib.apply_overrides(config_lib.load_config(path),
                                     [f'{k}={v}' for k, v in base.items()])
+
+
+def _config(data, **overrides):
+  return _tiny(QUICK, data, **{'model.width': 0.125, **overrides})
 
 
 def test_two_steps_write_everything(data, tmp_path):
@@ -244,14 +249,7 @@ def clips(tmp_path_factory):
 
 
 def _progression_config(data, **overrides):
-  base = {'data.dir': data, 'model.hidden': 16, 'data.global_batch_size': 8,
-          'data.eval_batch_size': 8, 'train.num_steps': 2,
-          'train.log_every': 1, 'train.eval_every': 2,
-          'train.checkpoint_every': 2, 'train.eval_batches': 1,
-          'train.progress': False, 'optimizer.warmup_steps': 0}
-  base.update(overrides)
-  return config_lib.apply_overrides(config_lib.load_config(PROGRESSION),
-                                    [f'{k}={v}' for k, v in base.items()])
+  return _tiny(PROGRESSION, data, **{'model.hidden': 16, **overrides})
 
 
 def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
@@ -283,15 +281,9 @@ CYCLE = os.path.join(REPO, 'experiments', 'configs', 'cycle_gan.py')
 def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, tmp_path):
   pretrained = str(tmp_path / 'pretrained')
   loop.run(_config(data), pretrained)
-  base = {'data.dir': data, 'model.width': 0.125, 'data.global_batch_size': 8,
-          'data.eval_batch_size': 8, 'train.num_steps': 2,
-          'train.log_every': 1, 'train.eval_every': 2,
-          'train.checkpoint_every': 2, 'train.eval_batches': 1,
-          'train.progress': False, 'cycle.disc_width': 0.125,
-          'cycle.pool_size': 4, 'cycle.init_from': pretrained,
-          'model.bn_momentum': 0.9}
-  config = config_lib.apply_overrides(config_lib.load_config(CYCLE),
-                                      [f'{k}={v}' for k, v in base.items()])
+  config = _tiny(CYCLE, data, **{
+      'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
+      'cycle.init_from': pretrained, 'model.bn_momentum': 0.9})
   summary = loop.run(config, str(tmp_path / 'cycle'))
   assert summary['steps'] == 2 and summary['eval']['nme'] > 0
   with open(tmp_path / 'cycle' / 'metrics.jsonl') as f:
