@@ -238,8 +238,8 @@ def convert_aflw2000(root: str | os.PathLike[str],
         'AFLW2000 records need a position map, which is made from the BFM '
         'parameters: pass --bfm BFM_DIR (the folder with face3d\'s BFM.mat '
         'and BFM_UV.mat), or pass --landmarks-only for records without one '
-        '(a 1x1 placeholder map: enough for landmark and pose evaluation, '
-        'not for dense 3D errors)')
+        '(enough for landmark and pose evaluation, not for dense 3D '
+        'errors)')
   if bfm_dir is not None:
     bfm_dir = os.path.abspath(os.fspath(bfm_dir))
     bfm = bfm_lib.cached_bfm(bfm_dir)
@@ -261,7 +261,7 @@ def convert_aflw2000(root: str | os.PathLike[str],
       out_dir, [('recon', SPLIT, paths, _Make(bfm_dir, resolution))],
       workers, shard_size, progress)
   notes = [] if bfm is not None else [
-      'landmarks only: position maps are 1x1 zero placeholders']
+      'landmarks only: the records have no position maps']
   conversion = the300wlp.Conversion(SOURCE, out_dir, results, None, notes,
                                     root)
   return the300wlp.finish(

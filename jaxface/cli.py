@@ -162,17 +162,22 @@ def _report_conversion(conversion) -> int:
   return 0
 
 
-def _convert_300wlp(args) -> int:
-  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
+def _timed_conversion(convert, *args, **kwargs) -> int:
+  """Runs a converter, prints its summary and time; the exit status."""
   start = time.perf_counter()
-  conversion = the300wlp.convert_300wlp(
-      args.root, args.bfm, args.out, resolution=args.resolution,
-      workers=args.workers, test_fraction=args.test_fraction,
-      limit=args.limit, multiview=args.multiview, perturb=args.perturb,
-      seed=args.seed, overwrite=args.overwrite, shard_size=args.shard_size)
-  status = _report_conversion(conversion)
+  status = _report_conversion(convert(*args, **kwargs))
   print(f'took {time.perf_counter() - start:.1f} s')
   return status
+
+
+def _convert_300wlp(args) -> int:
+  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
+  return _timed_conversion(
+      the300wlp.convert_300wlp, args.root, args.bfm, args.out,
+      resolution=args.resolution, workers=args.workers,
+      test_fraction=args.test_fraction, limit=args.limit,
+      multiview=args.multiview, perturb=args.perturb, seed=args.seed,
+      overwrite=args.overwrite, shard_size=args.shard_size)
 
 
 def _add_convert_aflw2000(sub):
@@ -189,8 +194,8 @@ def _add_convert_aflw2000(sub):
                  help="folder with face3d's BFM.mat and BFM_UV.mat (for the "
                  'position maps; required unless --landmarks-only)')
   p.add_argument('--landmarks-only', action='store_true',
-                 help='without --bfm: records with a 1x1 placeholder '
-                 'position map (landmark and pose evaluation only)')
+                 help='without --bfm: records without position maps '
+                 '(landmark and pose evaluation only)')
   p.add_argument('--limit', type=int, default=None,
                  help='convert only the first N images')
   _add_writer_args(p)
@@ -199,15 +204,11 @@ def _add_convert_aflw2000(sub):
 
 def _convert_aflw2000(args) -> int:
   from data_pipelines import aflw2000  # pylint: disable=g-import-not-at-top
-  start = time.perf_counter()
-  conversion = aflw2000.convert_aflw2000(
-      args.root, args.out, args.bfm, resolution=args.resolution,
-      workers=args.workers, limit=args.limit,
+  return _timed_conversion(
+      aflw2000.convert_aflw2000, args.root, args.out, args.bfm,
+      resolution=args.resolution, workers=args.workers, limit=args.limit,
       landmarks_only=args.landmarks_only, overwrite=args.overwrite,
       shard_size=args.shard_size)
-  status = _report_conversion(conversion)
-  print(f'took {time.perf_counter() - start:.1f} s')
-  return status
 
 
 def _add_train(sub):
