@@ -37,9 +37,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
-
   def save(self, step: int, state: Any, data_state: dict | None, meta: dict,
            metrics: dict | None = None) -> None:
     self._manager.save(

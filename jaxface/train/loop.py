@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -304,7 +303,3 @@ def final_variables(workdir: str):
 def tree_equal(a, b) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
                                                   jax.tree.leaves(b)))
-
-
-def to_host(tree):
-  return jax.tree.map(lambda x: np.asarray(jnp.asarray(x)), tree)
