@@ -37,6 +37,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, data_state: dict | None, meta: dict,
            metrics: dict | None = None) -> None:
     self._manager.save(
@@ -61,11 +64,12 @@ class Checkpointer:
             data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['data']), dict(restored['meta'])
 
-  def restore_state(self, step: int) -> Any:
-    """The train state of checkpoint `step` as saved (no target needed)."""
+  def restore_state_and_meta(self, step: int) -> tuple[Any, dict]:
+    """(train state as saved, metadata) of checkpoint `step`."""
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return restored['state']
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                      meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['meta'])
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -38,6 +38,7 @@ from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
 from jaxface.train import state as state_lib
+from jaxface.train import trained as trained_lib
 
 TASKS = {'prnet': 'recon', 'cycle': 'recon', 'progression': 'clips'}  # -> kind
 
@@ -165,6 +166,7 @@ def run(config, workdir: str) -> dict:
                      f'({config.data.global_batch_size}) must be divisible by '
                      f'the number of devices ({mesh.size})')
   task = make_task(config, int(info['resolution']))
+  trained_lib.write_model_info(workdir, config.task, int(info['resolution']))
   repl = state_lib.replicated(mesh)
 
   train_it = _iterator(config, config.data.train_split, True,
@@ -288,16 +290,8 @@ def run(config, workdir: str) -> dict:
 
 def final_variables(workdir: str):
   """(params, batch_stats) of the last checkpoint of `workdir`, numpy."""
-  checkpointer = checkpoint_lib.Checkpointer(workdir, asynchronous=False)
-  try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {workdir}')
-    state = checkpointer.restore_state(step)
-    return (jax.tree.map(np.asarray, state['params']),
-            jax.tree.map(np.asarray, state['batch_stats']))
-  finally:
-    checkpointer.close()
+  model = trained_lib.load(workdir)
+  return model.params, model.batch_stats
 
 
 def tree_equal(a, b) -> bool:
