@@ -342,7 +342,8 @@ def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG
 
 def geometric_consistency_loss(pred_position_map, target_features,
                                yaws_deg: Sequence[float] = VIEW_YAWS_DEG,
-                               vertical: str = 'image') -> jax.Array:
+                               vertical: str = 'image',
+                               huber_delta: float | None = None) -> jax.Array:
   """The first seed's geometric consistency: features in = features out.
 
   Recomputes `features.geometric_features` (31 values) from the front, left
@@ -350,6 +351,12 @@ def geometric_consistency_loss(pred_position_map, target_features,
   the conditioning features:
 
     loss = mean_{b, f} (features(pred)[b, f] - target_features[b, f])^2.
+
+  With `huber_delta`, each squared error d^2 with |d| > delta becomes
+  2 delta |d| - delta^2 (the same value and slope at delta, linear beyond):
+  a generated face far from a face (early in training) has ratios of
+  near-zero lengths among its features, whose squared errors would swamp
+  every other loss.
 
   The views are taken at fixed yaws (0, -70, +70 degrees, no pitch or roll),
   whereas the target features were measured on the three input photos,
@@ -365,6 +372,7 @@ def geometric_consistency_loss(pred_position_map, target_features,
       `features.FEATURE_NAMES`.
     yaws_deg: yaws of the front, left and right views (degrees).
     vertical: imaginary-point construction, see `features.imaginary_points`.
+    huber_delta: None (plain squared error) or the delta above.
 
   Returns:
     () float32 loss (squared unitless features).
@@ -375,7 +383,9 @@ def geometric_consistency_loss(pred_position_map, target_features,
   feats = features_lib.geometric_features(lmk[0], extra[0], lmk[1], extra[1],
                                           lmk[2], extra[2], vertical)
   d = feats - _f32(target_features)
-  return jnp.mean(d * d)
+  if huber_delta is None:
+    return jnp.mean(d * d)
+  return jnp.mean(2.0 * optax.huber_loss(d, delta=huber_delta))
 
 
 # --------------------------------------------------------------- voxels ----

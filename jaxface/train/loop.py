@@ -40,7 +40,8 @@ from jaxface.train import optim
 from jaxface.train import state as state_lib
 from jaxface.train import trained as trained_lib
 
-TASKS = {'prnet': 'recon', 'cycle': 'recon', 'progression': 'clips'}  # -> kind
+TASKS = {'prnet': 'recon', 'cycle': 'recon', 'facegen': 'multiview',
+         'progression': 'clips'}  # task -> record kind
 
 
 class TrainingError(RuntimeError):
@@ -80,6 +81,9 @@ def make_task(config, resolution: int):
   if config.task == 'cycle':
     from jaxface.train import cycle  # pylint: disable=g-import-not-at-top
     return cycle.CycleTask(config, resolution, tx)
+  if config.task == 'facegen':
+    from jaxface.train import facegen  # pylint: disable=g-import-not-at-top
+    return facegen.FaceGenTask(config, resolution, tx)
   if config.task == 'progression':
     from jaxface.train import progression  # pylint: disable=g-import-not-at-top
     return progression.ProgressionTask(config, resolution, tx)

@@ -97,10 +97,8 @@ class ReconTask:
         state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if cfg.train.ema_decay > 0:
-      decay = cfg.train.ema_decay
-      ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+    ema = state_lib.update_ema(state.ema_params, params,
+                               cfg.train.ema_decay)
     metrics['grad_norm'] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params,
                          batch_stats=batch_stats, opt_state=opt_state,

@@ -63,3 +63,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def update_ema(ema: Any, params: Any, decay: float) -> Any:
+  """ema <- decay * ema + (1 - decay) * params; `ema` itself when decay <= 0
+  (EMA off, `ema` is then {})."""
+  if decay <= 0:
+    return ema
+  return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
