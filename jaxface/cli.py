@@ -272,6 +272,17 @@ def _quickstart(args) -> int:
   return 0
 
 
+def _add_module_command(sub, name: str, module: str, help_text: str):
+  """A subcommand whose options and body live in `module`, which has
+  `add_arguments(parser)` and `run(args) -> exit status`."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  mod = importlib.import_module(module)
+  p = sub.add_parser(name, help=help_text, description=mod.__doc__.split(
+      '\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  mod.add_arguments(p)
+  p.set_defaults(func=mod.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='jaxface', description='3D face reconstruction and generation in '
@@ -285,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
   _add_convert_aflw2000(data_sub)
   _add_train(sub)
   _add_quickstart(sub)
+  _add_module_command(sub, 'eval', 'jaxface.eval.report',
+                      'measure a trained workdir on a dataset')
+  _add_module_command(sub, 'reconstruct', 'jaxface.infer.reconstruct',
+                      'reconstruct every face in photos: landmarks, pose, '
+                      'meshes')
+  _add_module_command(sub, 'generate', 'jaxface.infer.generate',
+                      'generate 3D faces from front, left and right photos')
   return parser
 
 

@@ -65,9 +65,18 @@ class Checkpointer:
     return restored['state'], dict(restored['data']), dict(restored['meta'])
 
   def restore_state_and_meta(self, step: int) -> tuple[Any, dict]:
-    """(train state as saved, metadata) of checkpoint `step`."""
+    """(train state, metadata) of checkpoint `step`, on this process's first
+    device, whatever devices saved it (a run on 8 GPUs is evaluated on a
+    laptop)."""
+    path = os.path.join(self.directory, str(step), 'state')
+    with ocp.StandardCheckpointer() as reader:
+      tree = reader.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        tree)
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 

@@ -20,10 +20,12 @@ of an uninterrupted run (the input iterator's state is in the checkpoint).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import signal
+import tempfile
 import time
 from typing import Any
 
@@ -100,6 +102,16 @@ def _iterator(config, split: str, training: bool, batch_size: int):
       augment=augment, training=training, drop_remainder=training))
 
 
+class _NoWriter:
+  """The metric writer of processes other than 0."""
+
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def close(self):
+    pass
+
+
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks between steps."""
 
@@ -162,15 +174,21 @@ def run(config, workdir: str) -> dict:
   state_lib.maybe_initialize_distributed()
   info = _check_dataset(config)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  # With several processes (hosts) the workdir is shared; process 0 writes
+  # its files, orbax coordinates the checkpoints.
+  lead = jax.process_index() == 0
+  if lead:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   mesh = state_lib.make_mesh()
   if config.data.global_batch_size % mesh.size:
     raise ValueError(f'config.data.global_batch_size '
                      f'({config.data.global_batch_size}) must be divisible by '
                      f'the number of devices ({mesh.size})')
   task = make_task(config, int(info['resolution']))
-  trained_lib.write_model_info(workdir, config.task, int(info['resolution']))
+  if lead:
+    trained_lib.write_model_info(workdir, config.task,
+                                 int(info['resolution']))
   repl = state_lib.replicated(mesh)
 
   train_it = _iterator(config, config.data.train_split, True,
@@ -202,7 +220,7 @@ def run(config, workdir: str) -> dict:
   train_step = jax.jit(train_step, in_shardings=(repl, None),
                        out_shardings=(repl, repl), donate_argnums=0)
   eval_step = jax.jit(task.eval_step, out_shardings=repl)
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir) if lead else _NoWriter()
   num_steps = config.train.num_steps
   summary: dict[str, Any] = {'workdir': os.path.abspath(workdir),
                              'start_step': start}
@@ -224,14 +242,17 @@ def run(config, workdir: str) -> dict:
       baseline_it = _iterator(config, config.data.train_split, False,
                               config.data.eval_batch_size)
       try:
-        batches = [next(baseline_it) for _ in range(8)]
+        batches = list(itertools.islice(baseline_it, 8))  # or fewer
       finally:
         baseline_it.close()
       summary.update(task.baseline(batches, landmarks))
     metrics.update({k: v for k, v in summary.items() if k.startswith('nme_')})
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
     path = os.path.join(workdir, f'eval_{step:07d}.png')
-    task.figure(state, batch, path)
+    # Every process computes the figure (the state is a global array);
+    # only process 0 keeps it.
+    task.figure(state, batch, path if lead else os.path.join(
+        tempfile.gettempdir(), f'jaxface_eval_{jax.process_index()}.png'))
     summary['eval'] = metrics
     summary['figure'] = path
     return metrics
@@ -287,8 +308,9 @@ def run(config, workdir: str) -> dict:
                   'images_per_second': (step - start) * batch_size / max(
                       seconds, 1e-9),
                   'checkpoints': checkpointer.directory})
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2, default=float)
+  if lead:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2, default=float)
   return summary
 
 

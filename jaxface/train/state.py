@@ -43,11 +43,26 @@ def maybe_initialize_distributed() -> None:
   """`jax.distributed.initialize()` when the launcher's environment asks.
 
   Launchers (see launch/) set JAXFACE_DISTRIBUTED=1, or the standard
-  JAX_COORDINATOR_ADDRESS; on a single process nothing happens.
+  JAX_COORDINATOR_ADDRESS; on TPU VMs, Slurm and Open MPI JAX finds the
+  rest itself. Elsewhere JAX_COORDINATOR_ADDRESS (host:port of process 0),
+  JAXFACE_NUM_PROCESSES and JAXFACE_PROCESS_ID say it. On a single process
+  nothing happens.
   """
-  if os.environ.get('JAXFACE_DISTRIBUTED') == '1' or os.environ.get(
+  if os.environ.get('JAXFACE_DISTRIBUTED') != '1' and not os.environ.get(
       'JAX_COORDINATOR_ADDRESS'):
-    jax.distributed.initialize()
+    return
+  kwargs = {}
+  for name, key in (('JAXFACE_NUM_PROCESSES', 'num_processes'),
+                    ('JAXFACE_PROCESS_ID', 'process_id')):
+    if os.environ.get(name):
+      try:
+        kwargs[key] = int(os.environ[name])
+      except ValueError:
+        raise ValueError(f'{name} must be an integer, got '
+                         f'{os.environ[name]!r}') from None
+  if os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    kwargs['coordinator_address'] = os.environ['JAX_COORDINATOR_ADDRESS']
+  jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(devices=None) -> Mesh:

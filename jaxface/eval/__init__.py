@@ -1,0 +1,1 @@
+"""Evaluation of trained models: metrics, plots and reconstruction reports."""

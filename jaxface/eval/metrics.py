@@ -1,0 +1,451 @@
+"""Evaluation metrics of 3D face reconstruction and generation (numpy).
+
+Pure host-side functions over numpy arrays, for evaluation runs rather than
+training steps (`jaxface.losses.nme` is the jnp twin of `nme` used in
+training logs):
+
+- landmarks: `nme` (AFLW2000-3D / 3DDFA protocol, 2D or 3D), yaw bins
+  (`YAW_BINS`, `yaw_bin_index`, `binned_summary`), `ced` and `ced_auc`;
+- dense reconstruction: `dense_nme` over the face region of position maps;
+- head pose: `estimate_pose` (a similarity fitted between a position map
+  and a canonical frontal map, converted to 3DDFA's pitch / yaw / roll),
+  `pose_error`, `canonical_reference`;
+- voxels: `occupancy_surface` (marching cubes), `chamfer_distance`,
+  `voxel_chamfer`.
+
+Frames: position maps and landmarks are image-like, x right, y down, z
+towards the viewer, in pixels (`jaxface.face.uv`). Errors called "NME" are
+unitless fractions (multiply by 100 for the usual percentages).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import spatial
+from skimage import measure
+
+from data_pipelines import bfm as bfm_lib
+from data_pipelines import synthetic
+from jaxface.face import model as model_lib
+from jaxface.face import render
+
+# Yaw bins of AFLW2000-3D's tables, |yaw| in degrees.
+YAW_BINS = ((0, 30), (30, 60), (60, 90))
+BIN_NAMES = tuple(f'{lo}-{hi}' for lo, hi in YAW_BINS)
+
+# Squared box sizes below this (squared pixels) count as 0, as in
+# `jaxface.losses.nme`.
+_TINY = 1e-12
+# Flips y: the y-down image frame <-> the y-up model / camera frame.
+_FLIP_Y = np.diag([1.0, -1.0, 1.0])
+
+
+# ------------------------------------------------------------ landmarks ----
+
+
+def _box_norm(points_xy: np.ndarray) -> np.ndarray:
+  """(..., P, 2) -> (...) sqrt(w * h) of the points' bounding box."""
+  size = points_xy.max(axis=-2) - points_xy.min(axis=-2)
+  return np.sqrt(np.maximum(size[..., 0] * size[..., 1], _TINY))
+
+
+def nme(pred, true, dims: int = 2) -> np.ndarray:
+  """Normalised mean error of landmarks, per image (3DDFA's protocol).
+
+    nme = mean_p ||pred_p[:dims] - true_p[:dims]|| / sqrt(w * h),
+
+  with w, h the width and height of the bounding box of the TRUE landmarks'
+  (x, y), whatever `dims`: dims = 2 is AFLW2000-3D's 2D NME (3DDFA's and
+  PRNet's tables), dims = 3 also counts the depth error.
+
+  Args:
+    pred: (B, P, D) predicted landmarks, pixels, D >= dims (P = 68).
+    true: (B, P, D') true landmarks, pixels, D' >= dims.
+    dims: 2 (x, y) or 3 (x, y, z).
+
+  Returns:
+    (B,) float64 unitless NME per image.
+  """
+  if dims not in (2, 3):
+    raise ValueError(f'dims must be 2 or 3, got {dims}')
+  pred = np.asarray(pred, np.float64)
+  true = np.asarray(true, np.float64)
+  if pred.shape[-1] < dims or true.shape[-1] < dims:
+    raise ValueError(f'need {dims} coordinates, got landmarks of shapes '
+                     f'{pred.shape} and {true.shape}')
+  if pred.shape[:-1] != true.shape[:-1]:
+    raise ValueError(f'pred {pred.shape} and true {true.shape} landmarks do '
+                     'not match')
+  dist = np.linalg.norm(pred[..., :dims] - true[..., :dims], axis=-1)
+  return dist.mean(axis=-1) / _box_norm(true[..., :2])
+
+
+def yaw_bin_index(yaw_deg):
+  """The `YAW_BINS` bin of yaws in degrees: 0, 1 or 2.
+
+  0: |yaw| <= 30, 1: 30 < |yaw| <= 60, 2: |yaw| > 60 (beyond 90 included).
+
+  Args:
+    yaw_deg: a yaw or an array of yaws, degrees.
+
+  Returns:
+    An int for a scalar, else an int64 array of the input's shape.
+  """
+  yaw = np.abs(np.asarray(yaw_deg, np.float64))
+  index = np.where(yaw <= YAW_BINS[0][1], 0,
+                   np.where(yaw <= YAW_BINS[1][1], 1, 2)).astype(np.int64)
+  return int(index) if index.ndim == 0 else index
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+  return float(np.mean(values)) if len(values) else None
+
+
+def binned_summary(errors, yaw_deg) -> dict:
+  """Mean errors per yaw bin, as AFLW2000-3D's tables report them.
+
+  'mean_of_bins' is the mean of the non-empty bins' means: each yaw range
+  weighs the same whatever its number of images (AFLW2000-3D has many more
+  near-frontal faces than profiles), which is the "mean" column of 3DDFA's
+  and PRNet's tables. 'mean' is the plain mean over all images.
+
+  Args:
+    errors: (N,) per-image errors (e.g. `nme`).
+    yaw_deg: (N,) the images' yaws, degrees.
+
+  Returns:
+    {bin name ('0-30', '30-60', '60-90'): {'mean': float or None (empty
+    bin), 'count': int}, 'mean_of_bins': float or None, 'mean': float or
+    None, 'count': int}.
+  """
+  errors = np.asarray(errors, np.float64).reshape(-1)
+  yaw_deg = np.asarray(yaw_deg, np.float64).reshape(-1)
+  if errors.shape != yaw_deg.shape:
+    raise ValueError(f'{errors.size} errors but {yaw_deg.size} yaws')
+  bins = yaw_bin_index(yaw_deg) if errors.size else np.zeros(0, np.int64)
+  out = {}
+  means = []
+  for k, name in enumerate(BIN_NAMES):
+    mean = _mean_or_none(errors[bins == k])
+    out[name] = {'mean': mean, 'count': int(np.sum(bins == k))}
+    if mean is not None:
+      means.append(mean)
+  out['mean_of_bins'] = _mean_or_none(np.asarray(means))
+  out['mean'] = _mean_or_none(errors)
+  out['count'] = int(errors.size)
+  return out
+
+
+def ced(errors, max_error: float = 0.1, num: int = 101
+        ) -> tuple[np.ndarray, np.ndarray]:
+  """Cumulative error distribution: the fraction of images within each error.
+
+  Args:
+    errors: (N,) per-image errors (e.g. NME, unitless).
+    max_error: largest threshold.
+    num: number of thresholds, evenly spaced over [0, max_error].
+
+  Returns:
+    (thresholds (num,), fraction (num,) of the images with error <=
+    threshold, in [0, 1]).
+  """
+  errors = np.asarray(errors, np.float64).reshape(-1)
+  thresholds = np.linspace(0.0, max_error, num)
+  if errors.size == 0:
+    return thresholds, np.zeros(num)
+  return thresholds, np.mean(errors[:, None] <= thresholds[None], axis=0)
+
+
+def ced_auc(errors, max_error: float = 0.1, num: int = 1001) -> float:
+  """Area under the CED curve up to `max_error`, divided by `max_error`.
+
+  1 when every error is 0, 0 when none is within `max_error`; trapezoids
+  over `num` thresholds.
+  """
+  thresholds, fraction = ced(errors, max_error, num)
+  area = np.sum((fraction[1:] + fraction[:-1]) / 2 * np.diff(thresholds))
+  return float(area / max_error)
+
+
+# ----------------------------------------------------------------- dense ----
+
+
+def dense_nme(pred_map, true_map, mask, dims: int = 3) -> np.ndarray:
+  """Normalised mean error of position maps over a texel mask, per image.
+
+    nme = mean_{texels in mask} ||pred[:dims] - true[:dims]|| / sqrt(w * h),
+
+  with w, h the width and height of the bounding box of the true map's
+  masked texels' (x, y). This is PRNet's dense alignment measure: the error
+  of the face-region vertices normalised by the face's bounding box, with
+  the texels of the face region (`model.face_region_mask`) as the vertices.
+
+  Args:
+    pred_map: (B, R, R, D) predicted position maps, pixels, D >= dims.
+    true_map: (B, R, R, D') true position maps, pixels, D' >= dims.
+    mask: (R, R) or (B, R, R) bool, the texels measured (not empty).
+    dims: 2 (x, y) or 3 (x, y, z).
+
+  Returns:
+    (B,) float64 unitless NME per image.
+  """
+  if dims not in (2, 3):
+    raise ValueError(f'dims must be 2 or 3, got {dims}')
+  pred = np.asarray(pred_map, np.float64)
+  true = np.asarray(true_map, np.float64)
+  if pred.shape[:-1] != true.shape[:-1] or pred.ndim != 4:
+    raise ValueError(f'pred {pred.shape} and true {true.shape} must be '
+                     'matching (B, R, R, D) maps')
+  mask = np.broadcast_to(np.asarray(mask, bool), pred.shape[:3])
+  out = np.empty(pred.shape[0])
+  for b in range(pred.shape[0]):
+    if not mask[b].any():
+      raise ValueError(f'the mask of image {b} is empty')
+    p, t = pred[b][mask[b]], true[b][mask[b]]
+    dist = np.linalg.norm(p[:, :dims] - t[:, :dims], axis=-1)
+    out[b] = dist.mean() / _box_norm(t[:, :2])
+  return out
+
+
+# ------------------------------------------------------------------ pose ----
+
+
+def _similarity(points: np.ndarray, canonical: np.ndarray,
+                weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+  """Weighted Umeyama: (s, R, t) minimising sum w ||s R c + t - p||^2."""
+  w = weights / weights.sum()
+  mu_p = w @ points
+  mu_c = w @ canonical
+  p, c = points - mu_p, canonical - mu_c
+  cov = (p * w[:, None]).T @ c  # sum w (p - mu_p)(c - mu_c)^T
+  u, d, vt = np.linalg.svd(cov)
+  # A proper rotation (det +1), never a reflection.
+  sign = np.ones(3)
+  sign[2] = np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0
+  rotation = (u * sign) @ vt
+  var_c = np.sum(w * np.sum(c * c, axis=1))
+  scale = float(np.sum(d * sign) / var_c) if var_c > 0 else 0.0
+  return scale, rotation, mu_p - scale * rotation @ mu_c
+
+
+def _angles_3ddfa(rotation: np.ndarray) -> np.ndarray:
+  """3DDFA's R = Rx(pitch) Ry(yaw) Rz(roll) -> (pitch, yaw, roll), radians.
+
+  From `render.angle2matrix_3ddfa`: R[0, 2] = -sin(yaw), (R[0, 0], R[0, 1])
+  = cos(yaw) (cos(roll), sin(roll)), (R[1, 2], R[2, 2]) = cos(yaw)
+  (sin(pitch), cos(pitch)); yaw is taken in [-90, 90] degrees. At
+  |yaw| = 90 only pitch - roll (or pitch + roll) is defined: roll is 0.
+  """
+  r = rotation
+  yaw = np.arcsin(np.clip(-r[0, 2], -1.0, 1.0))
+  if np.hypot(r[0, 0], r[0, 1]) > 1e-6:
+    roll = np.arctan2(r[0, 1], r[0, 0])
+    pitch = np.arctan2(r[1, 2], r[2, 2])
+  else:
+    roll = 0.0
+    pitch = np.arctan2(-r[2, 1], r[1, 1])
+  return np.array([pitch, yaw, roll])
+
+
+def estimate_pose(points, canonical, weights=None) -> dict:
+  """Head pose of a face from corresponding points, by a similarity fit.
+
+  Fits points ~= scale * rotation @ canonical + translation (weighted least
+  squares, Umeyama's method, rotation proper), where both frames are
+  image-like (x right, y down, z towards the viewer): `canonical` is a
+  frontal face (`data_pipelines.synthetic.canonical_position_map`, or
+  `canonical_reference`) and `points` the same texels of a posed face, e.g.
+  a predicted position map in crop pixels.
+
+  Angles follow 3DDFA (a record's `pose`): a record renders model-space
+  vertices v (y up) as F (s R v + t) plus a crop similarity, with F =
+  diag(1, -1, 1) the image's y flip, and the canonical map is k F v plus a
+  shift. So the image-frame rotation is F R F, and R = F rotation F is
+  decomposed as R = Rx(pitch) Ry(yaw) Rz(roll) (`render.angle2matrix_3ddfa`),
+  yaw in [-90, 90] degrees. The angles are relative to the canonical frame:
+  a canonical face that is itself turned biases them.
+
+  Args:
+    points: (N, 3) posed points, pixels.
+    canonical: (N, 3) the same points on the frontal face (N >= 3, not all
+      on a line).
+    weights: optional (N,) non-negative weights (default all 1).
+
+  Returns:
+    {'pitch', 'yaw', 'roll': floats, degrees; 'scale': float (pixels of
+    `points` per pixel of `canonical`); 'rotation': (3, 3) image-frame
+    rotation; 'translation': (3,) pixels}.
+  """
+  points = np.asarray(points, np.float64)
+  canonical = np.asarray(canonical, np.float64)
+  if points.shape != canonical.shape or points.ndim != 2 or (
+      points.shape[1] != 3):
+    raise ValueError(f'points {points.shape} and canonical '
+                     f'{canonical.shape} must both be (N, 3)')
+  if len(points) < 3:
+    raise ValueError(f'need at least 3 points, got {len(points)}')
+  weights = (np.ones(len(points)) if weights is None
+             else np.asarray(weights, np.float64).reshape(-1))
+  if weights.shape != (len(points),) or np.any(weights < 0) or (
+      weights.sum() <= 0):
+    raise ValueError('weights must be (N,), non-negative, not all 0')
+  scale, rotation, translation = _similarity(points, canonical, weights)
+  pitch, yaw, roll = np.rad2deg(_angles_3ddfa(_FLIP_Y @ rotation @ _FLIP_Y))
+  return {'pitch': float(pitch), 'yaw': float(yaw), 'roll': float(roll),
+          'scale': scale, 'rotation': rotation, 'translation': translation}
+
+
+def pose_error(pred_deg, true_deg) -> np.ndarray:
+  """Absolute angle differences, wrapped into [0, 180] degrees.
+
+  Args:
+    pred_deg: (B, 3) predicted (pitch, yaw, roll), degrees.
+    true_deg: (B, 3) true angles, degrees.
+
+  Returns:
+    (B, 3) float64 |pred - true| modulo 360, folded into [0, 180].
+  """
+  diff = np.asarray(pred_deg, np.float64) - np.asarray(true_deg, np.float64)
+  return np.abs((diff + 180.0) % 360.0 - 180.0)
+
+
+def rotation_error(pred_deg, true_deg) -> np.ndarray:
+  """Angle of the rotation between two 3DDFA poses, degrees.
+
+  The geodesic distance arccos((trace(R_pred^T R_true) - 1) / 2) between
+  R = `render.angle2matrix_3ddfa(pitch, yaw, roll)` of each pose. Unlike
+  the per-angle `pose_error`, it does not blow up near |yaw| = 90 degrees,
+  where pitch and roll describe nearly the same rotation (at yaw = 90,
+  (pitch + d, roll + d) is the same pose for every d).
+
+  Args:
+    pred_deg: (B, 3) predicted (pitch, yaw, roll), degrees.
+    true_deg: (B, 3) true angles, degrees.
+
+  Returns:
+    (B,) float64 angles in [0, 180] degrees.
+  """
+  pred = np.deg2rad(np.asarray(pred_deg, np.float64).reshape(-1, 3))
+  true = np.deg2rad(np.asarray(true_deg, np.float64).reshape(-1, 3))
+  out = np.empty(len(pred))
+  for b, (p, t) in enumerate(zip(pred, true)):
+    relative = render.angle2matrix_3ddfa(*p).T @ render.angle2matrix_3ddfa(*t)
+    out[b] = np.arccos(np.clip((np.trace(relative) - 1) / 2, -1.0, 1.0))
+  return np.rad2deg(out)
+
+
+def canonical_reference(resolution: int, bfm_dir: str | None = None
+                        ) -> np.ndarray:
+  """The mean face in the canonical frontal frame, (R, R, 3) float32.
+
+  Without `bfm_dir`: the procedural face model's mean (all coefficients 0)
+  through `synthetic.canonical_position_map`, the frame of the synthetic
+  data. With `bfm_dir` (face3d's BFM folder): the BFM mean face through
+  `bfm.BFM.canonical_position_map` (its texels off the mesh are 0), for
+  maps in the BFM's UV layout.
+  """
+  if bfm_dir is None:
+    model = model_lib.build_face_model()
+    return synthetic.canonical_position_map(model, model.vertices(),
+                                            resolution)
+  model = bfm_lib.cached_bfm(bfm_dir)
+  mean = model.vertices(np.zeros(model.num_shape),
+                        np.zeros(model.num_expression))
+  return model.canonical_position_map(mean, resolution)
+
+
+# ---------------------------------------------------------------- voxels ----
+
+
+def occupancy_surface(occupancy, level: float = 0.5, voxel_size: float = 1.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """The surface of an occupancy grid, by marching cubes.
+
+  The grid is padded with one voxel of zeros on every side first, so that
+  shapes touching the border come out as closed surfaces. Coordinates follow
+  `jaxface.losses.voxelize_position_map`: voxel (k, i, j) spans [k, k + 1)
+  x voxel_size in z (and likewise i in y, j in x), so its centre is at
+  (index + 0.5) * voxel_size; a binary box of voxels gives vertices on the
+  box's faces.
+
+  Args:
+    occupancy: (V, V, V) occupancy (or probabilities), axes (z, y, x).
+    level: iso-level of the surface.
+    voxel_size: side of a voxel (e.g. pixels of the canonical frame).
+
+  Returns:
+    (vertices (N, 3) float64 as (x, y, z), faces (F, 3) int triangles, wound
+    counter-clockwise seen from outside, i.e. normals pointing out of the
+    occupied region).
+
+  Raises:
+    ValueError: if the grid is not 3D or has no voxel above `level`.
+  """
+  occupancy = np.asarray(occupancy, np.float64)
+  if occupancy.ndim != 3:
+    raise ValueError(f'occupancy must be a (V, V, V) grid, got shape '
+                     f'{occupancy.shape}')
+  if occupancy.size == 0 or not np.any(occupancy > level):
+    raise ValueError(f'the occupancy grid has no voxel above level {level}: '
+                     'there is no surface')
+  padded = np.pad(occupancy, 1)
+  vertices, faces, _, _ = measure.marching_cubes(padded, level)
+  # Padded index -> voxel index -> position of the voxel centre.
+  vertices = (vertices - 1.0 + 0.5) * voxel_size
+  # skimage winds its triangles with normals into the occupied region of
+  # the (z, y, x) grid; reordering the axes to (x, y, z) mirrors the frame,
+  # which turns them outwards.
+  return vertices[:, ::-1].copy(), faces
+
+
+def chamfer_distance(a, b) -> float:
+  """Symmetric Chamfer distance between two point sets.
+
+    chamfer = (mean_{p in a} min_{q in b} ||p - q||
+               + mean_{q in b} min_{p in a} ||q - p||) / 2,
+
+  the mean of the two directions' mean nearest-neighbour distances (not
+  their sum, nor squared), so it is in the points' units: two sampled
+  parallel planes d apart are d apart.
+
+  Args:
+    a: (N, 3) points.
+    b: (M, 3) points.
+
+  Returns:
+    The distance, float, in the points' units.
+  """
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    raise ValueError(f'expected (N, D) and (M, D) points, got {a.shape} and '
+                     f'{b.shape}')
+  if len(a) == 0 or len(b) == 0:
+    raise ValueError('both point sets must be non-empty')
+  a_to_b, _ = spatial.cKDTree(b).query(a)
+  b_to_a, _ = spatial.cKDTree(a).query(b)
+  return float((a_to_b.mean() + b_to_a.mean()) / 2)
+
+
+def voxel_chamfer(pred_occ, true_occ, voxel_size: float = 1.0,
+                  level: float = 0.5) -> float:
+  """Chamfer distance between the surfaces of two occupancy grids.
+
+  Both surfaces come from `occupancy_surface` (vertices of the marching
+  cubes meshes), and are compared with `chamfer_distance`.
+
+  Args:
+    pred_occ: (V, V, V) predicted occupancy (probabilities), axes (z, y, x).
+    true_occ: (V', V', V') true occupancy in the same frame.
+    voxel_size: side of a voxel (the distance's unit).
+    level: iso-level of both surfaces.
+
+  Returns:
+    The distance in the units of `voxel_size`.
+
+  Raises:
+    ValueError: if a grid has no surface (nothing above `level`).
+  """
+  pred, _ = occupancy_surface(pred_occ, level, voxel_size)
+  true, _ = occupancy_surface(true_occ, level, voxel_size)
+  return chamfer_distance(pred, true)

@@ -1,0 +1,105 @@
+"""Measure a trained workdir on a dataset: `jaxface eval`.
+
+  jaxface eval --workdir runs/prnet --data data/aflw2000 [--out report.json]
+
+What is measured follows the workdir's task:
+- `prnet`, `cycle`: AFLW2000-3D's protocol on `recon` records: 68-landmark
+  NME (2D and 3D) per yaw bin and as the mean of the bin means, dense NME,
+  head-pose error, and a cumulative error distribution plot.
+- `facegen`: on `multiview` records: Inception Score and Frechet distance
+  with a jaxface identity classifier (named in the report), the
+  geometric-consistency error, the error against the true faces, and for
+  the voxel head the Chamfer distance between the surfaces.
+- `progression`: accuracy and loss of the RNN on held-out `clips`.
+
+The report is written as JSON with a Markdown table next to it (and the
+plots), by default into WORKDIR/eval/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--workdir', required=True,
+                      help='the workdir of a `jaxface train` run')
+  parser.add_argument('--data', required=True, help='a jaxface dataset')
+  parser.add_argument('--split', default='test', help='(default: test)')
+  parser.add_argument('--out', default=None,
+                      help='a report path ending in .json, or a folder '
+                      '(default: WORKDIR/eval/)')
+  parser.add_argument('--step', type=int, default=None,
+                      help='the checkpoint to measure (default: the last)')
+  parser.add_argument('--batch-size', type=int, default=32)
+  parser.add_argument('--limit', type=int, default=None,
+                      help='measure only the first N records')
+  parser.add_argument('--canonical', default=None,
+                      help='reconstruction: a .npy (R, R, 3) canonical mean '
+                      'face, or a BFM folder, for the pose fit (default: '
+                      'the procedural mean face on synthetic data; the '
+                      'pose error is skipped on other data without it)')
+  parser.add_argument('--classifier', default=None,
+                      help='facegen: a saved identity classifier folder '
+                      '(default: trained now on the dataset\'s train split, '
+                      'and saved in WORKDIR/eval/classifier)')
+  parser.add_argument('--samples', type=int, default=1,
+                      help='facegen: generated faces per test record (noise '
+                      'seeds)')
+  parser.add_argument('--no-progress', action='store_true')
+
+
+def _canonical(path: str | None, resolution: int):
+  if path is None:
+    return None
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    return metrics.canonical_reference(resolution, bfm_dir=path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'--canonical {path} does not exist')
+  try:
+    canonical = np.load(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'--canonical {path} is not a .npy array: {e}') from e
+  if canonical.shape != (resolution, resolution, 3):
+    raise ValueError(f'--canonical {path} has shape {canonical.shape}; the '
+                     f'model needs ({resolution}, {resolution}, 3)')
+  return canonical
+
+
+def run(args) -> int:
+  from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+  if args.batch_size < 1:
+    raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+  model = trained_lib.load(args.workdir, args.step)
+  out = args.out or os.path.join(args.workdir, 'eval')
+  progress = not args.no_progress
+  print(f'measuring {args.workdir} (task {model.task}, step {model.step}) '
+        f'on {args.data} [{args.split}]')
+  if model.task in ('prnet', 'cycle'):
+    from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+    report, per_image = recon_eval.evaluate_reconstruction(
+        model, args.data, args.split, args.batch_size, args.limit,
+        _canonical(args.canonical, model.resolution), progress)
+    paths = recon_eval.write_outputs(report, per_image, out)
+    table = recon_eval.markdown_table(report)
+  elif model.task in ('facegen', 'progression'):
+    from jaxface.eval import gen_eval  # pylint: disable=g-import-not-at-top
+    if model.task == 'facegen':
+      report = gen_eval.evaluate_facegen(
+          model, args.data, args.split, args.batch_size, args.limit,
+          args.classifier, args.samples, progress,
+          classifier_dir=os.path.join(args.workdir, 'eval', 'classifier'))
+    else:
+      report = gen_eval.evaluate_progression(
+          model, args.data, args.split, args.batch_size, args.limit, progress)
+    paths = gen_eval.write_outputs(report, out)
+    table = gen_eval.markdown_table(report)
+  else:
+    raise ValueError(f'{args.workdir}: no evaluation for task {model.task!r}')
+  print(table)
+  for name, path in paths.items():
+    print(f'  {name}: {path}')
+  return 0

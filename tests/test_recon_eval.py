@@ -1,0 +1,199 @@
+"""End-to-end evaluation of a reconstruction workdir on synthetic records."""
+
+import json
+import math
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines import synthetic
+from jaxface.data import shards
+from jaxface.eval import metrics
+from jaxface.eval import plots
+from jaxface.eval import recon_eval
+from jaxface.face import model as model_lib
+import workdirs
+
+NUM_TEST = 12
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp('recon_eval')
+  data = str(root / 'data')
+  synthetic.synthesize(data, synthetic.SynthConfig(
+      resolution=32, identities=(('train', 4), ('test', 4))),
+                       {'recon': {'train': 8, 'test': NUM_TEST}},
+                       progress=False)
+  workdir = workdirs.prnet_workdir(str(root / 'run'), 32, 0.125, data)
+  report, per_image = recon_eval.evaluate_reconstruction(
+      workdir, data, batch_size=8, progress=False)
+  return data, workdir, report, per_image
+
+
+def _finite(value):
+  return value is not None and math.isfinite(value)
+
+
+def test_report_structure_and_counts(setup):
+  data, workdir, report, per_image = setup
+  assert report['count'] == NUM_TEST
+  assert report['skipped_records'] == 0
+  assert report['model']['workdir'] == os.path.abspath(workdir)
+  assert report['model']['step'] == 1
+  assert report['model']['task'] == 'prnet'
+  assert report['dataset'] == {'path': os.path.abspath(data), 'split': 'test',
+                               'source': 'synthetic', 'resolution': 32}
+  for key in ('nme_2d', 'nme_3d'):
+    summary = report[key]
+    assert summary['count'] == NUM_TEST
+    assert sum(summary[b]['count'] for b in metrics.BIN_NAMES) == NUM_TEST
+    assert _finite(summary['mean']) and _finite(summary['mean_of_bins'])
+    for name in metrics.BIN_NAMES:
+      assert summary[name]['mean'] is None or _finite(summary[name]['mean'])
+  assert report['nme_3d']['mean'] >= report['nme_2d']['mean']
+  assert report['dense_nme']['count'] == NUM_TEST
+  assert _finite(report['dense_nme']['mean'])
+  assert 'skipped' not in report['dense_nme']
+  pose = report['pose_error']
+  assert pose['count'] == NUM_TEST and 'skipped' not in pose
+  for name in ('pitch', 'yaw', 'roll', 'mean', 'rotation'):
+    assert 0.0 <= pose[name] <= 180.0
+  json.dumps(report, allow_nan=False)  # JSON-able as it is.
+
+
+def test_per_image_arrays_follow_the_records(setup):
+  data, _, report, per_image = setup
+  np.testing.assert_array_equal(per_image['index'], np.arange(NUM_TEST))
+  for key in ('nme_2d', 'nme_3d', 'yaw_deg', 'dense_nme'):
+    assert per_image[key].shape == (NUM_TEST,)
+    assert np.all(np.isfinite(per_image[key])), key
+  for key in ('true_pose_deg', 'pred_pose_deg', 'pose_error_deg'):
+    assert per_image[key].shape == (NUM_TEST, 3)
+  assert per_image['rotation_error_deg'].shape == (NUM_TEST,)
+  with shards.RecordReader(data, 'recon', 'test') as reader:
+    poses = np.array([reader[i]['pose'] for i in range(NUM_TEST)])
+  np.testing.assert_allclose(per_image['yaw_deg'], np.rad2deg(poses[:, 1]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(per_image['true_pose_deg'],
+                             np.rad2deg(poses[:, :3]), rtol=1e-5)
+  assert report['nme_2d']['mean'] == pytest.approx(
+      float(np.mean(per_image['nme_2d'])))
+
+
+def test_pose_fit_of_the_true_maps_matches_the_records(setup):
+  # The evaluation's pose fit on ground-truth maps recovers the records'
+  # poses exactly against the face's own canonical map, and roughly
+  # against the mean face (identities differ in shape).
+  data = setup[0]
+  model = model_lib.build_face_model()
+  mean_face = metrics.canonical_reference(32)
+  mask = model_lib.face_region_mask(32)
+  own_errors, mean_errors = [], []
+  with shards.RecordReader(data, 'recon', 'test') as reader:
+    for index in range(NUM_TEST):
+      record = reader[index]
+      true = [np.rad2deg(record['pose'][:3])]
+      own = synthetic.canonical_position_map(
+          model, model.vertices(record['shape_coeffs'],
+                                record['expression_coeffs']), 32)
+      for canonical, errors in ((own, own_errors), (mean_face, mean_errors)):
+        fit = metrics.estimate_pose(record['position_map'][mask],
+                                    canonical[mask])
+        errors.append(metrics.rotation_error(
+            [[fit['pitch'], fit['yaw'], fit['roll']]], true)[0])
+  assert max(own_errors) < 0.5, own_errors
+  assert np.median(mean_errors) < 10.0, mean_errors
+
+
+def test_limit_and_padding_do_not_change_the_values(setup):
+  data, workdir, _, per_image = setup
+  report, part = recon_eval.evaluate_reconstruction(
+      workdir, data, batch_size=8, limit=5, progress=False)
+  assert report['count'] == 5
+  np.testing.assert_array_equal(part['index'], np.arange(5))
+  for key in ('nme_2d', 'nme_3d', 'dense_nme'):
+    np.testing.assert_allclose(part[key], per_image[key][:5], rtol=1e-5)
+
+
+def test_write_outputs(setup, tmp_path):
+  _, _, report, per_image = setup
+  paths = recon_eval.write_outputs(report, per_image, str(tmp_path / 'out'))
+  with open(paths['json']) as f:
+    assert json.load(f) == report
+  with open(paths['markdown']) as f:
+    text = f.read()
+  assert '| NME 2D |' in text and '| NME 3D |' in text
+  assert 'yaw 0-30' in text and 'mean of bins' in text
+  assert f'{100 * report["nme_2d"]["mean"]:.2f}' in text
+  assert 'Dense NME (3D, face region)' in text and 'Pose error' in text
+  image = cv2.imread(paths['ced'])
+  assert image.shape == (plots.SIZE[1], plots.SIZE[0], 3)
+  assert np.any(np.all(image == plots.COLOURS[0], axis=-1))
+  arrays = np.load(paths['per_image'])
+  np.testing.assert_array_equal(arrays['nme_2d'], per_image['nme_2d'])
+  assert sorted(os.listdir(tmp_path / 'out')) == [
+      'ced.png', 'per_image.npz', 'report.json', 'report.md']
+  # A report path: the other files go next to it.
+  paths = recon_eval.write_outputs(report, per_image,
+                                   str(tmp_path / 'x' / 'eval.json'))
+  assert paths['ced'] == str(tmp_path / 'x' / 'eval_ced.png')
+  assert all(os.path.isfile(p) for p in paths.values())
+
+
+def test_markdown_says_what_was_skipped(setup):
+  _, _, report, _ = setup
+  report = dict(report)
+  report['dense_nme'] = {'mean': None, 'count': 0, 'dims': 3,
+                         'region': 'face',
+                         'skipped': 'the records have no position maps'}
+  report['pose_error'] = {'pitch': None, 'yaw': None, 'roll': None,
+                          'mean': None, 'count': 0, 'skipped': 'no canonical'}
+  text = recon_eval.markdown_table(report)
+  assert 'Dense NME: not measured (the records have no position maps)' in text
+  assert 'Pose error: not measured (no canonical)' in text
+
+
+def test_pose_error_needs_a_canonical_map_for_other_sources(setup, tmp_path):
+  data, workdir, report, per_image = setup
+  other = str(tmp_path / 'other')
+  shutil.copytree(data, other)
+  info = shards.read_dataset_info(other)
+  info['source'] = 'aflw2000'
+  shards.write_dataset_info(other, info)
+  skipped, _ = recon_eval.evaluate_reconstruction(
+      workdir, other, batch_size=8, limit=4, progress=False)
+  assert skipped['pose_error']['mean'] is None
+  assert 'skipped' in skipped['pose_error']
+  given, part = recon_eval.evaluate_reconstruction(
+      workdir, other, batch_size=8, limit=4, progress=False,
+      canonical=metrics.canonical_reference(32))
+  np.testing.assert_allclose(part['pose_error_deg'],
+                             per_image['pose_error_deg'][:4], rtol=1e-5,
+                             atol=1e-6)
+  assert given['pose_error']['canonical'] == 'the given canonical map'
+
+
+def test_resolution_mismatch_is_a_clear_error(setup, tmp_path):
+  _, workdir, _, _ = setup
+  big = str(tmp_path / 'big')
+  synthetic.synthesize(big, synthetic.SynthConfig(
+      resolution=64, identities=(('train', 1), ('test', 1))),
+                       {'recon': {'test': 2}}, progress=False)
+  with pytest.raises(ValueError, match=r'resolution mismatch.*32x32.*64x64'):
+    recon_eval.evaluate_reconstruction(workdir, big, progress=False)
+
+
+def test_bad_arguments(setup):
+  data, workdir, _, _ = setup
+  with pytest.raises(shards.DatasetError, match='no recon/validation'):
+    recon_eval.evaluate_reconstruction(workdir, data, split='validation',
+                                       progress=False)
+  with pytest.raises(ValueError, match='limit'):
+    recon_eval.evaluate_reconstruction(workdir, data, limit=0, progress=False)
+  with pytest.raises(ValueError, match=r'canonical must be a \(32, 32, 3\)'):
+    recon_eval.evaluate_reconstruction(workdir, data, progress=False,
+                                       canonical=np.zeros((16, 16, 3)))
