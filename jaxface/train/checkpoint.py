@@ -8,6 +8,7 @@ eval metric. Saving is asynchronous; `wait()` blocks until it is on disk.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -69,8 +70,14 @@ class Checkpointer:
     device, whatever devices saved it (a run on 8 GPUs is evaluated on a
     laptop)."""
     path = os.path.join(self.directory, str(step), 'state')
-    with ocp.StandardCheckpointer() as reader:
-      tree = reader.metadata(path).item_metadata
+    absl_logger = logging.getLogger('absl')
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # A warning about a file not needed.
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        tree = reader.metadata(path).item_metadata
+    finally:
+      absl_logger.setLevel(level)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

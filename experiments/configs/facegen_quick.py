@@ -1,0 +1,33 @@
+"""A small face GAN on the built-in synthetic data, for a CPU.
+
+  jaxface data synth --out data/mv32 --kinds multiview --resolution 32 \
+      --num-train 2000 --num-test 200 --identities-train 400 \
+      --identities-test 100
+  jaxface train --config experiments/configs/facegen_quick.py \
+      --workdir runs/facegen_quick --config.data.dir=data/mv32
+  jaxface eval --workdir runs/facegen_quick --data data/mv32
+
+32 x 32 canonical maps, a generator of 64 channels at 4 x 4.
+"""
+
+from experiments.configs import facegen
+
+
+def get_config():
+  config = facegen.get_config()
+  config.data.global_batch_size = 16
+  config.facegen.base_channels = 64
+  config.facegen.disc_base_channels = 32
+  config.facegen.code_dim = 64
+  config.facegen.noise_dim = 32
+  config.optimizer.lr = 0.01
+  config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.warmup_steps = 100
+  config.facegen.disc_optimizer.lr = 0.002
+  config.facegen.disc_optimizer.grad_clip_norm = 1.0
+  config.train.num_steps = 2000
+  config.train.log_every = 100
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+  config.train.eval_batches = 0
+  return config
