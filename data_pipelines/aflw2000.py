@@ -26,7 +26,8 @@ Records (split `test`):
   same amount as the map's (so they are in one frame). face3d flips y as
   h - 1 - y; 3DDFA's MATLAB code flips as h + 1 - y in 1-based pixels, i.e.
   h - y in 0-based ones, so the map and pt3d_68 may disagree by up to one
-  pixel in y on the real data;
+  pixel in y on the real data; the maps are in the BFM's UV layout, which
+  dataset.json records (`uv_layout`, see `the300wlp`);
 - without a BFM (`landmarks_only`): no position map (the field is optional),
   the landmarks' z is shifted to a minimum of 0, and dataset.json says
   `"position_maps": false`;
@@ -271,6 +272,7 @@ def convert_aflw2000(root: str | os.PathLike[str],
       bfm=None if bfm is None else {
           'path': bfm.path, 'num_vertices': bfm.num_vertices,
           'num_shape': bfm.num_shape, 'num_expression': bfm.num_expression},
+      **({} if bfm is None else {'uv_layout': bfm.uv_layout().to_json()}),
       landmarks='pt3d_68 (x, y in image pixels, z depth), mapped into the '
                 'crop; z scaled like x, y and shifted with the position map',
       identity='the image number (imageNNNNN -> NNNNN)')

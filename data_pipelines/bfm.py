@@ -47,6 +47,7 @@ import os
 import numpy as np
 import scipy.io
 
+from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import uv as uv_lib
 
@@ -362,9 +363,22 @@ class BFM:
     `extra_vertex_ids`; the BFM has no ears, so, as SPEC.md says for real
     data, ear_left and ear_right are the jaw-contour ends, iBUG 0 and 16.
     """
+    return np.asarray(points)[self._extra_ids]
+
+  @property
+  def _extra_ids(self) -> list[int]:
     glabella, left, right = self.extra_vertex_ids
-    ids = [glabella, self.keypoints[0], self.keypoints[16], left, right]
-    return np.asarray(points)[ids]
+    return [glabella, self.keypoints[0], self.keypoints[16], left, right]
+
+  @property
+  def extra_uv(self) -> np.ndarray:
+    """(5, 2) float32 jaxface UV of the `extra_points` vertices."""
+    return self.uv[self._extra_ids]
+
+  def uv_layout(self) -> layout_lib.UVLayout:
+    """The UV layout of this BFM's position maps (name 'bfm'): the UVs of
+    its landmark and extra-point vertices, for dataset.json."""
+    return layout_lib.UVLayout('bfm', self.landmark_uv, self.extra_uv)
 
   def canonical_position_map(self, vertices: np.ndarray,
                              resolution: int) -> np.ndarray:

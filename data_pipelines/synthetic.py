@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from jaxface.data import records
+from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import render
 from jaxface.face import texture as texture_lib
@@ -445,6 +446,7 @@ def synthesize(out_dir: str, config: SynthConfig,
                   'num_expression': model.num_expression,
                   'shape_names': list(model.shape_names),
                   'expression_names': list(model.expression_names)},
+      uv_layout=layout_lib.PROCEDURAL.to_json(),
       **(extra_info or {}))
   shards.write_dataset_info(out_dir, info)
   return info

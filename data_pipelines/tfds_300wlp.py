@@ -343,7 +343,8 @@ def convert(data_dir: str | os.PathLike[str] | None,
   file-based converter's samples do. Examples it cannot convert are skipped
   and listed in dataset.json ("skipped": {"recon": {split: count}},
   "skipped_samples": [{kind, split, item, reason}], as the file-based
-  converter lists them). Records come in TFDS split order, the same for any
+  converter lists them); dataset.json's "uv_layout" is the BFM's
+  (`bfm.BFM.uv_layout`). Records come in TFDS split order, the same for any
   `workers`. Memory stays at one example per process (see the module
   docstring).
 
@@ -387,7 +388,10 @@ def convert(data_dir: str | os.PathLike[str] | None,
   bfm_dir = os.path.abspath(os.fspath(bfm_dir))
   out_dir = os.fspath(out_dir)
   loader = bfm_loader or _default_bfm_loader
-  loader(bfm_dir)  # Fails early, naming the files it expects.
+  bfm = loader(bfm_dir)  # Fails early, naming the files it expects.
+  # A stand-in loader (tests) may give an object without a UV layout.
+  layout = getattr(bfm, "uv_layout", None)
+  layout_info = {"uv_layout": layout().to_json()} if callable(layout) else {}
   count = len(open_source(data_dir, split, download=download))
   writing.prepare_output(out_dir, overwrite)
   make = _Make(data_dir, split, bfm_dir, int(resolution), bool(perturb),
@@ -409,6 +413,7 @@ def convert(data_dir: str | os.PathLike[str] | None,
       tfds={"name": NAME, "version": str(_builder(data_dir).version),
             "split": split, "data_dir": data_dir,
             "tfds_version": tfds.__version__},
-      skipped={"recon": {out_split: len(skipped)}}, skipped_samples=skipped)
+      skipped={"recon": {out_split: len(skipped)}}, skipped_samples=skipped,
+      **layout_info)
   shards.write_dataset_info(out_dir, info)
   return info

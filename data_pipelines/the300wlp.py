@@ -48,6 +48,12 @@ only: they are skipped and counted.
 Extra points (`records.EXTRA_POINT_NAMES`) on real data: see
 `bfm.BFM.extra_points` (glabella and temples are fixed BFM vertices, the
 ears are the jaw-contour ends 0 and 16, as SPEC.md says).
+
+The position maps are in the BFM's UV layout, not the procedural face
+model's: dataset.json's `uv_layout` (`bfm.BFM.uv_layout`, name 'bfm') holds
+the UVs of the BFM's 68 keypoint vertices and of its extra-point vertices,
+which training, evaluation and inference read landmarks and masks with
+(`jaxface.face.layout`).
 """
 
 from __future__ import annotations
@@ -785,6 +791,7 @@ def convert_300wlp(root: str | os.PathLike[str],
       bfm={'path': bfm.path, 'num_vertices': bfm.num_vertices,
            'num_shape': bfm.num_shape,
            'num_expression': bfm.num_expression},
+      uv_layout=bfm.uv_layout().to_json(),
       identity='31-bit BLAKE2b hash of the original face (file name without '
                'its view index); views and mirrored copies share it',
       extra_points='glabella and temples (head_left/right): fixed BFM '

@@ -305,12 +305,27 @@ def yaw_matrix(yaw):
                     jnp.stack([s, zero, c], -1)], -2)
 
 
-def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG
-                    ) -> tuple[jax.Array, jax.Array]:
+def _points_uv(uv) -> jax.Array:
+  """(73, 2) UVs of the 68 landmarks and 5 extra points; None: the face
+  model's (`model.landmark_uv()`, `model.extra_point_uv()`)."""
+  if uv is None:
+    return jnp.asarray(np.concatenate([model_lib.landmark_uv(),
+                                       model_lib.extra_point_uv()]))
+  uv = _f32(uv)
+  if uv.shape != (73, 2):
+    raise ValueError(f'uv must be (73, 2): the 68 landmarks\' then the 5 '
+                     f'extra points\' UVs (`UVLayout.points_uv`), got '
+                     f'{uv.shape}')
+  return uv
+
+
+def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG,
+                    uv=None) -> tuple[jax.Array, jax.Array]:
   """Landmarks and extra points of rotated orthographic views of a face.
 
-  Reads the 68 iBUG landmarks (`model.landmark_uv()`) and the 5 extra points
-  (`model.extra_point_uv()`: glabella, ears, lateral head points) off a
+  Reads the 68 iBUG landmarks and the 5 extra points (glabella, ears,
+  lateral head points) at `uv` (by default the face model's,
+  `model.landmark_uv()` and `model.extra_point_uv()`) off a
   canonical frontal position map with `uv.sample_uv`, then rotates them about
   a vertical axis (the image's y axis) by each yaw with 3DDFA's convention
   (`yaw_matrix`) and projects orthographically: a view's (x, y) are image
@@ -326,13 +341,14 @@ def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG
       (`data_pipelines.synthetic.canonical_position_map`, the generator's
       'uv' head).
     yaws_deg: K yaws in degrees (3DDFA sign).
+    uv: (73, 2) UVs of the 68 landmarks then the 5 extra points in the map's
+      UV layout (`layout.UVLayout.points_uv`); None: the face model's.
 
   Returns:
     (landmarks (K, B, 68, 3), extra (K, B, 5, 3)), float32 pixels.
   """
   position_map = _f32(position_map)
-  uv = np.concatenate([model_lib.landmark_uv(), model_lib.extra_point_uv()])
-  points = uv_lib.sample_uv(position_map, jnp.asarray(uv))  # (B, 73, 3)
+  points = uv_lib.sample_uv(position_map, _points_uv(uv))  # (B, 73, 3)
   # The axis through the centroid; y is left alone by the rotation anyway.
   pivot = jnp.mean(points, axis=-2, keepdims=True)
   rot = yaw_matrix(jnp.deg2rad(jnp.asarray(yaws_deg, jnp.float32)))
@@ -343,7 +359,8 @@ def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG
 def geometric_consistency_loss(pred_position_map, target_features,
                                yaws_deg: Sequence[float] = VIEW_YAWS_DEG,
                                vertical: str = 'image',
-                               huber_delta: float | None = None) -> jax.Array:
+                               huber_delta: float | None = None,
+                               uv=None) -> jax.Array:
   """The first seed's geometric consistency: features in = features out.
 
   Recomputes `features.geometric_features` (31 values) from the front, left
@@ -373,13 +390,15 @@ def geometric_consistency_loss(pred_position_map, target_features,
     yaws_deg: yaws of the front, left and right views (degrees).
     vertical: imaginary-point construction, see `features.imaginary_points`.
     huber_delta: None (plain squared error) or the delta above.
+    uv: (73, 2) UVs of the landmarks and extra points in the map's UV
+      layout (see `canonical_views`); None: the face model's.
 
   Returns:
     () float32 loss (squared unitless features).
   """
   if len(yaws_deg) != 3:
     raise ValueError(f'need 3 yaws (front, left, right), got {yaws_deg}')
-  lmk, extra = canonical_views(pred_position_map, yaws_deg)
+  lmk, extra = canonical_views(pred_position_map, yaws_deg, uv)
   feats = features_lib.geometric_features(lmk[0], extra[0], lmk[1], extra[1],
                                           lmk[2], extra[2], vertical)
   d = feats - _f32(target_features)

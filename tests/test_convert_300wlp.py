@@ -14,6 +14,7 @@ from data_pipelines import the300wlp
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.face import layout as layout_lib
 
 R = 65  # (R - 1) is a multiple of the fake mesh's grid: vertices on texels.
 
@@ -130,6 +131,32 @@ def test_dataset_lists_every_view_and_flip(data):
   report = shards.check(data['out'])
   assert report['ok'], report['problems']
   assert not _no_partial_files(data['out'])
+
+
+def test_dataset_json_records_the_bfm_uv_layout(data):
+  layout = layout_lib.layout_of_dataset(shards.read_dataset_info(data['out']))
+  bfm = bfm_lib.load_bfm(data['bfm'])
+  assert layout == bfm.uv_layout() and layout.name == 'bfm'
+  assert not layout.is_procedural
+  # Read from the files: UV of the keypoint vertices, v flipped.
+  model = scipy.io.loadmat(os.path.join(data['bfm'], 'BFM.mat'))['model'][
+      0, 0]
+  kpt = model['kpt_ind'].ravel().astype(int) - 1
+  uv = scipy.io.loadmat(os.path.join(data['bfm'], 'BFM_UV.mat'))['UV']
+  uv = np.stack([uv[:, 0], 1 - uv[:, 1]], 1)
+  np.testing.assert_allclose(layout.landmark_uv, uv[kpt], atol=1e-6)
+  # Extra points: glabella, the jaw ends as ears, the temples.
+  glabella, left, right = bfm.extra_vertex_ids
+  np.testing.assert_allclose(
+      layout.extra_uv, uv[[glabella, kpt[0], kpt[16], left, right]],
+      atol=1e-6)
+  # The records' landmarks are their maps read at the layout's UVs.
+  texel = np.round(layout.landmark_uv.astype(np.float64) * (R - 1)).astype(
+      int)
+  for record in _read_all(data['out'], 'recon', 'train')[:3]:
+    np.testing.assert_allclose(
+        record['position_map'][texel[:, 1], texel[:, 0]],
+        record['landmarks'], atol=1e-3)
 
 
 def test_position_maps_match_an_independent_projection(data):

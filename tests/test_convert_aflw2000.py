@@ -8,9 +8,11 @@ import scipy.io
 
 import fabricate
 from data_pipelines import aflw2000
+from data_pipelines import bfm as bfm_lib
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.face import layout as layout_lib
 
 R = 65  # (R - 1) is a multiple of the fake mesh's grid: vertices on texels.
 
@@ -95,6 +97,11 @@ def test_records_keep_pose_and_map_back_to_original_pixels(data, capsys):
                                rec['landmarks'], atol=0.02)
     assert rec['position_map'][..., 2].min() == 0
     assert records.decode_jpeg(rec['image']).shape == (R, R, 3)
+  # The maps' UV layout is the BFM's: its landmarks at the keypoints' UVs.
+  layout = layout_lib.layout_of_dataset(info)
+  assert layout == bfm_lib.load_bfm(data['bfm']).uv_layout()
+  assert layout.name == 'bfm'
+  np.testing.assert_allclose(layout.landmark_uv, kpt_uv, atol=1e-6)
 
 
 def test_without_bfm_refuses_unless_landmarks_only(data, tmp_path, capsys):
@@ -112,6 +119,7 @@ def test_without_bfm_refuses_unless_landmarks_only(data, tmp_path, capsys):
   assert status == 0
   info = shards.read_dataset_info(str(out))
   assert info['position_maps'] is False and info['bfm'] is None
+  assert 'uv_layout' not in info  # no maps, no layout
   with shards.RecordReader(str(out), 'recon', 'test') as reader:
     recs = list(reader)
   assert len(recs) == len(data['written'])

@@ -323,3 +323,18 @@ def test_ced_plot_draws_curves(tmp_path):
   small = plots.ced_plot({'x': [0.01]}, str(tmp_path / 's.png'),
                          size=(320, 240))
   assert cv2.imread(small).shape == (240, 320, 3)
+
+
+def test_load_canonical_from_a_npy_file_and_its_errors(tmp_path):
+  good = np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
+  np.save(tmp_path / 'c.npy', good)
+  np.testing.assert_array_equal(
+      metrics.load_canonical(str(tmp_path / 'c.npy'), 4), good)
+  assert metrics.load_canonical(None, 4) is None
+  with pytest.raises(ValueError, match=r'shape \(4, 4, 3\).*\(8, 8, 3\)'):
+    metrics.load_canonical(str(tmp_path / 'c.npy'), 8)
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    metrics.load_canonical(str(tmp_path / 'missing.npy'), 4)
+  (tmp_path / 'bad.npy').write_bytes(b'not an array')
+  with pytest.raises(ValueError, match='not a .npy array'):
+    metrics.load_canonical(str(tmp_path / 'bad.npy'), 4)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import cv2
 import jax
@@ -200,3 +201,16 @@ def test_eval_refuses_a_dataset_of_another_resolution(workdirs_made,
   assert cli.main(['eval', '--workdir', workdirs_made['uv'], '--data', other,
                    '--no-progress']) == 2
   assert 'trained at 32x32' in capsys.readouterr().err
+
+
+def test_eval_refuses_canonical_maps_of_another_uv_layout(data, workdirs_made,
+                                                          tmp_path):
+  from jaxface.eval import gen_eval  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'uv')
+  shutil.copytree(workdirs_made['uv'], workdir)
+  model = trained.load(workdir)
+  trained.write_model_info(workdir, model.task, model.resolution,
+                           workdirs.made_up_layout())
+  with pytest.raises(ValueError, match="in the 'procedural' UV layout; the "
+                     "generator .* makes maps in the 'made_up' layout"):
+    gen_eval.evaluate_facegen(workdir, data, progress=False)

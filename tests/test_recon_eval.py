@@ -45,8 +45,10 @@ def test_report_structure_and_counts(setup):
   assert report['model']['workdir'] == os.path.abspath(workdir)
   assert report['model']['step'] == 1
   assert report['model']['task'] == 'prnet'
+  assert report['model']['uv_layout'] == 'procedural'
   assert report['dataset'] == {'path': os.path.abspath(data), 'split': 'test',
-                               'source': 'synthetic', 'resolution': 32}
+                               'source': 'synthetic', 'resolution': 32,
+                               'uv_layout': 'procedural'}
   for key in ('nme_2d', 'nme_3d'):
     summary = report[key]
     assert summary['count'] == NUM_TEST
@@ -107,6 +109,64 @@ def test_pose_fit_of_the_true_maps_matches_the_records(setup):
             [[fit['pitch'], fit['yaw'], fit['roll']]], true)[0])
   assert max(own_errors) < 0.5, own_errors
   assert np.median(mean_errors) < 10.0, mean_errors
+
+
+class _Ramp:
+  """A stand-in network whose position map is (col, row, row + col)."""
+
+  def apply(self, variables, images):
+    del variables
+    r = images.shape[1]
+    cols, rows = np.meshgrid(np.arange(r), np.arange(r))
+    grid = np.stack([cols, rows, rows + cols], -1).astype(np.float32)
+    return np.broadcast_to(grid, (images.shape[0],) + grid.shape)
+
+
+def test_a_model_in_another_uv_layout(setup, tmp_path, monkeypatch):
+  data = setup[0]
+  layout = workdirs.made_up_layout()
+  workdir = workdirs.prnet_workdir(str(tmp_path / 'run'), 32, 0.125, data,
+                                   layout=layout)
+  monkeypatch.setattr(recon_eval.trained_lib, 'prnet',
+                      lambda trained: (_Ramp(), {}))
+  with shards.RecordReader(data, 'recon', 'test') as reader:
+    records = [reader[i] for i in range(NUM_TEST)]
+  true_lmk = np.stack([r['landmarks'] for r in records])
+  true_maps = np.stack([r['position_map'] for r in records])
+  ramp = _Ramp().apply(None, np.zeros((NUM_TEST, 32, 32, 3)))
+
+  report, per_image = recon_eval.evaluate_reconstruction(
+      workdir, data, batch_size=8, progress=False)
+  assert report['model']['uv_layout'] == 'made_up'
+  assert report['dataset']['uv_layout'] == 'procedural'
+  # The landmarks are read at the model's layout's UVs.
+  uv = layout.landmark_uv.astype(np.float64) * 31
+  lmk = np.broadcast_to(np.c_[uv, uv.sum(1)], true_lmk.shape)
+  np.testing.assert_allclose(per_image['nme_2d'],
+                             metrics.nme(lmk, true_lmk, 2), rtol=1e-5)
+  # Maps of two layouts are not compared texel by texel, and the default
+  # canonical face is in the procedural layout only.
+  assert 'dense_nme' not in per_image
+  assert "'made_up'" in report['dense_nme']['skipped']
+  assert 'made_up' in report['pose_error']['skipped']
+  assert 'pose_error_deg' not in per_image
+
+  # Records in the model's layout: the dense NME over its face region, and
+  # the pose against a canonical map given for it.
+  matched = str(tmp_path / 'data')
+  shutil.copytree(data, matched)
+  info = shards.read_dataset_info(matched)
+  info['uv_layout'] = layout.to_json()
+  shards.write_dataset_info(matched, info)
+  report, per_image = recon_eval.evaluate_reconstruction(
+      workdir, matched, batch_size=8, progress=False,
+      canonical=metrics.canonical_reference(32))
+  assert report['dataset']['uv_layout'] == 'made_up'
+  assert 'skipped' not in report['dense_nme']
+  np.testing.assert_allclose(
+      per_image['dense_nme'],
+      metrics.dense_nme(ramp, true_maps, layout.face_region(32)), rtol=1e-5)
+  assert report['pose_error']['count'] == NUM_TEST
 
 
 def test_limit_and_padding_do_not_change_the_values(setup):

@@ -231,6 +231,56 @@ def test_oracle_network_maps_back_exactly(workdir, two_faces, tmp_path):
   assert depth[nose[1], nose[0]] > depth[eye_r[1], eye_r[0]] > 0
 
 
+def test_a_model_in_another_uv_layout(two_faces, tmp_path):
+  # Landmarks and mesh follow the workdir's layout; without a canonical face
+  # in that layout the pose is left out, and says why.
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
+  photo, landmarks, _, _, _ = two_faces
+  layout = workdirs.made_up_layout()
+  workdir = workdirs.prnet_workdir(str(tmp_path / 'run'),
+                                   resolution=RESOLUTION, layout=layout)
+  model = reconstruct.Reconstructor.from_workdir(workdir)
+  assert model.layout == layout and not model.estimates_pose
+  np.testing.assert_array_equal(model.face_mask,
+                                layout.face_region(RESOLUTION))
+  box = detect.box_from_landmarks(landmarks[0])
+  transform = detect.box_to_crop(box, RESOLUTION)
+  # A network whose maps are (col, row, row + col): the landmarks read at
+  # UV (u, v) are (u, v, u + v) (R - 1) in the crop.
+  cols, rows = np.meshgrid(np.arange(RESOLUTION), np.arange(RESOLUTION))
+  ramp = np.stack([cols, rows, rows + cols], -1).astype(np.float32)
+
+  class Ramp:
+
+    def apply(self, variables, crops):
+      del variables
+      return np.broadcast_to(ramp, (crops.shape[0],) + ramp.shape)
+
+  model = reconstruct.Reconstructor(Ramp(), {}, RESOLUTION, layout=layout)
+  face, = model.reconstruct(photo, box[None])
+  assert face.pose is None
+  uv = layout.landmark_uv.astype(np.float64) * (RESOLUTION - 1)
+  np.testing.assert_allclose(
+      face.landmarks,
+      reconstruct.crop_to_photo(transform, np.c_[uv, uv.sum(1)]), atol=1e-3)
+  record = reconstruct.write_face(str(tmp_path), 'face0', photo, face,
+                                  model.face_mask, {})
+  with open(tmp_path / 'face0.json') as f:
+    assert json.load(f) == json.loads(json.dumps(record))
+  assert record['pose'] is None and 'canonical' in record['pose_skipped']
+  vertices, _, _ = mesh_io.read_obj(tmp_path / 'face0.obj')
+  assert len(vertices) == layout.face_region(RESOLUTION).sum()
+  # With a canonical face given for the layout, the pose is fitted.
+  posed = reconstruct.Reconstructor.from_workdir(
+      workdir, canonical=metrics.canonical_reference(RESOLUTION))
+  assert posed.estimates_pose
+  assert set(posed.reconstruct(photo, box[None])[0].pose) == {
+      'yaw', 'pitch', 'roll'}
+  with pytest.raises(ValueError, match='canonical must be'):
+    reconstruct.Reconstructor.from_workdir(workdir,
+                                           canonical=np.zeros((4, 4, 3)))
+
+
 def test_non_image_is_skipped_and_run_continues(workdir, two_faces, tmp_path,
                                                 capsys):
   folder = tmp_path / 'in'

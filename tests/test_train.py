@@ -153,8 +153,8 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
                                                          monkeypatch):
   make_task = loop.make_task
 
-  def poisoned(config, resolution):
-    task = make_task(config, resolution)
+  def poisoned(config, resolution, layout=None):
+    task = make_task(config, resolution, layout)
     train_step = task.train_step
 
     def step(state, batch, key):

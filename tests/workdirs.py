@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 from jaxface.train import loop
@@ -22,11 +23,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
 
 
+def made_up_layout() -> layout_lib.UVLayout:
+  """A UV layout other than the procedural one, for tests: its UVs mirrored
+  left-right and moved down by 0.04."""
+  procedural = layout_lib.PROCEDURAL
+
+  def move(uv):
+    return np.stack([1.0 - uv[:, 0], uv[:, 1] + 0.04], 1)
+
+  return layout_lib.UVLayout('made_up', move(procedural.landmark_uv),
+                             move(procedural.extra_uv))
+
+
 def write_workdir(workdir: str, config, resolution: int, batch: dict,
-                  step: int = 1) -> None:
-  """Initialises `config`'s task on `batch` and saves it as step `step`."""
+                  step: int = 1, layout=None, model_info: bool = True) -> None:
+  """Initialises `config`'s task on `batch` and saves it as step `step`.
+
+  model.json records `layout` (None: the procedural one); with
+  `model_info` False, the workdir's model.json is left as it is.
+  """
   os.makedirs(workdir, exist_ok=True)
-  task = loop.make_task(config, resolution)
+  task = loop.make_task(config, resolution, layout)
   shapes = jax.eval_shape(task.init_state, jax.random.key(config.seed), batch)
   rng = np.random.default_rng(config.seed)
 
@@ -42,7 +59,8 @@ def write_workdir(workdir: str, config, resolution: int, batch: dict,
 
   state = jax.tree_util.tree_map_with_path(fill, shapes)
   state = state.replace(step=np.asarray(step, np.int32))
-  trained.write_model_info(workdir, config.task, resolution)
+  if model_info:
+    trained.write_model_info(workdir, config.task, resolution, layout)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   checkpointer = checkpoint_lib.Checkpointer(workdir, asynchronous=False)
@@ -54,12 +72,13 @@ def write_workdir(workdir: str, config, resolution: int, batch: dict,
 
 
 def prnet_workdir(workdir: str, resolution: int = 32, width: float = 0.125,
-                  data_dir: str = '') -> str:
-  """A `prnet` workdir (quickstart config, `width`) at `resolution`."""
+                  data_dir: str = '', layout=None) -> str:
+  """A `prnet` workdir (quickstart config, `width`) at `resolution`, trained
+  in UV layout `layout` (None: the procedural one)."""
   config = config_lib.apply_overrides(config_lib.load_config(QUICK), [
       f'model.width={width}', f'data.dir={data_dir}'])
   batch = {'image': jnp.zeros((1, resolution, resolution, 3), jnp.float32)}
-  write_workdir(workdir, config, resolution, batch)
+  write_workdir(workdir, config, resolution, batch, layout=layout)
   return workdir
 
 

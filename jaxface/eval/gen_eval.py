@@ -12,8 +12,9 @@ so a report is reproducible). Per generated face:
   `losses.geometric_consistency_loss` without its Huber tail), next to the
   same error of the record's true face, which is not 0 because the true
   views' yaws are not exactly the fixed ones (see that function);
-- 'uv': the mean distance to the true canonical map over the face region,
-  in mm (the canonical frame has (R - 1) / 255 pixels per mm);
+- 'uv': the mean distance to the true canonical map over the face region
+  of the model's UV layout (`TrainedModel.layout`, which must be the
+  dataset's), in mm (the canonical frame has (R - 1) / 255 pixels per mm);
 - 'voxel': the IoU of the occupancy and the Chamfer distance between the
   marching-cubes surfaces of the generated and the true occupancy, in mm;
 - 'uv': the Inception Score of all generated faces and the Frechet distance
@@ -49,7 +50,7 @@ from jaxface.eval import inception
 from jaxface.eval import metrics
 from jaxface.eval import plots
 from jaxface.eval import recon_eval
-from jaxface.face import model as model_lib
+from jaxface.face import layout as layout_lib
 from jaxface.train import facegen as facegen_lib
 from jaxface.train import trained as trained_lib
 
@@ -99,9 +100,13 @@ def _generate(module, variables, features, keys):
 
 
 @jax.jit
-def _features_and_errors(batch, fake):
+def _features_and_errors(batch, fake, points_uv):
+  """Features (B, 31) of the batch's views, and the geometric-consistency
+  errors (B,) of the generated and of the true canonical maps, both read at
+  `points_uv` (73, 2)."""
   feats = facegen_lib.batch_features(batch)
-  geometric = jax.vmap(losses.geometric_consistency_loss)
+  geometric = jax.vmap(lambda m, f: losses.geometric_consistency_loss(
+      m, f, uv=points_uv))
   return feats, geometric(fake[:, None], feats[:, None]), geometric(
       batch['canonical_position_map'][:, None], feats[:, None])
 
@@ -174,6 +179,11 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
 
   Returns:
     The JSON-able report (see the module docstring).
+
+  Raises:
+    ValueError: bad arguments, a resolution other than the model's, or
+      canonical maps in another UV layout than the model's (its faces would
+      be compared texel by texel with other points of the true faces).
   """
   if batch_size < 1 or samples < 1:
     raise ValueError('batch_size and samples must be >= 1')
@@ -188,8 +198,16 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
     raise ValueError(f'{data_dir} has {info["resolution"]}x'
                      f'{info["resolution"]} records; the model was trained '
                      f'at {res}x{res}')
+  layout = model.layout
+  data_layout = layout_lib.layout_of_dataset(info)
+  if data_layout != layout:
+    raise ValueError(
+        f'{data_dir} has canonical maps in the {data_layout.name!r} UV '
+        f'layout; the generator of {model.workdir} makes maps in the '
+        f'{layout.name!r} layout')
+  points_uv = np.asarray(layout.points_uv)
   mm_per_px = 255.0 / (res - 1)
-  face = model_lib.face_region_mask(res)
+  face = layout.face_region(res)
   cols: dict[str, list] = {}
   fakes, reals = [], []
   for count, batch in _batches(data_dir, 'multiview', split, batch_size,
@@ -202,7 +220,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
       fake = np.asarray(_generate(module, variables, feats, keys))
       true_map = padded['canonical_position_map']
       if module.head == 'uv':
-        _, geo, geo_true = _features_and_errors(padded, fake)
+        _, geo, geo_true = _features_and_errors(padded, fake, points_uv)
         dist = np.linalg.norm(fake - true_map, axis=-1)
         cols.setdefault('geometric_error', []).append(np.asarray(geo)[:count])
         cols.setdefault('geometric_error_true_face', []).append(
@@ -227,7 +245,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
   report: dict[str, Any] = {
       'task': 'facegen', 'head': module.head,
       'model': {'workdir': os.path.abspath(model.workdir), 'step': model.step,
-                'resolution': res},
+                'resolution': res, 'uv_layout': layout.name},
       'dataset': {'path': os.path.abspath(data_dir), 'split': split,
                   'source': info.get('source')},
       'count': int(sum(len(r) for r in reals)) if reals else len(
@@ -274,7 +292,7 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
   if model.task != 'progression':
     raise ValueError(f'{model.workdir} trained {model.task!r}, not the '
                      'progression RNN')
-  task = loop.make_task(model.config, model.resolution)
+  task = loop.make_task(model.config, model.resolution, model.layout)
   state = state_lib.TrainState(step=model.step, params=model.params,
                                batch_stats={}, opt_state={}, ema_params={})
   eval_step = jax.jit(task.eval_step)

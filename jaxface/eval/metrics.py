@@ -20,6 +20,8 @@ unitless fractions (multiply by 100 for the usual percentages).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy import spatial
 from skimage import measure
@@ -332,6 +334,30 @@ def rotation_error(pred_deg, true_deg) -> np.ndarray:
     relative = render.angle2matrix_3ddfa(*p).T @ render.angle2matrix_3ddfa(*t)
     out[b] = np.arccos(np.clip((np.trace(relative) - 1) / 2, -1.0, 1.0))
   return np.rad2deg(out)
+
+
+def load_canonical(path: str | None, resolution: int) -> np.ndarray | None:
+  """A canonical mean face for the pose fit from a command-line path: a BFM
+  folder (`canonical_reference(resolution, path)`) or an (R, R, 3) `.npy`
+  map; None for None.
+
+  Raises:
+    FileNotFoundError, ValueError: a missing, unreadable or wrong-shaped map.
+  """
+  if path is None:
+    return None
+  if os.path.isdir(path):
+    return canonical_reference(resolution, bfm_dir=path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'canonical map {path} does not exist')
+  try:
+    canonical = np.load(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'canonical map {path} is not a .npy array: {e}') from e
+  if canonical.shape != (resolution, resolution, 3):
+    raise ValueError(f'canonical map {path} has shape {canonical.shape}; '
+                     f'the model needs ({resolution}, {resolution}, 3)')
+  return canonical
 
 
 def canonical_reference(resolution: int, bfm_dir: str | None = None

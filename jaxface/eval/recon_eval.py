@@ -6,13 +6,15 @@
   recon_eval.write_outputs(report, per_image, 'runs/prnet/eval')
 
 The network of a `prnet` or `cycle` workdir predicts a position map per
-image; the 68 landmarks are read off it at the face model's landmark UVs.
-Per image: the 2D and 3D landmark NME (AFLW2000-3D's protocol,
-`metrics.nme`), the yaw of the record's pose, the dense NME over the face
-region (records with position maps), and the head-pose error (the pose
-fitted between the predicted map and a canonical mean face,
-`metrics.estimate_pose`, against the record's pose). The report gives them
-per yaw bin (0-30, 30-60, 60-90 degrees) as AFLW2000-3D's tables do.
+image in the UV layout it was trained in (`TrainedModel.layout`); the 68
+landmarks are read off it at that layout's landmark UVs. Per image: the 2D
+and 3D landmark NME (AFLW2000-3D's protocol, `metrics.nme`), the yaw of the
+record's pose, the dense NME over the layout's face region (records with
+position maps in the model's layout), and the head-pose error (the pose
+fitted between the predicted map and a canonical mean face in the model's
+layout, `metrics.estimate_pose`, against the record's pose). The report
+gives them per yaw bin (0-30, 30-60, 60-90 degrees) as AFLW2000-3D's tables
+do.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from jaxface.data import pipeline
 from jaxface.data import shards
 from jaxface.eval import metrics
 from jaxface.eval import plots
-from jaxface.face import model as model_lib
+from jaxface.face import layout as layout_lib
 from jaxface.face import uv as uv_lib
 from jaxface.train import trained as trained_lib
 
@@ -65,11 +67,22 @@ def _check_resolution(model_res: int, data_res: int, what: str) -> None:
         f'--resolution {model_res}`)')
 
 
-def _pose_setup(canonical, info: dict, resolution: int, mask: np.ndarray
+def _pose_setup(canonical, info: dict, resolution: int, mask: np.ndarray,
+                layout: layout_lib.UVLayout
                 ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
   """(canonical map, texels used for the pose fit, description or the
-  reason the pose error is skipped)."""
+  reason the pose error is skipped).
+
+  The default canonical map is the procedural face model's mean face, which
+  is in the procedural layout and in the synthetic data's frame: other
+  layouts and sources need `canonical`.
+  """
   if canonical is None:
+    if not layout.is_procedural:
+      return None, None, (
+          f'no canonical map in the model\'s {layout.name!r} UV layout (pass '
+          'canonical=metrics.canonical_reference(R, bfm_dir) for a model '
+          'trained in the BFM UV layout)')
     if info.get('source') != 'synthetic':
       return None, None, (
           f'no canonical map for a {info.get("source")!r} dataset '
@@ -92,11 +105,12 @@ def _pose_setup(canonical, info: dict, resolution: int, mask: np.ndarray
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _predict(module, variables, images):
+def _predict(module, variables, images, landmark_uv):
   """(B, R, R, 3) images -> (position maps (B, R, R, 3), landmarks
-  (B, 68, 3)), crop pixels. Jitted once per network config and shape."""
+  (B, 68, 3) read at `landmark_uv` (68, 2)), crop pixels. Jitted once per
+  network config and shape."""
   maps = module.apply(variables, images)
-  return maps, uv_lib.sample_uv(maps, model_lib.landmark_uv())
+  return maps, uv_lib.sample_uv(maps, landmark_uv)
 
 
 def _predicted_poses(maps: np.ndarray, canonical: np.ndarray,
@@ -134,7 +148,8 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
     count: examples to measure.
     maps: (count, R, R, 3) predicted position maps, crop pixels.
     landmarks: (count, 68, 3) landmarks read off them.
-    mask: (R, R) face region of the dense NME.
+    mask: (R, R) face region of the dense NME, or None (no dense NME: the
+      records' maps are in another UV layout).
     canonical: (R, R, 3) canonical map of the pose fit, or None (no pose).
     fit_mask: (R, R) texels of the pose fit.
 
@@ -147,7 +162,7 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
          'nme_2d': metrics.nme(landmarks, true_lmk, 2),
          'nme_3d': metrics.nme(landmarks, true_lmk, 3),
          'yaw_deg': true_pose[:, 1], 'true_pose_deg': true_pose}
-  if 'position_map' in batch:
+  if 'position_map' in batch and mask is not None:
     out['dense_nme'] = metrics.dense_nme(maps, batch['position_map'][:count],
                                          mask, dims=3)
   if canonical is not None:
@@ -160,20 +175,24 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
 
 def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
             info: dict, per_image: dict[str, np.ndarray], skipped: int,
-            pose_note: str) -> dict[str, Any]:
+            pose_note: str, dense_note: str | None = None) -> dict[str, Any]:
   """The report dict of `evaluate_reconstruction` (without 'seconds').
 
   `pose_note` names the canonical map of the pose fit, or says why the pose
   error was not measured (then `per_image` has no pose errors).
+  `dense_note` says why the dense NME was not measured (None: because the
+  records have no position maps, if `per_image` has no dense NME).
   """
   n = len(per_image['index'])
   report: dict[str, Any] = {
       'model': {'workdir': os.path.abspath(trained.workdir),
                 'step': trained.step, 'task': trained.task,
-                'resolution': trained.resolution},
+                'resolution': trained.resolution,
+                'uv_layout': trained.layout.name},
       'dataset': {'path': os.path.abspath(data_dir), 'split': split,
                   'source': info.get('source'),
-                  'resolution': info.get('resolution', trained.resolution)},
+                  'resolution': info.get('resolution', trained.resolution),
+                  'uv_layout': layout_lib.layout_of_dataset(info).name},
       'count': n, 'skipped_records': skipped,
       'nme_2d': metrics.binned_summary(per_image['nme_2d'],
                                        per_image['yaw_deg']),
@@ -186,7 +205,8 @@ def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
   else:
     report['dense_nme'] = {'mean': None, 'count': 0, 'dims': 3,
                            'region': 'face',
-                           'skipped': 'the records have no position maps'}
+                           'skipped': dense_note or
+                                      'the records have no position maps'}
   if 'pose_error_deg' in per_image:
     err = per_image['pose_error_deg']
     report['pose_error'] = {
@@ -220,22 +240,24 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
     batch_size: images per forward pass.
     limit: evaluate only the first `limit` records (None: all).
     canonical: (R, R, 3) canonical frontal mean face for the pose fit
-      (`metrics.canonical_reference`), in the dataset's UV layout. None: the
-      procedural model's mean face for synthetic datasets; for other
-      sources the pose error is skipped.
+      (`metrics.canonical_reference`), in the model's UV layout. None: the
+      procedural model's mean face for a model in the procedural layout on
+      a synthetic dataset; otherwise the pose error is skipped.
     progress: show a progress bar.
 
   Returns:
     (report, per_image). `report` is a JSON-able dict:
-      'model': {'workdir', 'step', 'task', 'resolution'};
-      'dataset': {'path', 'split', 'source', 'resolution'};
+      'model': {'workdir', 'step', 'task', 'resolution', 'uv_layout' (the
+        layout's name)};
+      'dataset': {'path', 'split', 'source', 'resolution', 'uv_layout'};
       'count': images evaluated; 'skipped_records': corrupted records
         skipped by the pipeline;
       'nme_2d', 'nme_3d': `metrics.binned_summary` of the landmark NME
         (unitless) by yaw bin;
       'dense_nme': {'mean', 'count', 'dims': 3, 'region': 'face'}, plus
         'skipped' (the reason) with mean None when the records have no
-        position maps;
+        position maps or their UV layout is not the model's (texels of
+        different layouts are different points of the face);
       'pose_error': {'pitch', 'yaw', 'roll', 'mean' (of the three),
         'rotation' (the geodesic `metrics.rotation_error`), all mean
         absolute errors in degrees; 'count', 'canonical'}, or with None
@@ -248,7 +270,8 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
 
   Raises:
     ValueError: the dataset's resolution is not the model's, the model is
-      not a reconstruction network, or bad arguments.
+      not a reconstruction network, a malformed uv_layout, or bad
+      arguments.
     shards.DatasetError: no such dataset or split.
     FileNotFoundError: not a training workdir.
   """
@@ -268,9 +291,17 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   if limit is not None:
     total = min(total, limit)
 
-  mask = model_lib.face_region_mask(resolution)
+  layout = trained.layout
+  mask = layout.face_region(resolution)
+  data_layout = layout_lib.layout_of_dataset(info)
+  dense_mask, dense_note = mask, None
+  if data_layout != layout:
+    dense_mask, dense_note = None, (
+        f'the records\' position maps are in the {data_layout.name!r} UV '
+        f'layout, the model\'s in the {layout.name!r} one')
   canonical, fit_mask, pose_note = _pose_setup(canonical, info, resolution,
-                                               mask)
+                                               mask, layout)
+  landmark_uv = np.asarray(layout.landmark_uv)
   variables = jax.device_put(variables)
   config = pipeline.PipelineConfig(
       kind='recon', split=split, global_batch_size=batch_size, shuffle=False,
@@ -280,7 +311,7 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   iterator = pipeline.make_iterator(data_dir, config)
   bar = tqdm.tqdm(total=total, unit='img', desc=f'eval {split}',
                   disable=not progress, dynamic_ncols=True)
-  done = 0
+  done, has_maps = 0, False
   try:
     for batch in iterator:
       count = min(len(batch['index']), total - done)
@@ -291,11 +322,12 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
         _check_resolution(resolution, images.shape[1],
                           f'the images of {data_dir}')
       maps, landmarks = _predict(module, variables,
-                                 pad_batch(images, batch_size))
+                                 pad_batch(images, batch_size), landmark_uv)
       maps = np.asarray(maps, np.float64)[:count]
       landmarks = np.asarray(landmarks, np.float64)[:count]
-      out = _batch_metrics(batch, count, maps, landmarks, mask, canonical,
-                           fit_mask)
+      has_maps = has_maps or 'position_map' in batch
+      out = _batch_metrics(batch, count, maps, landmarks, dense_mask,
+                           canonical, fit_mask)
       for key, value in out.items():
         columns.setdefault(key, []).append(np.asarray(value))
       done += count
@@ -311,7 +343,7 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
     raise ValueError(f'{data_dir} recon/{split}: no readable records')
 
   report = _report(trained, data_dir, split, info, per_image, skipped,
-                   pose_note)
+                   pose_note, dense_note if has_maps else None)
   report['seconds'] = round(time.perf_counter() - start_time, 3)
   return json_safe(report), per_image
 

@@ -37,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='measure only the first N records')
   parser.add_argument('--canonical', default=None,
                       help='reconstruction: a .npy (R, R, 3) canonical mean '
-                      'face, or a BFM folder, for the pose fit (default: '
-                      'the procedural mean face on synthetic data; the '
-                      'pose error is skipped on other data without it)')
+                      'face in the model\'s UV layout, or a BFM folder, for '
+                      'the pose fit (default: the procedural mean face for a '
+                      'model in the procedural layout on synthetic data; '
+                      'the pose error is skipped otherwise)')
   parser.add_argument('--classifier', default=None,
                       help='facegen: a saved identity classifier folder '
                       '(default: trained now on the dataset\'s train split, '
@@ -48,25 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='facegen: generated faces per test record (noise '
                       'seeds)')
   parser.add_argument('--no-progress', action='store_true')
-
-
-def _canonical(path: str | None, resolution: int):
-  if path is None:
-    return None
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(path):
-    return metrics.canonical_reference(resolution, bfm_dir=path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'--canonical {path} does not exist')
-  try:
-    canonical = np.load(path)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'--canonical {path} is not a .npy array: {e}') from e
-  if canonical.shape != (resolution, resolution, 3):
-    raise ValueError(f'--canonical {path} has shape {canonical.shape}; the '
-                     f'model needs ({resolution}, {resolution}, 3)')
-  return canonical
 
 
 def run(args) -> int:
@@ -79,10 +61,11 @@ def run(args) -> int:
   print(f'measuring {args.workdir} (task {model.task}, step {model.step}) '
         f'on {args.data} [{args.split}]')
   if model.task in ('prnet', 'cycle'):
+    from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
     from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
     report, per_image = recon_eval.evaluate_reconstruction(
         model, args.data, args.split, args.batch_size, args.limit,
-        _canonical(args.canonical, model.resolution), progress)
+        metrics.load_canonical(args.canonical, model.resolution), progress)
     paths = recon_eval.write_outputs(report, per_image, out)
     table = recon_eval.markdown_table(report)
   elif model.task in ('facegen', 'progression'):

@@ -51,8 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _view_points(reconstructor, path: str, boxes) -> dict:
-  """Landmarks (68, 3), extra points (5, 3), box and crop of one photo."""
-  from jaxface.face import model as model_lib  # pylint: disable=g-import-not-at-top
+  """Landmarks (68, 3), extra points (5, 3), box and crop of one photo.
+
+  The extra points are read at the extra-point UVs of the reconstruction
+  network's UV layout (`reconstructor.layout`).
+  """
   from jaxface.face import uv as uv_lib  # pylint: disable=g-import-not-at-top
   from jaxface.infer import detect  # pylint: disable=g-import-not-at-top
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
@@ -69,20 +72,20 @@ def _view_points(reconstructor, path: str, boxes) -> dict:
   box = max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
   face = reconstructor.reconstruct(image, box[None])[0]
   extra = np.asarray(uv_lib.sample_uv(face.position_map,
-                                      model_lib.extra_point_uv()))
+                                      reconstructor.layout.extra_uv))
   crop = reconstructor.crop(image, face.crop_transform)
   return {'landmarks': face.landmarks, 'extra': extra, 'box': box,
           'crop': crop}
 
 
-def _face_mesh(face: np.ndarray, head: str, size: int, resolution: int):
-  """(vertices, triangles) of one generated face (canonical pixels)."""
+def _face_mesh(face: np.ndarray, head: str, size: int, resolution: int,
+               face_mask: np.ndarray):
+  """(vertices, triangles) of one generated face (canonical pixels);
+  `face_mask` (R, R) bool: the face region of the generator's UV layout."""
   from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
-  from jaxface.face import model as model_lib  # pylint: disable=g-import-not-at-top
   if head == 'uv':
-    vertices, triangles, _ = mesh_io.position_map_to_mesh(
-        face, model_lib.face_region_mask(resolution))
+    vertices, triangles, _ = mesh_io.position_map_to_mesh(face, face_mask)
     return vertices, triangles
   probs = 1 / (1 + np.exp(-face[..., 0].astype(np.float64)))
   return metrics.occupancy_surface(probs, 0.5, resolution / size)
@@ -95,7 +98,6 @@ def run(args) -> int:
   from jaxface.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
   from jaxface.face import features as features_lib  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
-  from jaxface.face import model as model_lib  # pylint: disable=g-import-not-at-top
   from jaxface.infer import detect  # pylint: disable=g-import-not-at-top
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
   from jaxface.train import facegen as facegen_lib  # pylint: disable=g-import-not-at-top
@@ -127,16 +129,17 @@ def run(args) -> int:
 
   os.makedirs(args.out, exist_ok=True)
   res = gan.resolution
+  face_mask = gan.layout.face_region(res)
   tiles = [cv2.resize(views[v]['crop'], (128, 128)) for v in VIEWS]
   written = []
   for s, face in zip(seeds, faces):
     vertices, triangles = _face_mesh(face, generator.head, generator.size,
-                                     res)
+                                     res, face_mask)
     path = os.path.join(args.out, f'face_{s}.obj')
     mesh_io.write_obj(path, vertices, triangles)
     written.append(path)
-    picture = (inspect_lib.position_map_picture(
-        face, model_lib.face_region_mask(res)) if generator.head == 'uv'
+    picture = (inspect_lib.position_map_picture(face, face_mask)
+               if generator.head == 'uv'
                else facegen_lib.voxel_depth_picture(face[..., 0] > 0))
     tiles.append(cv2.resize(picture, (128, 128),
                             interpolation=cv2.INTER_NEAREST))

@@ -11,7 +11,9 @@ Files in --out, for face k of photo STEM.ext (k from 0, left to right):
 
 - `STEM_facek.json`: `landmarks_2d` (68, 2) and `landmarks_3d` (68, 3) in
   the photo's pixels, `pose` {yaw, pitch, roll} in degrees (3DDFA's
-  convention: positive yaw turns the face to the image left), the face
+  convention: positive yaw turns the face to the image left; null, with the
+  reason in `pose_skipped`, when there is no canonical mean face in the
+  model's UV layout to fit it to, see `Reconstructor`), the face
   `box`, the `crop_transform` (photo -> crop pixels), the `source` photo,
   the `model` (workdir, step, resolution) and the names of the other files;
 - `STEM_facek.obj`: the face region of the position map as a triangle mesh,
@@ -53,13 +55,14 @@ class FaceResult:
     position_map: (R, R, 3) float32 UV position map in photo pixels (x
       right, y down, z towards the viewer, scaled like x and y).
     landmarks: (68, 3) float32 iBUG landmarks, same frame.
-    pose: {'yaw', 'pitch', 'roll'} in degrees (3DDFA).
+    pose: {'yaw', 'pitch', 'roll'} in degrees (3DDFA), or None when not
+      estimated (no canonical mean face in the model's UV layout).
   """
   box: np.ndarray
   crop_transform: np.ndarray
   position_map: np.ndarray
   landmarks: np.ndarray
-  pose: dict[str, float]
+  pose: dict[str, float] | None
 
 
 def crop_to_photo(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -85,19 +88,42 @@ class Reconstructor:
   network compiles at most log2(batch_size) + 1 times. Make one from a
   training workdir with `from_workdir`.
 
+  The network's position maps are in a UV layout (`TrainedModel.layout`):
+  the landmarks are read at its landmark UVs, the mesh is its face region,
+  and the pose is the rotation fitted between the map and a canonical mean
+  face in that layout: the procedural face model's mean face
+  (`metrics.canonical_reference(R)`) for the procedural layout, the
+  `canonical` map given for others (e.g. `metrics.canonical_reference(R,
+  bfm_dir)` for the BFM's); without one the pose is not estimated (None).
+
   Attributes:
     resolution: side of the crops and position maps (pixels).
     batch_size: most crops per forward pass.
+    layout: the UV layout of the network's position maps.
     face_mask: (R, R) bool UV texels of the face region (the mesh).
+    estimates_pose: whether faces get a pose (a canonical face is known).
     trained: the workdir's `TrainedModel` (`from_workdir`), else None.
   """
 
   def __init__(self, module, variables, resolution: int,
-               batch_size: int = 8):
-    """Wraps `module.apply(variables, images (B, R, R, 3) in [0, 1])`."""
+               batch_size: int = 8, layout=None, canonical=None):
+    """Wraps `module.apply(variables, images (B, R, R, 3) in [0, 1])`.
+
+    Args:
+      module, variables: the network and its variables.
+      resolution: side R of its crops and maps (pixels).
+      batch_size: most crops per forward pass.
+      layout: the `layout.UVLayout` of its maps; None: the procedural one.
+      canonical: (R, R, 3) canonical frontal mean face in `layout` for the
+        pose fit (texels off its mesh all 0); None: the procedural mean face
+        for the procedural layout, no pose for other layouts.
+
+    Raises:
+      ValueError: a bad batch size or canonical map.
+    """
     import jax  # pylint: disable=g-import-not-at-top
     from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
-    from jaxface.face import model as model_lib  # pylint: disable=g-import-not-at-top
+    from jaxface.face import layout as layout_lib  # pylint: disable=g-import-not-at-top
     from jaxface.face import uv  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f'batch size must be >= 1, got {batch_size}')
@@ -105,10 +131,24 @@ class Reconstructor:
     self.batch_size = int(batch_size)
     self.trained = None
     self._variables = variables
-    self.face_mask = model_lib.face_region_mask(self.resolution)
-    self._canonical = metrics.canonical_reference(
-        self.resolution)[self.face_mask].astype(np.float64)
-    landmark_uv = model_lib.landmark_uv()
+    self.layout = layout_lib.PROCEDURAL if layout is None else layout
+    self.face_mask = self.layout.face_region(self.resolution)
+    if canonical is None and self.layout.is_procedural:
+      canonical = metrics.canonical_reference(self.resolution)
+    self._canonical = self._fit_mask = None
+    if canonical is not None:
+      canonical = np.asarray(canonical, np.float64)
+      r = self.resolution
+      if canonical.shape != (r, r, 3):
+        raise ValueError(f'canonical must be a ({r}, {r}, 3) map, got '
+                         f'{canonical.shape}')
+      # Texels off the canonical mesh (all zero) are left out of the fit.
+      self._fit_mask = self.face_mask & np.any(canonical != 0, axis=-1)
+      if self._fit_mask.sum() < 3:
+        raise ValueError('the canonical map covers fewer than 3 texels of '
+                         'the face region')
+      self._canonical = canonical[self._fit_mask]
+    landmark_uv = np.asarray(self.layout.landmark_uv)
 
     def forward(variables, crops):
       maps = module.apply(variables, crops.astype(np.float32) / 255.0)
@@ -116,11 +156,18 @@ class Reconstructor:
 
     self._forward = jax.jit(forward)
 
+  @property
+  def estimates_pose(self) -> bool:
+    """Whether faces get a pose (a canonical face in the layout is known)."""
+    return self._canonical is not None
+
   @classmethod
   def from_workdir(cls, workdir: str, batch_size: int = 8,
-                   step: int | None = None) -> 'Reconstructor':
+                   step: int | None = None,
+                   canonical=None) -> 'Reconstructor':
     """The PRNet of a `prnet` or `cycle` training workdir's checkpoint
-    (the last, or `step`'s).
+    (the last, or `step`'s), in the UV layout it was trained in;
+    `canonical` as in the constructor.
 
     Raises:
       FileNotFoundError: not a workdir, or no such checkpoint.
@@ -129,7 +176,8 @@ class Reconstructor:
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     trained = trained_lib.load(workdir, step)
     module, variables = trained_lib.prnet(trained)
-    out = cls(module, variables, trained.resolution, batch_size)
+    out = cls(module, variables, trained.resolution, batch_size,
+              trained.layout, canonical)
     out.trained = trained
     return out
 
@@ -182,11 +230,14 @@ class Reconstructor:
     faces = []
     for box, transform, pmap, lmk in zip(boxes, transforms, maps, landmarks):
       pmap = crop_to_photo(transform, pmap).astype(np.float32)
-      pose = metrics.estimate_pose(pmap[self.face_mask], self._canonical)
+      pose = None
+      if self.estimates_pose:
+        fit = metrics.estimate_pose(pmap[self._fit_mask], self._canonical)
+        pose = {a: fit[a] for a in ('yaw', 'pitch', 'roll')}
       faces.append(FaceResult(
           box=box, crop_transform=transform, position_map=pmap,
           landmarks=crop_to_photo(transform, lmk).astype(np.float32),
-          pose={a: pose[a] for a in ('yaw', 'pitch', 'roll')}))
+          pose=pose))
     return faces
 
 
@@ -254,6 +305,10 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
       'landmarks_2d': face.landmarks[:, :2].tolist(),
       'landmarks_3d': face.landmarks.tolist(),
       'pose': face.pose,
+      **({} if face.pose is not None else {'pose_skipped': (
+          'no canonical mean face in the model\'s UV layout to fit the pose '
+          'to (give Reconstructor a canonical map, e.g. '
+          'metrics.canonical_reference(R, bfm_dir))')}),
       'box': face.box.tolist(),
       'crop_transform': face.crop_transform.tolist(),
       'vertices': int(len(vertices)),
@@ -303,6 +358,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='faces per forward pass')
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step (default: the last)')
+  parser.add_argument('--canonical', default=None,
+                      help='a BFM folder or an (R, R, 3) .npy canonical mean '
+                      'face for the pose (needed by models trained on BFM-'
+                      'layout data; the procedural layout has its own)')
 
 
 def list_inputs(paths: list[str]) -> tuple[list[str], list[dict]]:
@@ -352,8 +411,14 @@ def run(args) -> int:
   files, skipped = list_inputs(args.images)
   for s in skipped:
     print(f'skipping {s["path"]}: {s["reason"]}')
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
+  from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+  canonical = None
+  if args.canonical:
+    resolution = trained_lib.read_model_info(args.workdir)['resolution']
+    canonical = metrics.load_canonical(args.canonical, resolution)
   model = Reconstructor.from_workdir(args.workdir, args.batch_size,
-                                     args.step)
+                                     args.step, canonical)
   os.makedirs(args.out, exist_ok=True)
   info = {'model': {'workdir': os.path.abspath(args.workdir),
                     'step': model.trained.step,

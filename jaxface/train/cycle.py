@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxface import losses
+from jaxface.face import layout as layout_lib
 from jaxface.face import uv as uv_lib
 from jaxface.models import LandmarkDiscriminator
 from jaxface.models import ResNetDiscriminator
@@ -38,10 +39,15 @@ from jaxface.train import state as state_lib
 
 @dataclasses.dataclass
 class CycleTask:
-  """PRNet + ResNet-18 discriminator + landmark discriminator."""
+  """PRNet + ResNet-18 discriminator + landmark discriminator.
+
+  `layout`: the UV layout of the dataset's position maps (None: the
+  procedural face model's), see `recon.ReconTask`.
+  """
   config: Any
   resolution: int
   tx: optax.GradientTransformation
+  layout: layout_lib.UVLayout | None = None
 
   data_kind = 'recon'
   best_metric = 'nme'
@@ -49,7 +55,9 @@ class CycleTask:
 
   def __post_init__(self):
     c = self.config.cycle
-    self.recon = recon.ReconTask(self.config, self.resolution, self.tx)
+    self.recon = recon.ReconTask(self.config, self.resolution, self.tx,
+                                 self.layout)
+    self.layout = self.recon.layout
     self.disc = ResNetDiscriminator(width=c.disc_width, norm=c.disc_norm)
     self.lmk_disc = LandmarkDiscriminator(norm=c.disc_norm)
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
@@ -80,13 +88,21 @@ class CycleTask:
         ema_params=gen.ema_params)
 
   def load_pretrained(self, state) -> state_lib.TrainState:
-    """PRNet's parameters and statistics from `cycle.init_from`, if set."""
+    """PRNet's parameters and statistics from `cycle.init_from`, if set.
+
+    A network pretrained in another UV layout is a starting point (e.g.
+    synthetic pretraining before 300W-LP); the message says so.
+    """
     path = self.config.cycle.init_from
     if not path:
       return state
-    from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-    params, stats = loop.final_variables(path)
+    from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+    pretrained = trained_lib.load(path)
+    params, stats = pretrained.params, pretrained.batch_stats
     print(f'generator initialised from the last checkpoint in {path}')
+    if pretrained.layout != self.layout:
+      print(f'  it was trained in the {pretrained.layout.name!r} UV layout; '
+            f'this run trains in the {self.layout.name!r} one')
     return state.replace(
         params={**state.params, 'gen': params},
         batch_stats={**state.batch_stats, 'gen': stats})

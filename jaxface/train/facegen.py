@@ -49,7 +49,7 @@ import optax
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
 from jaxface.face import features as features_lib
-from jaxface.face import model as face_model
+from jaxface.face import layout as layout_lib
 from jaxface.models import FaceDiscriminator
 from jaxface.models import FaceGenerator
 from jaxface.train import optim
@@ -77,10 +77,18 @@ def batch_features(batch: dict) -> jax.Array:
 
 @dataclasses.dataclass
 class FaceGenTask:
-  """Conditional face GAN; built by `loop.make_task`."""
+  """Conditional face GAN; built by `loop.make_task`.
+
+  `layout` is the UV layout of the dataset's canonical position maps (None:
+  the procedural face model's): the 'uv' head's reconstruction loss is
+  weighted by its weight mask, the geometric-consistency loss reads the
+  landmarks and extra points at its UVs, and the eval error and figures use
+  its face region.
+  """
   config: Any
   resolution: int
   tx: optax.GradientTransformation
+  layout: layout_lib.UVLayout | None = None
 
   data_kind = 'multiview'
   best_metric = 'reconstruction_loss'
@@ -101,7 +109,10 @@ class FaceGenTask:
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
                                         self.config.train.num_steps)
     self.scale = losses.POSITION_SCALE * self.resolution
-    self.weight = jnp.asarray(face_model.uv_weight_mask(self.resolution))
+    if self.layout is None:
+      self.layout = layout_lib.PROCEDURAL
+    self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))
+    self.points_uv = jnp.asarray(self.layout.points_uv)
 
   # --- pieces --------------------------------------------------------------------
 
@@ -183,7 +194,8 @@ class FaceGenTask:
                  'perceptual_loss': perceptual, 'reconstruction_loss': rec}
       if self.gen.head == 'uv':
         geometric = losses.geometric_consistency_loss(
-            fake, feats, huber_delta=c.geometric_huber_delta or None)
+            fake, feats, huber_delta=c.geometric_huber_delta or None,
+            uv=self.points_uv)
         total = total + c.geometric_weight * geometric
         metrics['geometric_loss'] = geometric
       metrics['loss'] = total
@@ -254,9 +266,11 @@ class FaceGenTask:
     out = {'reconstruction_loss': jax.vmap(self._reconstruction)(
         fake[:, None], target[:, None])}
     if self.gen.head == 'uv':
-      out['geometric_error'] = jax.vmap(losses.geometric_consistency_loss)(
-          fake[:, None], feats[:, None])
-      face = jnp.asarray(face_model.face_region_mask(self.resolution))
+      out['geometric_error'] = jax.vmap(
+          lambda m, f: losses.geometric_consistency_loss(m, f,
+                                                         uv=self.points_uv))(
+              fake[:, None], feats[:, None])
+      face = jnp.asarray(self.layout.face_region(self.resolution))
       dist = jnp.linalg.norm(fake - target, axis=-1)
       out['position_error_px'] = jnp.sum(dist * face, (1, 2)) / jnp.sum(face)
     else:
@@ -274,7 +288,7 @@ class FaceGenTask:
     feats = batch_features(small)
     fake = np.asarray(jax.jit(self.generate)(state, feats, jax.random.key(0)))
     target = np.asarray(self._target(small))
-    face = face_model.face_region_mask(self.resolution)
+    face = self.layout.face_region(self.resolution)
     rows = []
     for k in range(len(fake)):
       tiles = [(np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8)

@@ -7,7 +7,10 @@ checkpoint if there is one, and trains: the batch is sharded over the
 step's randomness is `fold_in(key(seed), step)`. Every `log_every` steps the
 mean metrics go to TensorBoard event files and metrics.jsonl, every
 `eval_every` steps the eval split is measured and a PNG drawn, every
-`checkpoint_every` steps (and at the end) a checkpoint is saved.
+`checkpoint_every` steps (and at the end) a checkpoint is saved. The task
+reads landmarks and masks in the UV layout of the dataset's position maps
+(dataset.json's `uv_layout`, `layout.layout_of_dataset`), which model.json
+records for eval and inference.
 
 Faults: SIGTERM (preemption) saves a checkpoint and returns normally; a
 non-finite loss raises `TrainingError` naming the step and the value, and
@@ -36,6 +39,7 @@ import tqdm
 from jaxface.data import augment as augment_lib
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
@@ -75,17 +79,27 @@ def _task_kind(task: str) -> str:
   return TASKS[task]
 
 
-def make_task(config, resolution: int):
+def make_task(config, resolution: int,
+              layout: layout_lib.UVLayout | None = None):
+  """The task of `config.task` for data at `resolution` (pixels).
+
+  Args:
+    config: the run's config.
+    resolution: side of the dataset's images and position maps.
+    layout: the UV layout of the dataset's position maps
+      (`layout.layout_of_dataset`); None: the procedural face model's. The
+      progression task has no position maps and ignores it.
+  """
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
   if config.task == 'prnet':
     from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-    return recon.ReconTask(config, resolution, tx)
+    return recon.ReconTask(config, resolution, tx, layout)
   if config.task == 'cycle':
     from jaxface.train import cycle  # pylint: disable=g-import-not-at-top
-    return cycle.CycleTask(config, resolution, tx)
+    return cycle.CycleTask(config, resolution, tx, layout)
   if config.task == 'facegen':
     from jaxface.train import facegen  # pylint: disable=g-import-not-at-top
-    return facegen.FaceGenTask(config, resolution, tx)
+    return facegen.FaceGenTask(config, resolution, tx, layout)
   if config.task == 'progression':
     from jaxface.train import progression  # pylint: disable=g-import-not-at-top
     return progression.ProgressionTask(config, resolution, tx)
@@ -185,10 +199,11 @@ def run(config, workdir: str) -> dict:
     raise ValueError(f'config.data.global_batch_size '
                      f'({config.data.global_batch_size}) must be divisible by '
                      f'the number of devices ({mesh.size})')
-  task = make_task(config, int(info['resolution']))
+  layout = layout_lib.layout_of_dataset(info)
+  task = make_task(config, int(info['resolution']), layout)
   if lead:
     trained_lib.write_model_info(workdir, config.task,
-                                 int(info['resolution']))
+                                 int(info['resolution']), layout)
   repl = state_lib.replicated(mesh)
 
   train_it = _iterator(config, config.data.train_split, True,

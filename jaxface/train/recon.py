@@ -19,7 +19,7 @@ import optax
 
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
-from jaxface.face import model as face_model
+from jaxface.face import layout as layout_lib
 from jaxface.face import uv as uv_lib
 from jaxface.models import PRNet
 from jaxface.train import state as state_lib
@@ -37,10 +37,18 @@ def _dtype(name: str):
 
 @dataclasses.dataclass
 class ReconTask:
-  """PRNet pretraining. Built by `make` from the config and the dataset."""
+  """PRNet pretraining. Built by `loop.make_task` from the config and the
+  dataset.
+
+  `layout` is the UV layout of the dataset's position maps (None: the
+  procedural face model's): the landmarks are read at its landmark UVs
+  (`landmark_uv`, (68, 2)), the position-map loss is weighted by its weight
+  mask (`weight`, (R, R)) and the figures show its face region.
+  """
   config: Any
   resolution: int
   tx: optax.GradientTransformation
+  layout: layout_lib.UVLayout | None = None
   model: PRNet = dataclasses.field(init=False)
   weight: jax.Array = dataclasses.field(init=False)
   landmark_uv: jax.Array = dataclasses.field(init=False)
@@ -56,8 +64,10 @@ class ReconTask:
     self.model = PRNet(width=self.config.model.width,
                        dtype=_dtype(self.config.model.dtype),
                        bn_momentum=self.config.model.bn_momentum)
-    self.weight = jnp.asarray(face_model.uv_weight_mask(self.resolution))
-    self.landmark_uv = jnp.asarray(face_model.landmark_uv())
+    if self.layout is None:
+      self.layout = layout_lib.PROCEDURAL
+    self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))
+    self.landmark_uv = jnp.asarray(self.layout.landmark_uv)
 
   # --- state -----------------------------------------------------------------
 
@@ -148,7 +158,7 @@ class ReconTask:
     pred_lmk = np.asarray(uv_lib.sample_uv(pred, self.landmark_uv))
     # Texels outside the face have no loss weight, so their values are
     # arbitrary: the pictures show (and are scaled over) the face region.
-    face = face_model.face_region_mask(self.resolution)
+    face = self.layout.face_region(self.resolution)
     rows = []
     for k in range(len(images)):
       rgb = (np.clip(images[k], 0, 1) * 255).astype(np.uint8)

@@ -7,8 +7,11 @@ checkpoint, as numpy. `prnet(trained)` gives the reconstruction network
 weights when the run kept them); `facegen(trained)` the face GAN's
 generator for the `facegen` task.
 
-The workdir's `model.json` (written by `loop.run`) records the task and the
-resolution; the config is the checkpoint's own copy.
+The workdir's `model.json` (written by `loop.run`) records the task, the
+resolution and the UV layout of the training data's position maps (the
+layout the network's maps are in; workdirs written before layouts were
+recorded are in the procedural one); the config is the checkpoint's own
+copy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
 
 MODEL_INFO = 'model.json'
@@ -38,6 +42,8 @@ class TrainedModel:
     task: config.task ('prnet', 'cycle', 'facegen', 'progression').
     resolution: side of the training images (pixels).
     params, batch_stats, ema_params: the train state's trees (numpy).
+    layout: the UV layout of the position maps the run trained on (and its
+      networks make); `layout.PROCEDURAL` when model.json has none.
   """
   workdir: str
   step: int
@@ -47,18 +53,31 @@ class TrainedModel:
   params: Any
   batch_stats: Any
   ema_params: Any
+  layout: layout_lib.UVLayout = layout_lib.PROCEDURAL
 
 
-def write_model_info(workdir: str, task: str, resolution: int) -> None:
+def write_model_info(workdir: str, task: str, resolution: int,
+                     layout: layout_lib.UVLayout | None = None) -> None:
+  """Writes model.json: {task, resolution, uv_layout (`UVLayout.to_json`)}.
+
+  Args:
+    workdir: the training workdir.
+    task: config.task.
+    resolution: side of the training images (pixels).
+    layout: the UV layout of the training data; None: the procedural one.
+  """
+  layout = layout_lib.PROCEDURAL if layout is None else layout
   with open(os.path.join(workdir, MODEL_INFO), 'w') as f:
-    json.dump({'task': task, 'resolution': int(resolution)}, f, indent=2)
+    json.dump({'task': task, 'resolution': int(resolution),
+               'uv_layout': layout.to_json()}, f, indent=2)
 
 
-def load(workdir: str, step: int | None = None) -> TrainedModel:
-  """Reads the last (or `step`'s) checkpoint of a training workdir.
+def read_model_info(workdir: str) -> dict:
+  """The workdir's model.json: task, resolution, uv_layout.
 
   Raises:
-    FileNotFoundError: no workdir, no model.json or no checkpoint.
+    FileNotFoundError: no workdir or no model.json.
+    ValueError: model.json is not JSON.
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'{workdir} is not a directory (want the workdir '
@@ -69,7 +88,27 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
         f'{workdir} has no {MODEL_INFO}: it is not the workdir of a '
         '`jaxface train` run')
   with open(info_path) as f:
-    info = json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{info_path} is not valid JSON: {e}') from e
+
+
+def load(workdir: str, step: int | None = None) -> TrainedModel:
+  """Reads the last (or `step`'s) checkpoint of a training workdir.
+
+  Raises:
+    FileNotFoundError: no workdir, no model.json or no checkpoint.
+    ValueError: model.json's uv_layout is malformed.
+  """
+  info = read_model_info(workdir)
+  info_path = os.path.join(workdir, MODEL_INFO)
+  layout = layout_lib.PROCEDURAL
+  if info.get('uv_layout') is not None:
+    try:
+      layout = layout_lib.UVLayout.from_json(info['uv_layout'])
+    except ValueError as e:
+      raise ValueError(f'{info_path}: uv_layout: {e}') from e
   checkpointer = checkpoint_lib.Checkpointer(workdir, asynchronous=False)
   try:
     steps = checkpointer.all_steps()
@@ -89,7 +128,7 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
       workdir=workdir, step=int(step), config=config, task=info['task'],
       resolution=int(info['resolution']), params=host(state['params']),
       batch_stats=host(state['batch_stats']),
-      ema_params=host(state.get('ema_params') or {}))
+      ema_params=host(state.get('ema_params') or {}), layout=layout)
 
 
 def _generator_trees(trained: TrainedModel):
