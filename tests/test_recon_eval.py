@@ -257,3 +257,10 @@ def test_bad_arguments(setup):
   with pytest.raises(ValueError, match=r'canonical must be a \(32, 32, 3\)'):
     recon_eval.evaluate_reconstruction(workdir, data, progress=False,
                                        canonical=np.zeros((16, 16, 3)))
+
+
+def test_ced_range_widens_for_large_errors():
+  assert recon_eval.ced_range(np.full(100, 0.03)) == 0.1
+  # 95th percentile 0.163 -> the next 5 % step above it.
+  assert recon_eval.ced_range(np.linspace(0.0, 0.1716, 100)) == 0.2
+  assert recon_eval.ced_range(np.array([np.nan])) == 0.1
