@@ -65,7 +65,7 @@ def make_generator(config, resolution: int) -> FaceGenerator:
                        code_dim=c.code_dim, noise_dim=c.noise_dim,
                        attention=c.attention, norm=c.gen_norm,
                        num_residual=c.num_residual,
-                       dtype=recon._dtype(config.model.dtype))  # pylint: disable=protected-access
+                       dtype=recon.compute_dtype(config.model.dtype))
 
 
 def batch_features(batch: dict) -> jax.Array:
@@ -105,7 +105,7 @@ class FaceGenTask:
     self.disc = FaceDiscriminator(
         head=c.head, base_channels=c.disc_base_channels, code_dim=c.code_dim,
         norm=c.disc_norm, attention=c.attention,
-        dtype=recon._dtype(self.config.model.dtype))  # pylint: disable=protected-access
+        dtype=recon.compute_dtype(self.config.model.dtype))
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
                                         self.config.train.num_steps)
     self.scale = losses.POSITION_SCALE * self.resolution

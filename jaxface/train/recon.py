@@ -25,7 +25,7 @@ from jaxface.models import PRNet
 from jaxface.train import state as state_lib
 
 
-def _dtype(name: str):
+def compute_dtype(name: str):
   """Compute dtype: 'float32' computes in the inputs' dtype (float32 from
   the pipeline), 'bfloat16' casts activations to bfloat16."""
   dtypes = {'float32': None, 'bfloat16': jnp.bfloat16}
@@ -62,7 +62,7 @@ class ReconTask:
       raise ValueError(f'PRNet needs a resolution divisible by 32; the '
                        f'dataset has {self.resolution}')
     self.model = PRNet(width=self.config.model.width,
-                       dtype=_dtype(self.config.model.dtype),
+                       dtype=compute_dtype(self.config.model.dtype),
                        bn_momentum=self.config.model.bn_momentum)
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
