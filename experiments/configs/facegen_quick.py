@@ -7,7 +7,8 @@
       --workdir runs/facegen_quick --config.data.dir=data/mv32
   jaxface eval --workdir runs/facegen_quick --data data/mv32
 
-32 x 32 canonical maps, a generator of 64 channels at 4 x 4.
+32 x 32 canonical maps, a generator of 64 channels at 4 x 4; about 10
+minutes on two CPU cores.
 """
 
 from experiments.configs import facegen
@@ -25,9 +26,9 @@ def get_config():
   config.optimizer.warmup_steps = 100
   config.facegen.disc_optimizer.lr = 0.002
   config.facegen.disc_optimizer.grad_clip_norm = 1.0
-  config.train.num_steps = 2000
+  config.train.num_steps = 10000
   config.train.log_every = 100
-  config.train.eval_every = 500
-  config.train.checkpoint_every = 500
+  config.train.eval_every = 2500
+  config.train.checkpoint_every = 2500
   config.train.eval_batches = 0
   return config
