@@ -40,10 +40,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from jaxface import losses
-from jaxface.data import pipeline
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.eval import inception
@@ -59,35 +57,6 @@ CLASSIFIER_IDENTITIES = 100
 CLASSIFIER_SAMPLES = 16
 
 
-def _batches(data_dir, kind, split, batch_size, limit, progress):
-  """Yields (count, batch) over one epoch of a split, in index order."""
-  info = shards.read_dataset_info(data_dir)
-  if kind not in info['kinds'] or split not in info['kinds'][kind]:
-    raise shards.DatasetError(f'{data_dir} has no {kind}/{split} records')
-  total = int(info['kinds'][kind][split]['count'])
-  total = total if limit is None else min(total, limit)
-  it = pipeline.make_iterator(data_dir, pipeline.PipelineConfig(
-      kind=kind, split=split, global_batch_size=batch_size, shuffle=False,
-      num_epochs=1, training=False, drop_remainder=False,
-      shard_by_process=False))
-  bar = tqdm.tqdm(total=total, unit='rec', desc=f'eval {kind}/{split}',
-                  disable=not progress, dynamic_ncols=True)
-  done = 0
-  try:
-    for batch in it:
-      count = min(len(batch['index']), total - done)
-      if count <= 0:
-        break
-      yield count, batch
-      done += count
-      bar.update(count)
-  finally:
-    bar.close()
-    it.close()
-  if not done:
-    raise ValueError(f'{data_dir} {kind}/{split}: no readable records')
-
-
 def _padded(batch: dict, batch_size: int) -> dict:
   return {k: recon_eval.pad_batch(np.asarray(v), batch_size)
           for k, v in batch.items()}
@@ -99,16 +68,15 @@ def _generate(module, variables, features, keys):
   return module.apply(variables, features, noise)
 
 
+_batch_features = jax.jit(facegen_lib.batch_features)
+
+
 @jax.jit
-def _features_and_errors(batch, fake, points_uv):
-  """Features (B, 31) of the batch's views, and the geometric-consistency
-  errors (B,) of the generated and of the true canonical maps, both read at
-  `points_uv` (73, 2)."""
-  feats = facegen_lib.batch_features(batch)
-  geometric = jax.vmap(lambda m, f: losses.geometric_consistency_loss(
-      m, f, uv=points_uv))
-  return feats, geometric(fake[:, None], feats[:, None]), geometric(
-      batch['canonical_position_map'][:, None], feats[:, None])
+def _geometric_errors(maps, feats, points_uv):
+  """(B,) geometric-consistency errors of canonical maps (B, R, R, 3)
+  against features (B, 31), the points read at `points_uv` (73, 2)."""
+  return jax.vmap(lambda m, f: losses.geometric_consistency_loss(
+      m[None], f[None], uv=points_uv))(maps, feats)
 
 
 def _classifier(path, classifier_dir, data_dir, info, resolution, progress):
@@ -207,30 +175,32 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
         f'{layout.name!r} layout')
   points_uv = np.asarray(layout.points_uv)
   mm_per_px = 255.0 / (res - 1)
+  voxel_mm = res / module.size * mm_per_px  # a voxel's side ('voxel' head)
   face = layout.face_region(res)
   cols: dict[str, list] = {}
   fakes, reals = [], []
-  for count, batch in _batches(data_dir, 'multiview', split, batch_size,
-                               limit, progress):
+  for count, batch in recon_eval.split_batches(
+      data_dir, info, 'multiview', split, batch_size, limit, progress):
     padded = _padded(batch, batch_size)
+    feats = _batch_features(padded)
+    true_map = padded['canonical_position_map']
+    if module.head == 'uv':
+      cols.setdefault('geometric_error_true_face', []).append(np.asarray(
+          _geometric_errors(true_map, feats, points_uv))[:count])
+    else:
+      occ = np.asarray(losses.voxelize_position_map(true_map, module.size))
     for s in range(samples):
       keys = jax.vmap(lambda i, s=s: jax.random.fold_in(
           jax.random.key(s), i))(jnp.asarray(padded['index']))
-      feats = jax.jit(facegen_lib.batch_features)(padded)
       fake = np.asarray(_generate(module, variables, feats, keys))
-      true_map = padded['canonical_position_map']
       if module.head == 'uv':
-        _, geo, geo_true = _features_and_errors(padded, fake, points_uv)
+        geo = _geometric_errors(fake, feats, points_uv)
         dist = np.linalg.norm(fake - true_map, axis=-1)
         cols.setdefault('geometric_error', []).append(np.asarray(geo)[:count])
-        cols.setdefault('geometric_error_true_face', []).append(
-            np.asarray(geo_true)[:count])
         cols.setdefault('position_error_mm', []).append(
             (dist[:, face].mean(axis=1) * mm_per_px)[:count])
         fakes.append(fake[:count])
       else:
-        occ = np.asarray(losses.voxelize_position_map(true_map, module.size))
-        voxel_mm = res / module.size * mm_per_px
         for k in range(count):
           pred = fake[k, ..., 0] > 0
           truth = occ[k] > 0.5
@@ -240,7 +210,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
               metrics.voxel_chamfer(pred.astype(np.float32), occ[k], voxel_mm)
               if pred.any() else np.nan])
     if module.head == 'uv':
-      reals.append(np.asarray(batch['canonical_position_map'])[:count])
+      reals.append(np.asarray(true_map)[:count])
   per = {k: np.concatenate([np.ravel(v) for v in vs]) for k, vs in cols.items()}
   report: dict[str, Any] = {
       'task': 'facegen', 'head': module.head,
@@ -296,9 +266,10 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
   state = state_lib.TrainState(step=model.step, params=model.params,
                                batch_stats={}, opt_state={}, ema_params={})
   eval_step = jax.jit(task.eval_step)
+  info = shards.read_dataset_info(data_dir)
   accuracy, loss, corruption = [], [], []
-  for count, batch in _batches(data_dir, 'clips', split, batch_size, limit,
-                               progress):
+  for count, batch in recon_eval.split_batches(
+      data_dir, info, 'clips', split, batch_size, limit, progress):
     out = eval_step(state, _padded(batch, batch_size))
     accuracy.append(np.asarray(out['accuracy'])[:count])
     loss.append(np.asarray(out['loss'])[:count])

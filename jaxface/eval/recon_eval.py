@@ -48,14 +48,51 @@ def _load(workdir_or_trained) -> trained_lib.TrainedModel:
   return trained_lib.load(os.fspath(workdir_or_trained))
 
 
-def _record_count(info: dict, data_dir: str, split: str) -> int:
-  entry = info.get('kinds', {}).get('recon', {}).get(split)
+def split_batches(data_dir: str, info: dict, kind: str, split: str,
+                  batch_size: int, limit: int | None = None,
+                  progress: bool = True, stats: dict | None = None):
+  """Yields (count, batch) over one epoch of a split, in index order.
+
+  Every record once (`shard_by_process=False`), no augmentation, the last
+  partial batch kept; `count` of the batch's examples are wanted (fewer in
+  the last batch when `limit` cuts it). A progress bar counts them. At the
+  end `stats['skipped']` holds the corrupted records the pipeline skipped.
+
+  Raises:
+    shards.DatasetError: no such kind or split.
+    ValueError: no readable records.
+  """
+  entry = info.get('kinds', {}).get(kind, {}).get(split)
   if entry is None:
-    present = {kind: sorted(splits)
-               for kind, splits in info.get('kinds', {}).items()}
+    present = {k: sorted(splits) for k, splits in info.get('kinds', {}).items()}
     raise shards.DatasetError(
-        f'{data_dir} has no recon/{split} records; it has {present}')
-  return int(entry['count'])
+        f'{data_dir} has no {kind}/{split} records; it has {present}')
+  total = int(entry['count'])
+  total = total if limit is None else min(total, limit)
+  iterator = pipeline.make_iterator(data_dir, pipeline.PipelineConfig(
+      kind=kind, split=split, global_batch_size=batch_size, shuffle=False,
+      num_epochs=1, training=False, drop_remainder=False,
+      shard_by_process=False))
+  bar = tqdm.tqdm(total=total, unit='rec', desc=f'eval {kind}/{split}',
+                  disable=not progress, dynamic_ncols=True)
+  done = 0
+  try:
+    for batch in iterator:
+      count = min(len(batch['index']), total - done)
+      if count <= 0:
+        break
+      yield count, batch
+      done += count
+      bar.update(count)
+      if done >= total:
+        break
+    if stats is not None:
+      stats['skipped'] = int(iterator.skipped)
+  finally:
+    bar.close()
+    iterator.close()
+  if not done:
+    raise ValueError(f'{data_dir} {kind}/{split}: no readable records')
 
 
 def _check_resolution(model_res: int, data_res: int, what: str) -> None:
@@ -287,10 +324,6 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   info = shards.read_dataset_info(data_dir)
   if info.get('resolution') is not None:
     _check_resolution(resolution, info['resolution'], f'the dataset {data_dir}')
-  total = _record_count(info, data_dir, split)
-  if limit is not None:
-    total = min(total, limit)
-
   layout = trained.layout
   mask = layout.face_region(resolution)
   data_layout = layout_lib.layout_of_dataset(info)
@@ -303,44 +336,26 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
                                                mask, layout)
   landmark_uv = np.asarray(layout.landmark_uv)
   variables = jax.device_put(variables)
-  config = pipeline.PipelineConfig(
-      kind='recon', split=split, global_batch_size=batch_size, shuffle=False,
-      num_epochs=1, training=False, drop_remainder=False,
-      shard_by_process=False)
   columns: dict[str, list[np.ndarray]] = {}
-  iterator = pipeline.make_iterator(data_dir, config)
-  bar = tqdm.tqdm(total=total, unit='img', desc=f'eval {split}',
-                  disable=not progress, dynamic_ncols=True)
-  done, has_maps = 0, False
-  try:
-    for batch in iterator:
-      count = min(len(batch['index']), total - done)
-      if count <= 0:
-        break
-      images = batch['image'][:count]
-      if images.shape[1] != resolution or images.shape[2] != resolution:
-        _check_resolution(resolution, images.shape[1],
-                          f'the images of {data_dir}')
-      maps, landmarks = _predict(module, variables,
-                                 pad_batch(images, batch_size), landmark_uv)
-      maps = np.asarray(maps, np.float64)[:count]
-      landmarks = np.asarray(landmarks, np.float64)[:count]
-      has_maps = has_maps or 'position_map' in batch
-      out = _batch_metrics(batch, count, maps, landmarks, dense_mask,
-                           canonical, fit_mask)
-      for key, value in out.items():
-        columns.setdefault(key, []).append(np.asarray(value))
-      done += count
-      bar.update(count)
-      if done >= total:
-        break
-    skipped = int(iterator.skipped)
-  finally:
-    bar.close()
-    iterator.close()
+  stats: dict[str, int] = {}
+  has_maps = False
+  for count, batch in split_batches(data_dir, info, 'recon', split,
+                                    batch_size, limit, progress, stats):
+    images = batch['image'][:count]
+    if images.shape[1] != resolution or images.shape[2] != resolution:
+      _check_resolution(resolution, images.shape[1],
+                        f'the images of {data_dir}')
+    maps, landmarks = _predict(module, variables,
+                               pad_batch(images, batch_size), landmark_uv)
+    maps = np.asarray(maps, np.float64)[:count]
+    landmarks = np.asarray(landmarks, np.float64)[:count]
+    has_maps = has_maps or 'position_map' in batch
+    out = _batch_metrics(batch, count, maps, landmarks, dense_mask,
+                         canonical, fit_mask)
+    for key, value in out.items():
+      columns.setdefault(key, []).append(np.asarray(value))
   per_image = {k: np.concatenate(v) for k, v in columns.items()}
-  if not per_image:
-    raise ValueError(f'{data_dir} recon/{split}: no readable records')
+  skipped = stats['skipped']
 
   report = _report(trained, data_dir, split, info, per_image, skipped,
                    pose_note, dense_note if has_maps else None)
