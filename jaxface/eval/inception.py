@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any, Sequence
 
@@ -43,6 +43,7 @@ import scipy.linalg
 import scipy.special
 
 from data_pipelines import synthetic
+from jaxface.eval import plots
 from jaxface.face import model as model_lib
 from jaxface.models import facegen
 
@@ -590,26 +591,6 @@ _META_KEYS = ('num_classes', 'resolution', 'identities', 'train_accuracy',
               'source')
 
 
-def _write_atomically(path: str, write) -> None:
-  """Calls write(file) on a hidden temporary file, then renames it to path."""
-  directory, name = os.path.split(path)
-  fd, temp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp',
-                              dir=directory)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)  # mkstemp's files are private (0600).
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  except BaseException:
-    if os.path.exists(temp):
-      os.remove(temp)
-    raise
-
-
 def save_classifier(bundle: ClassifierBundle, directory: str) -> None:
   """Writes params.npz, then classifier.json, each atomically."""
   os.makedirs(directory, exist_ok=True)
@@ -617,15 +598,15 @@ def save_classifier(bundle: ClassifierBundle, directory: str) -> None:
           traverse_util.flatten_dict(bundle.params).items()}
   flat['input_mean'] = np.asarray(bundle.input_mean, np.float32)
   flat['input_std'] = np.asarray(bundle.input_std, np.float32)
-  _write_atomically(os.path.join(directory, PARAMS_FILE),
-                    lambda f: np.savez(f, **flat))
+  buffer = io.BytesIO()
+  np.savez(buffer, **flat)
+  plots.write_atomic(os.path.join(directory, PARAMS_FILE), buffer.getvalue())
   meta = {'format': FORMAT, 'version': VERSION}
   meta.update({key: getattr(bundle, key) for key in _META_KEYS})
   meta['identities'] = [int(i) for i in bundle.identities]
   text = json.dumps(meta, indent=2,
                     default=lambda v: v.item()).encode()  # numpy scalars
-  _write_atomically(os.path.join(directory, META_FILE),
-                    lambda f: f.write(text))
+  plots.write_atomic(os.path.join(directory, META_FILE), text)
 
 
 def load_classifier(directory: str) -> ClassifierBundle:

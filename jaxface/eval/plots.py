@@ -32,18 +32,25 @@ _Y_TICKS = 5
 
 
 def write_atomic(path: str, data: bytes) -> str:
-  """Writes `data` to `path` through a temporary file and `os.replace`.
+  """Writes `data` to `path` through a hidden temporary file, fsync and
+  `os.replace`.
 
-  Readers never see a partial file; the folder is created if needed.
-  Returns the path.
+  Readers never see a partial file; the folder is created if needed; the
+  file gets the permissions of any file created under the user's umask
+  (mkstemp's would be private). Returns the path.
   """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, temp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path),
                               suffix='.tmp')
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(temp, path)
   except BaseException:
     if os.path.exists(temp):
