@@ -11,7 +11,15 @@ coordinates), z the depth towards the camera at the same scale. This is how
 3DDFA's AFLW2000-3D benchmark and PRNet-style evaluations use it (the x, y
 rows are compared directly with predicted image points, and the crop is taken
 around them). jaxface does the same: x, y map into the crop by the crop
-similarity and z is scaled like them.
+similarity and z is scaled like them. 3DDFA's z is the fitted 3DMM
+vertex's z after the similarity transform (s R v + t, only y flipped into
+the image), so its sign (towards the camera) and scale (image pixels) are
+the position maps', but its zero is arbitrary (tz). Records keep that
+zero's arbitrariness: with a BFM the landmarks are shifted with the map
+(the map's minimum over the face at 0), without one their own minimum is
+0, which lies several to tens of pixels in front of the map's; the 3D NME
+(`jaxface.eval.metrics.nme`) therefore compares depth up to an offset, as
+3DDFA's authors and 2DASL's evaluation code do.
 
 Records (split `test`):
 - image: PRNet's crop around the ground-truth landmarks (pt3d_68's x, y),
@@ -29,8 +37,8 @@ Records (split `test`):
   pixel in y on the real data; the maps are in the BFM's UV layout, which
   dataset.json records (`uv_layout`, see `the300wlp`);
 - without a BFM (`landmarks_only`): no position map (the field is optional),
-  the landmarks' z is shifted to a minimum of 0, and dataset.json says
-  `"position_maps": false`;
+  the landmarks' z is shifted to a minimum of 0 over the 68 landmarks, and
+  dataset.json says `"position_maps": false`;
 - original_image: the photo's own JPEG bytes, unchanged, for drawing
   predictions mapped back with the inverse crop transform;
 - identity: the image number (image00002 -> 2): every AFLW2000 image is its

@@ -239,9 +239,13 @@ def add_bad_300wlp(root: str) -> dict[str, str]:
   }
 
 
-def write_aflw2000(root: str, bfm_dir: str,
-                   images=AFLW_IMAGES) -> list[dict]:
+def write_aflw2000(root: str, bfm_dir: str, images=AFLW_IMAGES,
+                   neutral: bool = False) -> list[dict]:
   """Writes a fake AFLW2000 folder; returns one dict per image.
+
+  `images`: (name, yaw in radians) pairs. `neutral`: every face is the
+  BFM's mean face (Shape_Para and Exp_Para 0), e.g. for pose fits that
+  should be exact against the mean face.
 
   Each dict: name, mat, jpg, pose (7,), shape, exp, pt3d (68, 3) image
   pixels.
@@ -251,6 +255,8 @@ def write_aflw2000(root: str, bfm_dir: str,
   written = []
   for index, (name, yaw) in enumerate(images):
     shape, exp = _face_params(bfm, 300 + index)
+    if neutral:
+      shape, exp = np.zeros_like(shape), np.zeros_like(exp)
     pose = _pose(np.random.default_rng(400 + index), yaw)
     points = project(bfm, shape, exp, pose)
     pt3d = points[bfm['kpt']]

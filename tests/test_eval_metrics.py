@@ -34,9 +34,49 @@ def test_nme_is_zero_on_truth_and_hand_computed_for_a_shift():
   # A (3, 4) pixel shift is 5 pixels; the boxes are 40 x 90 and 25 x 16.
   shifted = true + [3.0, 4.0, 12.0]
   np.testing.assert_allclose(metrics.nme(shifted, true), [5 / 60, 5 / 20])
-  # In 3D, (3, 4, 12) is 13 pixels; the box stays the 2D one.
+  # In 3D, depth is compared up to an offset: the z shift of 12 is no error.
   np.testing.assert_allclose(metrics.nme(shifted, true, dims=3),
-                             [13 / 60, 13 / 20])
+                             [5 / 60, 5 / 20])
+  # Depth differences between points do count: every point 3 pixels to the
+  # right, and the nearest one also 12 pixels nearer (the minimum, the
+  # zero of z, stays). The box stays the 2D one.
+  bent = true[:1].copy()
+  bent[..., 0] += 3.0
+  bent[0, np.argmax(true[0, :, 2]), 2] += 12.0
+  np.testing.assert_allclose(metrics.nme(bent, true[:1], dims=3),
+                             [(67 * 3 + np.hypot(3, 12)) / 68 / 60])
+
+
+def test_nme_3d_compares_depth_up_to_an_offset():
+  # Position-map-like predictions (min z of the face at 0, below the
+  # landmarks) against pt3d_68-like truth (an arbitrary zero): the same
+  # points up to a z offset have NME 3D 0, and the offset would otherwise
+  # dominate it.
+  rng = np.random.default_rng(5)
+  true = _box_landmarks(80, 100, rng)[None]
+  pred = true + [0.0, 0.0, -37.5]
+  assert metrics.nme(pred, true, dims=3)[0] == pytest.approx(0.0, abs=1e-12)
+  noisy = pred + rng.normal(0, 1.0, pred.shape) * [1, 1, 0]
+  np.testing.assert_allclose(metrics.nme(noisy, true, dims=3),
+                             metrics.nme(noisy, true, dims=2), rtol=1e-12)
+
+
+def test_visible_point_errors_and_nme_hand_made():
+  nan = np.nan
+  true = np.array([[[0, 0], [40, 0], [40, 10], [nan, nan], [20, 5]]], float)
+  pred = np.array([[[3, 4], [40, 0], [nan, nan], [0, 0], [20, 5]]], float)
+  # Box of the visible truth: 40 x 10 -> 20. Point 2 has no prediction,
+  # point 3 no truth.
+  errors = metrics.visible_point_errors(pred, true)
+  np.testing.assert_allclose(errors, [[5 / 20, 0.0, nan, nan, 0.0]])
+  np.testing.assert_allclose(metrics.nme_visible(pred, true), [5 / 20 / 3])
+  # One visible point, or none predicted: no NME.
+  lone = np.full((1, 5, 2), nan)
+  lone[0, 0] = [1.0, 1.0]
+  assert np.isnan(metrics.nme_visible(lone, lone)[0])
+  assert np.isnan(metrics.nme_visible(np.full_like(true, nan), true)[0])
+  with pytest.raises(ValueError, match='matching'):
+    metrics.nme_visible(pred[0], true[0])
 
 
 def test_nme_agrees_with_the_training_nme():
@@ -203,6 +243,95 @@ def test_rotation_error():
   np.testing.assert_allclose(metrics.pose_error(pred, true)[0, [0, 2]], 30.0)
   np.testing.assert_allclose(metrics.rotation_error(pred, true), [0.0],
                              atol=1e-5)
+
+
+_FLIP_Y = np.diag([1.0, -1.0, 1.0])
+
+
+def _turned(points, pitch, yaw, roll, scale=0.7, shift=(9.0, -4.0, 2.0)):
+  """Canonical (frontal) points turned to a 3DDFA pose, as a record holds
+  them: model-space v becomes F s R v + t in the image (F: the y flip), and
+  the canonical map is k F v + c, so the image-frame rotation is F R F."""
+  rot = _FLIP_Y @ render.angle2matrix_3ddfa(
+      *np.deg2rad([pitch, yaw, roll])) @ _FLIP_Y
+  centre = points.mean(0)
+  return scale * (points - centre) @ rot.T + centre + np.asarray(shift)
+
+
+HAND_POSES = [(0, 0, 0), (15, 40, -10), (-25, -75, 20), (5, 88, 3),
+              (-40, 10, 60)]
+
+
+@pytest.mark.parametrize('layout', ['procedural', 'bfm'])
+def test_pose_of_the_canonical_face_at_known_angles(layout, tmp_path):
+  # The canonical face of each layout turned to known angles: the fit gives
+  # them back (MAE ~0), and a known yaw offset comes out as that offset.
+  res = 33
+  if layout == 'procedural':
+    canonical = metrics.canonical_reference(res)
+    mask = model_lib.face_region_mask(res)
+  else:
+    fabricate.write_bfm(str(tmp_path))
+    canonical = metrics.canonical_reference(res, str(tmp_path))
+    mask = (bfm_lib.load_bfm(str(tmp_path)).uv_layout().face_region(res)
+            & np.any(canonical != 0, axis=-1))
+  points = canonical[mask].astype(np.float64)
+  true, fitted, offset = [], [], []
+  for pitch, yaw, roll in HAND_POSES:
+    true.append([pitch, yaw, roll])
+    for angles, out in (((pitch, yaw, roll), fitted),
+                        ((pitch, yaw + 1.5, roll), offset)):
+      fit = metrics.estimate_pose(_turned(points, *angles), points)
+      out.append([fit['pitch'], fit['yaw'], fit['roll']])
+  np.testing.assert_allclose(metrics.pose_error(fitted, true), 0.0,
+                             atol=1e-6)
+  np.testing.assert_allclose(metrics.pose_error(offset, true),
+                             [[0.0, 1.5, 0.0]] * len(HAND_POSES), atol=1e-6)
+
+
+def test_pose_fit_of_converted_aflw2000_maps_is_the_records_pose(tmp_path):
+  # The AFLW2000 converter's map of the BFM mean face at a Pose_Para gives
+  # that Pose_Para back against the BFM's canonical face: the fit, the
+  # converter and 3DDFA's angles share their conventions (positive yaw
+  # turns the face to the image left).
+  from data_pipelines import aflw2000  # pylint: disable=g-import-not-at-top
+  fabricate.write_bfm(str(tmp_path))
+  bfm = bfm_lib.load_bfm(str(tmp_path))
+  res = 65
+  canonical = metrics.canonical_reference(res, str(tmp_path))
+  mask = bfm.uv_layout().face_region(res) & np.any(canonical != 0, axis=-1)
+  zeros = (np.zeros(bfm.num_shape, np.float32),
+           np.zeros(bfm.num_expression, np.float32))
+  for pitch, yaw, roll in HAND_POSES:
+    pose = np.array([*np.deg2rad([pitch, yaw, roll]), 230.0, 220.0, 5.0,
+                     0.0012], np.float32)
+    image_points = bfm.image_vertices(*zeros, pose, 450)
+    sample = aflw2000.Sample(
+        name='image00001', image=np.zeros((450, 450, 3), np.uint8),
+        pose_para=pose, shape_para=zeros[0], exp_para=zeros[1],
+        landmarks=image_points[bfm.keypoints].astype(np.float32),
+        source='AFLW2000/image00001')
+    record = aflw2000.convert_sample(sample, bfm, res)
+    fit = metrics.estimate_pose(record['position_map'][mask],
+                                canonical[mask])
+    np.testing.assert_allclose(
+        metrics.pose_error([[fit['pitch'], fit['yaw'], fit['roll']]],
+                           [np.rad2deg(record['pose'][:3])]), 0.0,
+        atol=1e-3)
+    # Positive yaw turns the nose to the image left, next to the image-left
+    # end of the jaw contour (iBUG 0) and away from the other (iBUG 16).
+    lmk = record['landmarks']
+    if abs(yaw) >= 40 and abs(roll) < 30:
+      left, right = abs(lmk[30, 0] - lmk[0, 0]), abs(lmk[16, 0] - lmk[30, 0])
+      assert (left < right) == (yaw > 0)
+
+
+def test_pose_benchmark_mask():
+  true = [[10, 20, 30], [99, -99, 0], [0, 99.5, 0], [-120, 5, 5],
+          [0, 0, -100]]
+  np.testing.assert_array_equal(metrics.pose_benchmark_mask(true),
+                                [True, True, False, False, False])
+  assert metrics.POSE_MAX_ABS_DEG == 99.0
 
 
 def test_canonical_reference_is_the_mean_face_map():

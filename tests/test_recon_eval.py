@@ -49,6 +49,7 @@ def test_report_structure_and_counts(setup):
   assert report['dataset'] == {'path': os.path.abspath(data), 'split': 'test',
                                'source': 'synthetic', 'resolution': 32,
                                'uv_layout': 'procedural'}
+  assert report['pose_error']['excluded'] == 0
   for key in ('nme_2d', 'nme_3d'):
     summary = report[key]
     assert summary['count'] == NUM_TEST
@@ -217,34 +218,94 @@ def test_markdown_says_what_was_skipped(setup):
   assert 'Pose error: not measured (no canonical)' in text
 
 
-def test_pose_error_needs_a_canonical_map_for_other_sources(setup, tmp_path):
+def test_pose_of_a_procedural_model_on_other_sources(setup, tmp_path):
+  # The procedural layout's canonical face serves real data too; the
+  # report says that its frame is the procedural model's.
   data, workdir, report, per_image = setup
   other = str(tmp_path / 'other')
   shutil.copytree(data, other)
   info = shards.read_dataset_info(other)
   info['source'] = 'aflw2000'
   shards.write_dataset_info(other, info)
-  skipped, _ = recon_eval.evaluate_reconstruction(
+  measured, part = recon_eval.evaluate_reconstruction(
       workdir, other, batch_size=8, limit=4, progress=False)
-  assert skipped['pose_error']['mean'] is None
-  assert 'skipped' in skipped['pose_error']
-  given, part = recon_eval.evaluate_reconstruction(
-      workdir, other, batch_size=8, limit=4, progress=False,
-      canonical=metrics.canonical_reference(32))
+  assert 'skipped' not in measured['pose_error']
+  assert 'frontal frame' in measured['pose_error']['canonical']
   np.testing.assert_allclose(part['pose_error_deg'],
                              per_image['pose_error_deg'][:4], rtol=1e-5,
                              atol=1e-6)
+  assert report['pose_error']['canonical'] == (
+      'the procedural face model\'s mean face')
+  given, _ = recon_eval.evaluate_reconstruction(
+      workdir, other, batch_size=8, limit=4, progress=False,
+      canonical=metrics.canonical_reference(32))
   assert given['pose_error']['canonical'] == 'the given canonical map'
 
 
-def test_resolution_mismatch_is_a_clear_error(setup, tmp_path):
-  _, workdir, _, _ = setup
+def test_records_of_another_resolution_are_resized(setup, tmp_path,
+                                                   monkeypatch):
+  # The same faces rendered at 64: the 32 model measures them resized, and
+  # the truth comes out as at 32 (a stand-in network that ignores its
+  # input makes the errors depend on the truth alone).
+  data, workdir, _, _ = setup
   big = str(tmp_path / 'big')
   synthetic.synthesize(big, synthetic.SynthConfig(
-      resolution=64, identities=(('train', 1), ('test', 1))),
-                       {'recon': {'test': 2}}, progress=False)
-  with pytest.raises(ValueError, match=r'resolution mismatch.*32x32.*64x64'):
-    recon_eval.evaluate_reconstruction(workdir, big, progress=False)
+      resolution=64, identities=(('train', 4), ('test', 4))),
+                       {'recon': {'train': 8, 'test': NUM_TEST}},
+                       progress=False)
+  monkeypatch.setattr(recon_eval.trained_lib, 'prnet',
+                      lambda trained: (_Ramp(), {}))
+  small, at_32 = recon_eval.evaluate_reconstruction(
+      workdir, data, batch_size=8, limit=6, progress=False)
+  resized, at_64 = recon_eval.evaluate_reconstruction(
+      workdir, big, batch_size=8, limit=6, progress=False)
+  assert resized['dataset']['resolution'] == 64
+  assert resized['model']['resolution'] == 32
+  for key in ('nme_2d', 'nme_3d'):
+    np.testing.assert_allclose(at_64[key], at_32[key], rtol=1e-4)
+  np.testing.assert_allclose(at_64['dense_nme'], at_32['dense_nme'],
+                             rtol=0.02)
+  assert 'resized to the model\'s 32x32' in recon_eval.markdown_table(
+      resized)
+
+
+def test_to_model_resolution_scales_by_the_pixel_centres():
+  # A crop's pixel centres 0 and R - 1 span the box: resizing 65 -> 33
+  # halves coordinates exactly; a linear ramp stays that ramp.
+  r, r2 = 65, 33
+  cols, rows = np.meshgrid(np.arange(r, dtype=np.float32),
+                           np.arange(r, dtype=np.float32))
+  ramp = np.stack([cols, rows, cols + rows], -1)
+  batch = {'image': (ramp / (2 * r))[None], 'position_map': ramp[None],
+           'landmarks': np.array([[[64.0, 0.0, 10.0], [32.0, 16.0, 3.0]]]),
+           'index': np.array([7, 8])}
+  out = recon_eval.to_model_resolution(batch, 1, r2)
+  cols2, rows2 = np.meshgrid(np.arange(r2), np.arange(r2))
+  ramp2 = np.stack([cols2, rows2, cols2 + rows2], -1)
+  # Texel (i, j) of the new map is texel (2i, 2j) of the old, its values
+  # halved: the ramp over the new grid.
+  np.testing.assert_allclose(out['position_map'][0], ramp2, atol=1e-4)
+  np.testing.assert_allclose(out['landmarks'][0],
+                             [[32.0, 0.0, 5.0], [16.0, 8.0, 1.5]])
+  # The image, blurred against aliasing, keeps the ramp inside.
+  np.testing.assert_allclose(out['image'][0, 4:-4, 4:-4] * 2 * r,
+                             2 * ramp2[4:-4, 4:-4], atol=1e-3)
+  np.testing.assert_array_equal(out['index'], [7])
+  # At the model's resolution, nothing changes.
+  same = recon_eval.to_model_resolution(batch, 1, r)
+  np.testing.assert_array_equal(same['position_map'], batch['position_map'])
+  # Off-mesh texels (all 0) do not pull the face's border towards 0: at
+  # 65 -> 32, new column 10 lies at old column 20.65, between an off-mesh
+  # texel (20) and the mesh (21), and takes the mesh's value alone.
+  holed = ramp + 1.0
+  holed[:, :21] = 0.0
+  out = recon_eval.to_model_resolution(
+      dict(batch, position_map=holed[None]), 1, 32)['position_map'][0]
+  k = 31 / 64
+  np.testing.assert_allclose(out[:, 10, 0], 22 * k, rtol=1e-5)
+  # (OpenCV's bilinear weights come in 1/32 of a texel.)
+  np.testing.assert_allclose(out[:, 11, 0], (11 / k + 1) * k, atol=0.01)
+  np.testing.assert_array_equal(out[:, :10], 0.0)
 
 
 def test_bad_arguments(setup):

@@ -4,12 +4,15 @@ Pure host-side functions over numpy arrays, for evaluation runs rather than
 training steps (`jaxface.losses.nme` is the jnp twin of `nme` used in
 training logs):
 
-- landmarks: `nme` (AFLW2000-3D / 3DDFA protocol, 2D or 3D), yaw bins
+- landmarks: `nme` (AFLW2000-3D / 3DDFA protocol, 2D or 3D),
+  `visible_point_errors` and `nme_visible` (AFLW's 21 points, some not
+  visible), yaw bins
   (`YAW_BINS`, `yaw_bin_index`, `binned_summary`), `ced` and `ced_auc`;
 - dense reconstruction: `dense_nme` over the face region of position maps;
 - head pose: `estimate_pose` (a similarity fitted between a position map
   and a canonical frontal map, converted to 3DDFA's pitch / yaw / roll),
-  `pose_error`, `canonical_reference`;
+  `pose_error`, `rotation_error`, the head-pose benchmark's image
+  selection (`pose_benchmark_mask`), `canonical_reference`;
 - voxels: `occupancy_surface` (marching cubes), `chamfer_distance`,
   `voxel_chamfer`.
 
@@ -34,6 +37,10 @@ from jaxface.face import render
 # Yaw bins of AFLW2000-3D's tables, |yaw| in degrees.
 YAW_BINS = ((0, 30), (30, 60), (60, 90))
 BIN_NAMES = tuple(f'{lo}-{hi}' for lo, hi in YAW_BINS)
+
+# The head-pose benchmark's largest |pitch|, |yaw| or |roll| (degrees), see
+# `pose_benchmark_mask`.
+POSE_MAX_ABS_DEG = 99.0
 
 # Squared box sizes below this (squared pixels) count as 0, as in
 # `jaxface.losses.nme`.
@@ -60,10 +67,22 @@ def nme(pred, true, dims: int = 2) -> np.ndarray:
   (x, y), whatever `dims`: dims = 2 is AFLW2000-3D's 2D NME (3DDFA's and
   PRNet's tables), dims = 3 also counts the depth error.
 
+  Depth (dims = 3) is compared up to an offset: the z of each set is first
+  shifted so that its minimum over the P points is 0. An orthographic
+  projection leaves the depth's zero arbitrary: AFLW2000-3D's pt3d_68 z is
+  the fitted 3DMM's z after the similarity transform, with whatever offset
+  the fit's tz gave it, a position map's z has its minimum over the whole
+  face at 0, and the landmarks-only converter puts the 68 landmarks'
+  minimum at 0; those zeros differ by tens of pixels. The shift is the one
+  of 3DDFA's authors ("translate the z-axis to make sure the lowest z-value
+  is zero", cleardusk/3DDFA issue #75) and of 2DASL's released NME3D code,
+  which subtracts min(z) of the 68 points from both the truth and each
+  prediction (XgTu/2DASL, evaluation/nme_for_alignment_68pts_3d.m).
+
   Args:
     pred: (B, P, D) predicted landmarks, pixels, D >= dims (P = 68).
     true: (B, P, D') true landmarks, pixels, D' >= dims.
-    dims: 2 (x, y) or 3 (x, y, z).
+    dims: 2 (x, y) or 3 (x, y, z, z shifted as above).
 
   Returns:
     (B,) float64 unitless NME per image.
@@ -78,8 +97,79 @@ def nme(pred, true, dims: int = 2) -> np.ndarray:
   if pred.shape[:-1] != true.shape[:-1]:
     raise ValueError(f'pred {pred.shape} and true {true.shape} landmarks do '
                      'not match')
-  dist = np.linalg.norm(pred[..., :dims] - true[..., :dims], axis=-1)
+  pred, true = pred[..., :dims], true[..., :dims]
+  if dims == 3:
+    pred = _z_from_min(pred)
+    true = _z_from_min(true)
+  dist = np.linalg.norm(pred - true, axis=-1)
   return dist.mean(axis=-1) / _box_norm(true[..., :2])
+
+
+def _z_from_min(points: np.ndarray) -> np.ndarray:
+  """(..., P, 3) -> a copy with z shifted so that its minimum over P is 0."""
+  out = np.array(points, np.float64, copy=True)
+  out[..., 2] -= out[..., 2].min(axis=-1, keepdims=True)
+  return out
+
+
+def visible_point_errors(pred, true) -> np.ndarray:
+  """Normalised error of each visible point (3DDFA's AFLW protocol).
+
+    e_p = ||pred_p - true_p|| / sqrt(w * h),
+
+  with w, h the box of the image's visible TRUE points. A point counts when
+  its truth is finite (datasets mark invisible points NaN) and so is its
+  prediction (NaN: a point the model cannot read, e.g. an ear lobe of a
+  face model without ears); the box is that of all visible true points, so
+  that it does not depend on what the model can read.
+
+  Args:
+    pred: (B, P, 2+) predicted points, pixels; NaN where not readable.
+    true: (B, P, 2+) true points, pixels; NaN where not visible.
+
+  Returns:
+    (B, P) float64 unitless errors; NaN for the points not counted and for
+    every point of an image with fewer than 2 visible points.
+  """
+  pred = np.asarray(pred, np.float64)[..., :2]
+  true = np.asarray(true, np.float64)[..., :2]
+  if pred.shape != true.shape or pred.ndim != 3:
+    raise ValueError(f'pred {pred.shape} and true {true.shape} points must '
+                     'be matching (B, P, 2+) arrays')
+  seen = np.all(np.isfinite(true), axis=-1)
+  both = seen & np.all(np.isfinite(pred), axis=-1)
+  big = np.finfo(np.float64).max
+  low = np.where(seen[..., None], true, big).min(axis=-2)
+  high = np.where(seen[..., None], true, -big).max(axis=-2)
+  any_seen = seen.any(axis=-1)[:, None]
+  low, high = np.where(any_seen, low, 0.0), np.where(any_seen, high, 0.0)
+  norm = _box_norm(np.stack([low, high], axis=-2))
+  dist = np.linalg.norm(np.where(both[..., None], pred - true, 0.0), axis=-1)
+  ok = both & (seen.sum(axis=-1) >= 2)[:, None]
+  return np.where(ok, dist / norm[:, None], np.nan)
+
+
+def nme_visible(pred, true) -> np.ndarray:
+  """2D NME over the visible points, as 3DDFA's AFLW (21 points) protocol:
+  the mean of `visible_point_errors` over each image's counted points.
+
+  3DDFA's `benchmark_aflw.py` normalises by the box of its fitted 68
+  landmarks, which AFLW's annotations do not include; here the box is the
+  visible annotated points'.
+
+  Args:
+    pred: (B, P, 2+) predicted points, pixels; NaN where not readable.
+    true: (B, P, 2+) true points, pixels; NaN where not visible.
+
+  Returns:
+    (B,) float64 unitless NME per image; NaN where fewer than 2 points are
+    visible or none of them has a prediction.
+  """
+  errors = visible_point_errors(pred, true)
+  counted = np.isfinite(errors)
+  total = np.where(counted, errors, 0.0).sum(axis=-1)
+  count = counted.sum(axis=-1)
+  return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def yaw_bin_index(yaw_deg):
@@ -309,6 +399,26 @@ def pose_error(pred_deg, true_deg) -> np.ndarray:
   """
   diff = np.asarray(pred_deg, np.float64) - np.asarray(true_deg, np.float64)
   return np.abs((diff + 180.0) % 360.0 - 180.0)
+
+
+def pose_benchmark_mask(true_deg,
+                        max_abs_deg: float = POSE_MAX_ABS_DEG) -> np.ndarray:
+  """The images that the head-pose benchmark on AFLW2000-3D measures.
+
+  The standard protocol (FSA-Net's, Yang et al. 2019, followed by Hopenet's
+  later tables, img2pose and 6DRepNet) leaves out the images whose true
+  pitch, yaw or roll exceeds `max_abs_deg` = 99 degrees in magnitude: 31 of
+  AFLW2000-3D's 2,000 images, leaving 1,969.
+
+  Args:
+    true_deg: (B, 3) true (pitch, yaw, roll), degrees.
+    max_abs_deg: the largest |angle| kept.
+
+  Returns:
+    (B,) bool, True for the images kept.
+  """
+  true = np.asarray(true_deg, np.float64).reshape(-1, 3)
+  return np.all(np.abs(true) <= max_abs_deg, axis=-1)
 
 
 def rotation_error(pred_deg, true_deg) -> np.ndarray:

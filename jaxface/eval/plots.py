@@ -165,3 +165,72 @@ def ced_plot(curves: dict[str, np.ndarray], path: str,
   if not ok:
     raise OSError(f'could not encode the figure for {path}')
   return write_atomic(path, encoded.tobytes())
+
+
+LEARNING_CURVE = 'learning_curve.png'
+
+
+def learning_curve_plot(records: list[dict], path: str, title: str = '',
+                        loss_key: str = 'train/loss',
+                        eval_key: str = 'eval/nme',
+                        baseline_key: str = 'eval/nme_mean_face') -> str:
+  """Draws a run's learning curve into a PNG, with matplotlib.
+
+  Left axis: the training loss (log scale) against the step; right axis:
+  the eval metric against the step, with the constant baseline (the mean
+  face's NME) as a dashed line. A step logged twice (a resumed run repeats
+  the steps after its last checkpoint) is drawn with its last value.
+
+  Args:
+    records: metrics.jsonl records (`jaxface.train.metrics.read_jsonl`).
+    path: the PNG to write (atomically).
+    title: the figure's title.
+    loss_key, eval_key, baseline_key: the metrics drawn.
+
+  Returns:
+    The path.
+
+  Raises:
+    ValueError: the records hold neither the loss nor the eval metric.
+  """
+  import io  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def series(key):
+    last = {int(r['step']): float(r[key]) for r in records if key in r}
+    steps = sorted(last)
+    return np.array(steps), np.array([last[s] for s in steps])
+
+  loss_steps, loss = series(loss_key)
+  eval_steps, evals = series(eval_key)
+  _, baseline = series(baseline_key)
+  if not len(loss_steps) and not len(eval_steps):
+    raise ValueError(f'no {loss_key!r} or {eval_key!r} in the metrics')
+  fig, ax = plt.subplots(figsize=(7.2, 4.5), dpi=100)
+  try:
+    ax.plot(loss_steps, loss, color='tab:blue', label=loss_key)
+    ax.set_yscale('log')
+    ax.set_xlabel('step')
+    ax.set_ylabel(loss_key, color='tab:blue')
+    ax.grid(True, alpha=0.3)
+    right = ax.twinx()
+    right.plot(eval_steps, evals, 'o-', color='tab:red', label=eval_key)
+    if len(baseline):
+      right.axhline(baseline[-1], color='tab:gray', linestyle='--',
+                    label=f'{baseline_key} {baseline[-1]:.3f}')
+    if len(evals):
+      right.set_ylim(0, 1.1 * max(np.max(evals), *baseline[-1:]))
+    right.set_ylabel(eval_key, color='tab:red')
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    right.legend(lines[0] + more[0], lines[1] + more[1], loc='upper right')
+    if title:
+      ax.set_title(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png')
+  finally:
+    plt.close(fig)
+  return write_atomic(path, buffer.getvalue())

@@ -8,13 +8,20 @@
 The network of a `prnet` or `cycle` workdir predicts a position map per
 image in the UV layout it was trained in (`TrainedModel.layout`); the 68
 landmarks are read off it at that layout's landmark UVs. Per image: the 2D
-and 3D landmark NME (AFLW2000-3D's protocol, `metrics.nme`), the yaw of the
-record's pose, the dense NME over the layout's face region (records with
-position maps in the model's layout), and the head-pose error (the pose
-fitted between the predicted map and a canonical mean face in the model's
-layout, `metrics.estimate_pose`, against the record's pose). The report
-gives them per yaw bin (0-30, 30-60, 60-90 degrees) as AFLW2000-3D's tables
-do.
+and 3D landmark NME (AFLW2000-3D's protocol, `metrics.nme`; the 3D one
+compares depth up to an offset), the yaw of the record's pose, the dense
+NME over the layout's face region (records with position maps in the
+model's layout), and the head-pose error (the pose fitted between the
+predicted map and a canonical mean face in the model's layout,
+`metrics.estimate_pose`, against the record's pose). The report gives the
+NMEs per yaw bin (0-30, 30-60, 60-90 degrees) as AFLW2000-3D's tables do,
+and the pose error as the head-pose benchmark does (mean absolute yaw,
+pitch and roll errors over the images with no angle beyond 99 degrees,
+`metrics.pose_benchmark_mask`).
+
+Records of any resolution are measured: a batch at another resolution than
+the model's is brought to it first (`to_model_resolution`), so one
+converted dataset serves models of every resolution.
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ import os
 import time
 from typing import Any
 
+import cv2
 import jax
 import numpy as np
 import tqdm
 
+from data_pipelines import bfm as bfm_lib
+from data_pipelines import the300wlp
 from jaxface.data import pipeline
 from jaxface.data import shards
 from jaxface.eval import metrics
@@ -95,38 +105,197 @@ def split_batches(data_dir: str, info: dict, kind: str, split: str,
     raise ValueError(f'{data_dir} {kind}/{split}: no readable records')
 
 
-def _check_resolution(model_res: int, data_res: int, what: str) -> None:
-  if int(data_res) != int(model_res):
-    raise ValueError(
-        f'resolution mismatch: the model was trained on {model_res}x'
-        f'{model_res} images but {what} is {data_res}x{data_res}; evaluate '
-        f'on a dataset made at {model_res} (e.g. `jaxface data synth '
-        f'--resolution {model_res}`)')
+# ------------------------------------------------------------ resolution ----
 
 
-def _pose_setup(canonical, info: dict, resolution: int, mask: np.ndarray,
-                layout: layout_lib.UVLayout
+def resize_transform(from_resolution: int, to_resolution: int) -> np.ndarray:
+  """(3, 3) map from the pixels of an R x R crop to those of an R' x R' crop
+  of the same box: x' = x (R' - 1) / (R - 1), the same for y and z.
+
+  Pixel centres 0 and R - 1 are the box's edges (`render.prnet_crop`), and
+  texel (i, j) of a position map is at uv = (j, i) / (R - 1), so this one
+  map resizes the images, the landmarks and the position maps' UV grid
+  alike.
+  """
+  k = (to_resolution - 1) / (from_resolution - 1)
+  return np.diag([k, k, 1.0])
+
+
+def warp_image(image: np.ndarray, transform: np.ndarray,
+               resolution: int) -> np.ndarray:
+  """An (H, W, C) image through a similarity into an R x R crop.
+
+  Bilinear and black outside (`the300wlp.crop_image`), after a Gaussian
+  blur of sigma (1 / s - 1) / 2 source pixels when the transform shrinks by
+  s < 1 (skimage's anti-aliasing choice), so that a 256 -> 64 resize does
+  not alias.
+
+  Args:
+    image: (H, W, C) uint8 or float32 image.
+    transform: (3, 3) similarity, image pixels -> crop pixels.
+    resolution: side R of the crop.
+
+  Returns:
+    (R, R, C) image of the input's dtype.
+  """
+  transform = np.asarray(transform, np.float64)
+  scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+  if scale < 1.0:
+    sigma = (1.0 / scale - 1.0) / 2.0
+    image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
+  return the300wlp.crop_image(image, transform, resolution)
+
+
+def to_model_resolution(batch: dict, count: int, resolution: int) -> dict:
+  """The first `count` examples of a pipeline `recon` batch at the model's
+  resolution R'.
+
+  Records converted once at R (e.g. 256) serve models of any R': images are
+  resampled by `warp_image` through `resize_transform(R, R')`, landmarks
+  (x, y and z) are multiplied by k = (R' - 1) / (R - 1), and position maps
+  are resampled over their UV grid (`resize_position_map`) and their
+  values multiplied by k. Batches already at R' are only cut to `count`.
+
+  Args:
+    batch: the pipeline's batch: 'image' (B, R, R, 3) float32 in [0, 1],
+      'landmarks' (B, 68, 3) and optional 'position_map' (B, R, R, 3) in
+      crop pixels, and per-image fields ('index', 'pose', ...).
+    count: the examples wanted.
+    resolution: the model's R'.
+
+  Returns:
+    A dict with the same keys, each cut to `count` examples, 'image',
+    'landmarks' and 'position_map' at R'.
+  """
+  out = {k: np.asarray(v)[:count] for k, v in batch.items()}
+  images = out['image']
+  if images.shape[1] != images.shape[2]:
+    raise ValueError(f'recon images must be square crops, got '
+                     f'{images.shape[1]}x{images.shape[2]}')
+  source = images.shape[1]
+  if source == resolution:
+    return out
+  transform = resize_transform(source, resolution)
+  k = transform[0, 0]
+  out['image'] = np.stack([warp_image(image, transform, resolution)
+                           for image in images]).reshape(
+                               count, resolution, resolution, -1)
+  out['landmarks'] = out['landmarks'].astype(np.float64) * k
+  if 'position_map' in out:
+    out['position_map'] = np.stack([
+        resize_position_map(m, transform, resolution)
+        for m in out['position_map']]) * k
+  return out
+
+
+def resize_position_map(position_map: np.ndarray, transform: np.ndarray,
+                        resolution: int) -> np.ndarray:
+  """An (R, R, 3) position map resampled over its UV grid to R' x R'
+  (values unchanged: scale them separately).
+
+  Bilinear over the texels on the face model's mesh only (those not all
+  0): the weights of the off-mesh texels are left out and the others'
+  renormalised, so that texels at the mesh's border do not average with
+  0. Texels with no on-mesh neighbour stay 0.
+
+  Args:
+    position_map: (R, R, 3) map.
+    transform: (3, 3) `resize_transform(R, R')`.
+    resolution: R'.
+
+  Returns:
+    (R', R', 3) float64 map.
+  """
+  position_map = np.asarray(position_map, np.float32)
+  on_mesh = np.any(position_map != 0, axis=-1).astype(np.float32)
+  weight = the300wlp.crop_image(on_mesh, transform, resolution)
+  total = the300wlp.crop_image(position_map * on_mesh[..., None], transform,
+                               resolution)
+  inside = weight > 1e-3
+  out = np.zeros(total.shape, np.float64)
+  out[inside] = total[inside] / weight[inside][:, None]
+  return out
+
+
+# ------------------------------------------------------------------ pose ----
+
+
+def _training_data_info(trained: trained_lib.TrainedModel) -> dict | None:
+  """The dataset.json of the model's training data, if readable here."""
+  try:
+    data_dir = trained.config.data.dir
+  except AttributeError:
+    return None
+  if not data_dir:
+    return None
+  try:
+    return shards.read_dataset_info(str(data_dir))
+  except (shards.DatasetError, OSError, ValueError):
+    return None
+
+
+def find_canonical(trained: trained_lib.TrainedModel, info: dict,
+                   resolution: int) -> tuple[np.ndarray | None, str]:
+  """The canonical mean face of the model's UV layout, for the pose fit.
+
+  - the procedural layout: the procedural face model's mean face
+    (`metrics.canonical_reference(R)`);
+  - another layout: the mean face of a BFM folder recorded in a
+    dataset.json (`bfm.path`, written by the converters with --bfm): the
+    evaluated dataset's, then the model's training data's
+    (`config.data.dir`), the first that loads here and whose UV layout is
+    the model's.
+
+  Args:
+    trained: the model.
+    info: the evaluated dataset's dataset.json.
+    resolution: the model's R.
+
+  Returns:
+    ((R, R, 3) canonical map, its description), or (None, why there is
+    none).
+  """
+  layout = trained.layout
+  if layout.is_procedural:
+    note = 'the procedural face model\'s mean face'
+    if info.get('source') != 'synthetic':
+      note += (' (real data: the angles are relative to its frontal frame, '
+               'which the records\' poses may not share exactly)')
+    return metrics.canonical_reference(resolution), note
+  tried = []
+  for where, entry in (('the dataset\'s', info),
+                       ('the training data\'s', _training_data_info(trained))):
+    path = ((entry or {}).get('bfm') or {}).get('path')
+    if not path:
+      continue
+    if not os.path.isdir(path):
+      tried.append(f'{path} ({where} BFM) is not here')
+      continue
+    try:
+      model = bfm_lib.cached_bfm(path)
+    except (bfm_lib.BFMError, OSError, ValueError) as e:
+      tried.append(f'{path} ({where} BFM) does not load: {e}')
+      continue
+    if model.uv_layout() != layout:
+      tried.append(f'{path} ({where} BFM) is not in the model\'s UV layout')
+      continue
+    return (metrics.canonical_reference(resolution, bfm_dir=path),
+            f'the mean face of the BFM in {path} ({where} dataset.json)')
+  found = '; '.join(tried) if tried else 'no dataset.json names a BFM'
+  return None, (
+      f'no canonical mean face in the model\'s {layout.name!r} UV layout '
+      f'({found}); pass --canonical BFM_DIR')
+
+
+def _pose_setup(canonical, trained: trained_lib.TrainedModel, info: dict,
+                resolution: int, mask: np.ndarray
                 ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
   """(canonical map, texels used for the pose fit, description or the
-  reason the pose error is skipped).
-
-  The default canonical map is the procedural face model's mean face, which
-  is in the procedural layout and in the synthetic data's frame: other
-  layouts and sources need `canonical`.
-  """
+  reason the pose error is skipped); `canonical` None: `find_canonical`."""
   if canonical is None:
-    if not layout.is_procedural:
-      return None, None, (
-          f'no canonical map in the model\'s {layout.name!r} UV layout (pass '
-          'canonical=metrics.canonical_reference(R, bfm_dir) for a model '
-          'trained in the BFM UV layout)')
-    if info.get('source') != 'synthetic':
-      return None, None, (
-          f'no canonical map for a {info.get("source")!r} dataset '
-          '(pass canonical=metrics.canonical_reference(R, bfm_dir) for maps '
-          'in the BFM UV layout)')
-    canonical = metrics.canonical_reference(resolution)
-    description = 'the procedural face model\'s mean face'
+    canonical, description = find_canonical(trained, info, resolution)
+    if canonical is None:
+      return None, None, description
   else:
     description = 'the given canonical map'
   canonical = np.asarray(canonical, np.float32)
@@ -181,7 +350,7 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
   """Per-image metrics of the first `count` examples of a batch.
 
   Args:
-    batch: the pipeline's recon batch.
+    batch: the pipeline's recon batch at the model's resolution.
     count: examples to measure.
     maps: (count, R, R, 3) predicted position maps, crop pixels.
     landmarks: (count, 68, 3) landmarks read off them.
@@ -198,7 +367,8 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
   out = {'index': batch['index'][:count],
          'nme_2d': metrics.nme(landmarks, true_lmk, 2),
          'nme_3d': metrics.nme(landmarks, true_lmk, 3),
-         'yaw_deg': true_pose[:, 1], 'true_pose_deg': true_pose}
+         'yaw_deg': true_pose[:, 1], 'true_pose_deg': true_pose,
+         'pose_benchmark': metrics.pose_benchmark_mask(true_pose)}
   if 'position_map' in batch and mask is not None:
     out['dense_nme'] = metrics.dense_nme(maps, batch['position_map'][:count],
                                          mask, dims=3)
@@ -229,7 +399,9 @@ def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
       'dataset': {'path': os.path.abspath(data_dir), 'split': split,
                   'source': info.get('source'),
                   'resolution': info.get('resolution', trained.resolution),
-                  'uv_layout': layout_lib.layout_of_dataset(info).name},
+                  # None: records without position maps have no layout.
+                  'uv_layout': layout_lib.layout_of_dataset(info).name
+                               if info.get('position_maps', True) else None},
       'count': n, 'skipped_records': skipped,
       'nme_2d': metrics.binned_summary(per_image['nme_2d'],
                                        per_image['yaw_deg']),
@@ -244,16 +416,21 @@ def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
                            'region': 'face',
                            'skipped': dense_note or
                                       'the records have no position maps'}
+  kept = np.asarray(per_image['pose_benchmark'], bool)
   if 'pose_error_deg' in per_image:
-    err = per_image['pose_error_deg']
+    err = per_image['pose_error_deg'][kept]
     report['pose_error'] = {
         'pitch': _summary(err[:, 0]), 'yaw': _summary(err[:, 1]),
         'roll': _summary(err[:, 2]), 'mean': _summary(err),
-        'rotation': _summary(per_image['rotation_error_deg']), 'count': n,
+        'rotation': _summary(per_image['rotation_error_deg'][kept]),
+        'count': int(kept.sum()), 'excluded': int(n - kept.sum()),
+        'max_abs_angle_deg': metrics.POSE_MAX_ABS_DEG,
         'canonical': pose_note}
   else:
     report['pose_error'] = {'pitch': None, 'yaw': None, 'roll': None,
                             'mean': None, 'rotation': None, 'count': 0,
+                            'excluded': int(n - kept.sum()),
+                            'max_abs_angle_deg': metrics.POSE_MAX_ABS_DEG,
                             'skipped': pose_note}
   return report
 
@@ -265,21 +442,23 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
                             ) -> tuple[dict, dict[str, np.ndarray]]:
   """Measures a reconstruction network on a dataset's `recon` records.
 
-  Records are read in index order, once, without augmentation; every batch
-  is padded to `batch_size`, so the jitted network compiles once.
+  Records are read in index order, once, without augmentation, and brought
+  to the model's resolution (`to_model_resolution`); every batch is padded
+  to `batch_size`, so the jitted network compiles once.
 
   Args:
     workdir_or_trained: the workdir of a `prnet` or `cycle` training run
       (its last checkpoint), or a `trained.TrainedModel`.
-    data_dir: a jaxface dataset directory with `recon` records at the
-      model's resolution.
+    data_dir: a jaxface dataset directory with `recon` records (of any
+      resolution).
     split: the split to evaluate.
     batch_size: images per forward pass.
     limit: evaluate only the first `limit` records (None: all).
     canonical: (R, R, 3) canonical frontal mean face for the pose fit
-      (`metrics.canonical_reference`), in the model's UV layout. None: the
-      procedural model's mean face for a model in the procedural layout on
-      a synthetic dataset; otherwise the pose error is skipped.
+      (`metrics.canonical_reference`), in the model's UV layout. None:
+      `find_canonical` (the procedural mean face, or the mean face of a
+      BFM that the dataset's or the training data's dataset.json names);
+      without one the pose error is skipped.
     progress: show a progress bar.
 
   Returns:
@@ -290,25 +469,28 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
       'count': images evaluated; 'skipped_records': corrupted records
         skipped by the pipeline;
       'nme_2d', 'nme_3d': `metrics.binned_summary` of the landmark NME
-        (unitless) by yaw bin;
+        (unitless) by yaw bin (3D: depth up to an offset, `metrics.nme`);
       'dense_nme': {'mean', 'count', 'dims': 3, 'region': 'face'}, plus
         'skipped' (the reason) with mean None when the records have no
         position maps or their UV layout is not the model's (texels of
         different layouts are different points of the face);
       'pose_error': {'pitch', 'yaw', 'roll', 'mean' (of the three),
         'rotation' (the geodesic `metrics.rotation_error`), all mean
-        absolute errors in degrees; 'count', 'canonical'}, or with None
-        values and 'skipped' (the reason);
+        absolute errors in degrees over the images the head-pose benchmark
+        keeps (`metrics.pose_benchmark_mask`: no true angle beyond
+        'max_abs_angle_deg' = 99); 'count' (images kept), 'excluded'
+        (images left out), 'canonical'}, or with None values and 'skipped'
+        (the reason);
       'seconds': wall time.
     `per_image` holds numpy arrays over the N images: 'index' (record
     indices), 'nme_2d', 'nme_3d', 'yaw_deg', 'true_pose_deg' (N, 3 as
-    pitch, yaw, roll), and when measured 'dense_nme', 'pred_pose_deg'
-    (N, 3), 'pose_error_deg' (N, 3), 'rotation_error_deg' (N,).
+    pitch, yaw, roll), 'pose_benchmark' (N,) bool (kept by the head-pose
+    benchmark), and when measured 'dense_nme', 'pred_pose_deg' (N, 3),
+    'pose_error_deg' (N, 3), 'rotation_error_deg' (N,), over all N images.
 
   Raises:
-    ValueError: the dataset's resolution is not the model's, the model is
-      not a reconstruction network, a malformed uv_layout, or bad
-      arguments.
+    ValueError: the model is not a reconstruction network, a malformed
+      uv_layout, non-square images, or bad arguments.
     shards.DatasetError: no such dataset or split.
     FileNotFoundError: not a training workdir.
   """
@@ -322,8 +504,6 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   resolution = trained.resolution
   data_dir = os.fspath(data_dir)
   info = shards.read_dataset_info(data_dir)
-  if info.get('resolution') is not None:
-    _check_resolution(resolution, info['resolution'], f'the dataset {data_dir}')
   layout = trained.layout
   mask = layout.face_region(resolution)
   data_layout = layout_lib.layout_of_dataset(info)
@@ -332,8 +512,8 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
     dense_mask, dense_note = None, (
         f'the records\' position maps are in the {data_layout.name!r} UV '
         f'layout, the model\'s in the {layout.name!r} one')
-  canonical, fit_mask, pose_note = _pose_setup(canonical, info, resolution,
-                                               mask, layout)
+  canonical, fit_mask, pose_note = _pose_setup(canonical, trained, info,
+                                               resolution, mask)
   landmark_uv = np.asarray(layout.landmark_uv)
   variables = jax.device_put(variables)
   columns: dict[str, list[np.ndarray]] = {}
@@ -341,12 +521,10 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   has_maps = False
   for count, batch in split_batches(data_dir, info, 'recon', split,
                                     batch_size, limit, progress, stats):
-    images = batch['image'][:count]
-    if images.shape[1] != resolution or images.shape[2] != resolution:
-      _check_resolution(resolution, images.shape[1],
-                        f'the images of {data_dir}')
+    batch = to_model_resolution(batch, count, resolution)
     maps, landmarks = _predict(module, variables,
-                               pad_batch(images, batch_size), landmark_uv)
+                               pad_batch(batch['image'], batch_size),
+                               landmark_uv)
     maps = np.asarray(maps, np.float64)[:count]
     landmarks = np.asarray(landmarks, np.float64)[:count]
     has_maps = has_maps or 'position_map' in batch
@@ -392,10 +570,15 @@ def markdown_table(report: dict) -> str:
   """
   bins = metrics.BIN_NAMES
   model, data = report['model'], report['dataset']
+  resized = ''
+  if data.get('resolution') not in (None, model['resolution']):
+    resized = (f' Records at {data["resolution"]}x{data["resolution"]}, '
+               f'resized to the model\'s {model["resolution"]}x'
+               f'{model["resolution"]}.')
   lines = [
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
       f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
-      f'{report["count"]} images.', '',
+      f'{report["count"]} images.{resized}', '',
       '| NME (%) | ' + ' | '.join(f'yaw {b}' for b in bins)
       + ' | mean of bins | all |',
       '|---|' + '---:|' * (len(bins) + 2)]
@@ -419,12 +602,16 @@ def markdown_table(report: dict) -> str:
   if pose.get('skipped'):
     lines.append(f'Pose error: not measured ({pose["skipped"]}).')
   else:
+    excluded = pose.get('excluded') or 0
+    left_out = (f', {excluded} with an angle beyond '
+                f'{pose.get("max_abs_angle_deg", 99):g} degrees left out'
+                if excluded else '')
     lines.append(
-        f'Pose error (degrees): yaw {_degrees(pose["yaw"])}, pitch '
+        f'Pose error (MAE, degrees): yaw {_degrees(pose["yaw"])}, pitch '
         f'{_degrees(pose["pitch"])}, roll {_degrees(pose["roll"])}, mean '
         f'{_degrees(pose["mean"])}; rotation (geodesic) '
-        f'{_degrees(pose.get("rotation"))}; over {pose["count"]} images '
-        f'(canonical: {pose["canonical"]}).')
+        f'{_degrees(pose.get("rotation"))}; over {pose["count"]} images'
+        f'{left_out} (canonical: {pose["canonical"]}).')
   return '\n'.join(lines) + '\n'
 
 

@@ -1,11 +1,14 @@
 """Measure a trained workdir on a dataset: `jaxface eval`.
 
   jaxface eval --workdir runs/prnet --data data/aflw2000 [--out report.json]
+  jaxface eval --model synthetic --data data/aflw2000   # a shipped model
 
 What is measured follows the workdir's task:
-- `prnet`, `cycle`: AFLW2000-3D's protocol on `recon` records: 68-landmark
-  NME (2D and 3D) per yaw bin and as the mean of the bin means, dense NME,
-  head-pose error, and a cumulative error distribution plot.
+- `prnet`, `cycle`: AFLW2000-3D's protocol on `recon` records of any
+  resolution (resized to the model's): 68-landmark NME (2D and 3D) per yaw
+  bin and as the mean of the bin means, dense NME, head-pose MAE (yaw,
+  pitch, roll; images with an angle beyond 99 degrees left out), and a
+  cumulative error distribution plot.
 - `facegen`: on `multiview` records: Inception Score and Frechet distance
   with a jaxface identity classifier (named in the report), the
   geometric-consistency error, the error against the true faces, and for
@@ -13,7 +16,7 @@ What is measured follows the workdir's task:
 - `progression`: accuracy and loss of the RNN on held-out `clips`.
 
 The report is written as JSON with a Markdown table next to it (and the
-plots), by default into WORKDIR/eval/.
+plots), by default into WORKDIR/eval/ (./eval-NAME/ for --model NAME).
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument('--workdir', required=True,
+  parser.add_argument('--workdir', default=None,
                       help='the workdir of a `jaxface train` run')
+  parser.add_argument('--model', default=None,
+                      help='a shipped model\'s name instead (`jaxface '
+                      'models` lists them)')
   parser.add_argument('--data', required=True, help='a jaxface dataset')
   parser.add_argument('--split', default='test', help='(default: test)')
   parser.add_argument('--out', default=None,
                       help='a report path ending in .json, or a folder '
-                      '(default: WORKDIR/eval/)')
+                      '(default: WORKDIR/eval/, or ./eval-NAME/ for --model)')
   parser.add_argument('--step', type=int, default=None,
                       help='the checkpoint to measure (default: the last)')
   parser.add_argument('--batch-size', type=int, default=32)
@@ -39,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='reconstruction: a .npy (R, R, 3) canonical mean '
                       'face in the model\'s UV layout, or a BFM folder, for '
                       'the pose fit (default: the procedural mean face for a '
-                      'model in the procedural layout on synthetic data; '
-                      'the pose error is skipped otherwise)')
+                      'model in the procedural layout, else the BFM that the '
+                      'dataset\'s or the training data\'s dataset.json '
+                      'names; the pose error is skipped without one)')
   parser.add_argument('--classifier', default=None,
                       help='facegen: a saved identity classifier folder '
                       '(default: trained now on the dataset\'s train split, '
@@ -55,11 +62,12 @@ def run(args) -> int:
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   if args.batch_size < 1:
     raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
-  model = trained_lib.load(args.workdir, args.step)
-  out = args.out or os.path.join(args.workdir, 'eval')
+  model = trained_lib.load_model(args.workdir, args.model, args.step)
+  out = args.out or (os.path.join(args.workdir, 'eval') if args.workdir
+                     else f'eval-{args.model}')
   progress = not args.no_progress
-  print(f'measuring {args.workdir} (task {model.task}, step {model.step}) '
-        f'on {args.data} [{args.split}]')
+  print(f'measuring {args.workdir or args.model} (task {model.task}, step '
+        f'{model.step}) on {args.data} [{args.split}]')
   if model.task in ('prnet', 'cycle'):
     from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
     from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
