@@ -303,7 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
                       'meshes')
   _add_module_command(sub, 'generate', 'jaxface.infer.generate',
                       'generate 3D faces from front, left and right photos')
+  _add_module_command(sub, 'export', 'jaxface.pretrained',
+                      'ship a trained PRNet workdir as a named model of the '
+                      'package')
+  _add_models(sub)
   return parser
+
+
+def _add_models(sub):
+  p = sub.add_parser('models', help='list the shipped pretrained models',
+                     description='List the pretrained models shipped in the '
+                     'package (or in $JAXFACE_PRETRAINED_DIR) with the '
+                     'summary of their model cards.')
+  p.set_defaults(func=_models)
+
+
+def _models(args) -> int:
+  del args
+  from jaxface import pretrained  # pylint: disable=g-import-not-at-top
+  print(pretrained.format_models())
+  return 0
 
 
 def main(argv=None) -> int:

@@ -1,13 +1,14 @@
 """Generates 3D faces from a front, a left and a right photo of a face.
 
 The first seed's pipeline end to end: the reconstruction network
-(--recon-workdir, a `prnet` or `cycle` run) finds the face in each photo
-(the largest Haar detection, or a box from --boxes) and reads its 68
-landmarks and 5 extra points (glabella, ears, lateral head points) off the
-predicted position map; the 31 geometric features (distances and FR/LS/RS
-areas, `jaxface.face.features`) of the three views condition the face GAN's
-generator (--workdir, a `facegen` run), which makes --num faces from noise
-seeds --seed, --seed + 1, ...
+(--recon-workdir, a `prnet` or `cycle` run; or --recon-model, a shipped
+model; the shipped `synthetic` model when neither is given) finds the face
+in each photo (the largest Haar detection, or a box from --boxes) and
+reads its 68 landmarks and 5 extra points (glabella, ears, lateral head
+points) off the predicted position map; the 31 geometric features
+(distances and FR/LS/RS areas, `jaxface.face.features`) of the three views
+condition the face GAN's generator (--workdir, a `facegen` run), which
+makes --num faces from noise seeds --seed, --seed + 1, ...
 
 Files in --out:
 - `features.json`: the features by name, the landmarks of each view (photo
@@ -38,9 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(f'--{view}', required=True, help=f'the {view} photo')
   parser.add_argument('--workdir', required=True,
                       help='workdir of a facegen training run')
-  parser.add_argument('--recon-workdir', required=True,
+  parser.add_argument('--recon-workdir', default=None,
                       help='workdir of a prnet or cycle run, for the '
                       'landmarks of the photos')
+  parser.add_argument('--recon-model', default=None,
+                      help='a shipped reconstruction model instead (`jaxface '
+                      'models`; default without --recon-workdir: synthetic)')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--num', type=int, default=4,
                       help='faces to generate (noise seeds)')
@@ -95,6 +99,7 @@ def run(args) -> int:
   import cv2  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jaxface import pretrained  # pylint: disable=g-import-not-at-top
   from jaxface.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
   from jaxface.face import features as features_lib  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
@@ -109,7 +114,10 @@ def run(args) -> int:
       raise FileNotFoundError(f'--{view} {getattr(args, view)} is not a file')
   gan = trained_lib.load(args.workdir)
   generator, variables = trained_lib.facegen(gan)
-  reconstructor = reconstruct.Reconstructor.from_workdir(args.recon_workdir)
+  reconstructor = reconstruct.Reconstructor.from_trained(
+      trained_lib.load_model(args.recon_workdir, args.recon_model,
+                             default=pretrained.DEFAULT_MODEL,
+                             flags=('--recon-workdir', '--recon-model')))
   boxes = detect.load_boxes(args.boxes) if args.boxes else None
   views = {v: _view_points(reconstructor, getattr(args, v), boxes)
            for v in VIEWS}
@@ -156,8 +164,8 @@ def run(args) -> int:
         'seeds': seeds, 'head': generator.head,
         'generator': {'workdir': os.path.abspath(args.workdir),
                       'step': gan.step},
-        'reconstruction': {'workdir': os.path.abspath(args.recon_workdir),
-                           'step': reconstructor.trained.step}}, f, indent=1)
+        'reconstruction': trained_lib.describe(reconstructor.trained)},
+              f, indent=1)
   print(f'{len(written)} face(s) from {", ".join(getattr(args, v) for v in VIEWS)}:')
   for path in written:
     print(f'  {path}')

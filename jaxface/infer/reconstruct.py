@@ -2,10 +2,12 @@
 
 Finds the faces of each photo with OpenCV's Haar cascade (or takes boxes
 from --boxes JSON), crops each as PRNet does, predicts the UV position maps
-with the PRNet of a training workdir in batches, maps them back to the
-photo's pixels, and writes per face: landmarks and pose (JSON), the dense
-face mesh with colours from the photo (OBJ), a point cloud (PLY) and a
-depth image, and per photo a picture of every face's landmarks and outline.
+in batches with the PRNet of a training workdir (--workdir) or a shipped
+model (--model NAME; the shipped `synthetic` model when neither is given),
+maps them back to the photo's pixels, and writes per face: landmarks and
+pose (JSON), the dense face mesh with colours from the photo (OBJ), a point
+cloud (PLY) and a depth image, and per photo a picture of every face's
+landmarks and outline.
 
 Files in --out, for face k of photo STEM.ext (k from 0, left to right):
 
@@ -15,7 +17,9 @@ Files in --out, for face k of photo STEM.ext (k from 0, left to right):
   reason in `pose_skipped`, when there is no canonical mean face in the
   model's UV layout to fit it to, see `Reconstructor`), the face
   `box`, the `crop_transform` (photo -> crop pixels), the `source` photo,
-  the `model` (workdir, step, resolution) and the names of the other files;
+  the `model` (`trained.describe`: workdir, step, resolution; or the
+  shipped model's name, folder and weights' sha256) and the names of the
+  other files;
 - `STEM_facek.obj`: the face region of the position map as a triangle mesh,
   one vertex per UV texel, with vertex colours sampled from the photo;
 - `STEM_facek.ply`: the same vertices and colours as a point cloud;
@@ -95,6 +99,7 @@ class Reconstructor:
   (`metrics.canonical_reference(R)`) for the procedural layout, the
   `canonical` map given for others (e.g. `metrics.canonical_reference(R,
   bfm_dir)` for the BFM's); without one the pose is not estimated (None).
+  `from_trained` wraps a workdir's or a shipped model's `TrainedModel`.
 
   Attributes:
     resolution: side of the crops and position maps (pixels).
@@ -102,7 +107,8 @@ class Reconstructor:
     layout: the UV layout of the network's position maps.
     face_mask: (R, R) bool UV texels of the face region (the mesh).
     estimates_pose: whether faces get a pose (a canonical face is known).
-    trained: the workdir's `TrainedModel` (`from_workdir`), else None.
+    trained: the `TrainedModel` (`from_trained`, `from_workdir`), else
+      None.
   """
 
   def __init__(self, module, variables, resolution: int,
@@ -174,7 +180,20 @@ class Reconstructor:
       ValueError: the workdir trained another task.
     """
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
-    trained = trained_lib.load(workdir, step)
+    return cls.from_trained(trained_lib.load(workdir, step), batch_size,
+                            canonical)
+
+  @classmethod
+  def from_trained(cls, trained, batch_size: int = 8,
+                   canonical=None) -> 'Reconstructor':
+    """The PRNet of a `TrainedModel` (a workdir's, or a shipped model's
+    from `trained.load_pretrained`), in its UV layout; `canonical` as in
+    the constructor.
+
+    Raises:
+      ValueError: not a reconstruction network (prnet or cycle).
+    """
+    from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     module, variables = trained_lib.prnet(trained)
     out = cls(module, variables, trained.resolution, batch_size,
               trained.layout, canonical)
@@ -347,8 +366,11 @@ def draw_faces(image_rgb: np.ndarray, faces: list[FaceResult],
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('images', nargs='+',
                       help='photos, and folders of photos (not recursive)')
-  parser.add_argument('--workdir', required=True,
+  parser.add_argument('--workdir', default=None,
                       help='workdir of a `jaxface train` run (prnet or cycle)')
+  parser.add_argument('--model', default=None,
+                      help='a shipped model\'s name (`jaxface models` lists '
+                      'them; default without --workdir: synthetic)')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--boxes', default=None,
                       help='JSON {"photo.jpg": [[x0, y0, x1, y1], ...]} of '
@@ -357,7 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--batch-size', type=int, default=8,
                       help='faces per forward pass')
   parser.add_argument('--step', type=int, default=None,
-                      help='checkpoint step (default: the last)')
+                      help='checkpoint step of --workdir (default: the last)')
   parser.add_argument('--canonical', default=None,
                       help='a BFM folder or an (R, R, 3) .npy canonical mean '
                       'face for the pose (needed by models trained on BFM-'
@@ -411,18 +433,18 @@ def run(args) -> int:
   files, skipped = list_inputs(args.images)
   for s in skipped:
     print(f'skipping {s["path"]}: {s["reason"]}')
+  from jaxface import pretrained  # pylint: disable=g-import-not-at-top
   from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
-  canonical = None
-  if args.canonical:
-    resolution = trained_lib.read_model_info(args.workdir)['resolution']
-    canonical = metrics.load_canonical(args.canonical, resolution)
-  model = Reconstructor.from_workdir(args.workdir, args.batch_size,
-                                     args.step, canonical)
+  trained = trained_lib.load_model(args.workdir, args.model, args.step,
+                                   default=pretrained.DEFAULT_MODEL)
+  canonical = metrics.load_canonical(args.canonical, trained.resolution)
+  model = Reconstructor.from_trained(trained, args.batch_size, canonical)
+  print(f'using the shipped model {trained.pretrained!r} ({trained.workdir})'
+        if trained.pretrained else
+        f'using {trained.workdir} (step {trained.step})')
   os.makedirs(args.out, exist_ok=True)
-  info = {'model': {'workdir': os.path.abspath(args.workdir),
-                    'step': model.trained.step,
-                    'resolution': model.resolution},
+  info = {'model': trained_lib.describe(trained),
           'detector': f'boxes from {args.boxes}' if boxes is not None
                       else 'haar'}
   photos, used = [], set()

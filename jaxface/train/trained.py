@@ -5,7 +5,10 @@ resolution it was trained at, and the variables of the last (or a given)
 checkpoint, as numpy. `prnet(trained)` gives the reconstruction network
 (PRNet) and its variables for the `prnet` and `cycle` tasks (the EMA
 weights when the run kept them); `facegen(trained)` the face GAN's
-generator for the `facegen` task.
+generator for the `facegen` task. `load_pretrained(name)` returns the
+same kind of `TrainedModel` for a PRNet shipped in the package
+(`jaxface.pretrained`, made by `jaxface export`), and `load_model` either,
+as the commands' --workdir / --model options ask.
 
 The workdir's `model.json` (written by `loop.run`) records the task, the
 resolution and the UV layout of the training data's position maps (the
@@ -25,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxface import pretrained as pretrained_lib
 from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
 
@@ -36,7 +40,7 @@ class TrainedModel:
   """What a workdir's checkpoint holds, on the host.
 
   Attributes:
-    workdir: the training workdir.
+    workdir: the training workdir (a shipped model's folder).
     step: the checkpoint's step.
     config: the run's ConfigDict.
     task: config.task ('prnet', 'cycle', 'facegen', 'progression').
@@ -44,6 +48,8 @@ class TrainedModel:
     params, batch_stats, ema_params: the train state's trees (numpy).
     layout: the UV layout of the position maps the run trained on (and its
       networks make); `layout.PROCEDURAL` when model.json has none.
+    pretrained: the name of a shipped model (`load_pretrained`), whose
+      params are already the generator's (EMA) weights; None for a workdir.
   """
   workdir: str
   step: int
@@ -54,6 +60,7 @@ class TrainedModel:
   batch_stats: Any
   ema_params: Any
   layout: layout_lib.UVLayout = layout_lib.PROCEDURAL
+  pretrained: str | None = None
 
 
 def write_model_info(workdir: str, task: str, resolution: int,
@@ -102,13 +109,7 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
     ValueError: model.json's uv_layout is malformed.
   """
   info = read_model_info(workdir)
-  info_path = os.path.join(workdir, MODEL_INFO)
-  layout = layout_lib.PROCEDURAL
-  if info.get('uv_layout') is not None:
-    try:
-      layout = layout_lib.UVLayout.from_json(info['uv_layout'])
-    except ValueError as e:
-      raise ValueError(f'{info_path}: uv_layout: {e}') from e
+  layout = _layout_of(info, os.path.join(workdir, MODEL_INFO))
   checkpointer = checkpoint_lib.Checkpointer(workdir, asynchronous=False)
   try:
     steps = checkpointer.all_steps()
@@ -131,6 +132,106 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
       ema_params=host(state.get('ema_params') or {}), layout=layout)
 
 
+def _layout_of(info: dict, path: str) -> layout_lib.UVLayout:
+  """The UV layout a model.json (at `path`) records; the procedural one
+  when it records none. ValueError when it is malformed."""
+  if info.get('uv_layout') is None:
+    return layout_lib.PROCEDURAL
+  try:
+    return layout_lib.UVLayout.from_json(info['uv_layout'])
+  except ValueError as e:
+    raise ValueError(f'{path}: uv_layout: {e}') from e
+
+
+def load_pretrained(name: str = pretrained_lib.DEFAULT_MODEL,
+                    directory: str | None = None) -> TrainedModel:
+  """Reads a PRNet shipped in the package (`jaxface export` made it).
+
+  Args:
+    name: the model's name, a folder of the models folder.
+    directory: the models folder (default: `pretrained.models_dir()`: the
+      package's jaxface/pretrained/, or $JAXFACE_PRETRAINED_DIR).
+
+  Returns:
+    A `TrainedModel` of task 'prnet' whose `workdir` is the model's folder
+    and `pretrained` its name: `prnet(model)` gives the network. Its
+    variables are float32 (stored as float16); `ema_params` is empty (the
+    params already are the run's EMA weights when it kept them); `config`
+    is the run's, with `config.model` the recorded architecture.
+
+  Raises:
+    pretrained.PretrainedError (a ValueError): an unknown name (the message
+      lists the models there are), missing files (it says how to make
+      them), a weights file whose sha256 is not model.json's, or a
+      malformed model.json.
+  """
+  folder = pretrained_lib.model_dir(name, directory)
+  info = pretrained_lib.read_info(folder)
+  path = os.path.join(folder, pretrained_lib.INFO_FILE)
+  if info['network'] != 'PRNet' or info['task'] != 'prnet':
+    raise pretrained_lib.PretrainedError(
+        f'{path}: network {info["network"]!r}, task {info["task"]!r}; this '
+        'jaxface ships PRNets (task prnet) only')
+  variables = pretrained_lib.read_variables(folder, info)
+  config = ml_collections.ConfigDict(info['config'])
+  config.model = ml_collections.ConfigDict(info['architecture'])
+  return TrainedModel(
+      workdir=folder, step=int(info['step']), config=config, task='prnet',
+      resolution=int(info['resolution']), params=variables['params'],
+      batch_stats=variables['batch_stats'], ema_params={},
+      layout=_layout_of(info, path), pretrained=name)
+
+
+def load_model(workdir: str | None = None, name: str | None = None,
+               step: int | None = None, default: str | None = None,
+               flags: tuple[str, str] = ('--workdir', '--model')
+               ) -> TrainedModel:
+  """A training workdir's model (`load`) or a shipped one (`load_pretrained`),
+  as a command's options give them.
+
+  Args:
+    workdir: a training workdir, or None.
+    name: a shipped model's name, or None.
+    step: the workdir's checkpoint (None: the last); only with `workdir`.
+    default: the shipped model to use when neither is given (None: one of
+      them is required).
+    flags: the command's names of the two options, for the messages.
+
+  Raises:
+    ValueError: both given, neither given without a default, or a step
+      for a shipped model; and those of `load` and `load_pretrained`.
+  """
+  if workdir is not None and name is not None:
+    raise ValueError(f'give {flags[0]} (a training run) or {flags[1]} (a '
+                     'shipped model), not both')
+  if workdir is not None:
+    return load(workdir, step)
+  if step is not None:
+    raise ValueError(f'a step picks a checkpoint of {flags[0]}; a shipped '
+                     'model has a single set of weights')
+  name = name or default
+  if name is None:
+    names = pretrained_lib.available()
+    raise ValueError(f'give {flags[0]} (a training run) or {flags[1]} (a '
+                     'shipped model: '
+                     f'{", ".join(names) if names else "none is installed"})')
+  return load_pretrained(name)
+
+
+def describe(trained: TrainedModel) -> dict:
+  """Which model made an output, as JSON: {'workdir', 'step', 'resolution'}
+  for a training run; {'pretrained' (name), 'path', 'step', 'resolution',
+  'sha256' (of its weights)} for a shipped model."""
+  if trained.pretrained is None:
+    return {'workdir': os.path.abspath(trained.workdir),
+            'step': trained.step, 'resolution': trained.resolution}
+  info = pretrained_lib.read_info(trained.workdir)
+  return {'pretrained': trained.pretrained,
+          'path': os.path.abspath(trained.workdir), 'step': trained.step,
+          'resolution': trained.resolution,
+          'sha256': info['weights']['sha256']}
+
+
 def _generator_trees(trained: TrainedModel):
   """(params, batch_stats) of the generator ('gen' in GAN tasks), with the
   EMA weights when the run kept them."""
@@ -149,9 +250,8 @@ def prnet(trained: TrainedModel):
   if trained.task not in ('prnet', 'cycle'):
     raise ValueError(f'{trained.workdir} trained task {trained.task!r}, not a '
                      'reconstruction network (prnet or cycle)')
-  from jaxface.models import PRNet  # pylint: disable=g-import-not-at-top
-  m = trained.config.model
-  module = PRNet(width=m.width, bn_momentum=m.bn_momentum)
+  from jaxface.models import prnet as prnet_lib  # pylint: disable=g-import-not-at-top
+  module = prnet_lib.from_config(trained.config.model)
   params, stats = _generator_trees(trained)
   return module, {'params': params, 'batch_stats': stats}
 
