@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.width = 1.0
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
   config.model.bn_momentum = 0.99  # BatchNorm running-average decay
+  config.model.head = 'prnet'  # PRNet's output head: prnet | conv
+  config.model.coords = False  # PRNet: u, v channels into the decoder
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)

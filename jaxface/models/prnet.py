@@ -15,6 +15,12 @@ changes; BN + ReLU after the sum.
 
 Other resolutions keep the same layers (the bottleneck is resolution / 32);
 `width` multiplies every channel count except the 3 output channels.
+
+`head='conv'` replaces the last three transposed convolutions (3 channels
+each, the first two with BatchNorm + ReLU) by one 3x3 convolution with a
+bias: a 3-channel ReLU bottleneck at full resolution loses most of the
+decoder's features and slows learning several-fold (measured in
+`experiments/diagnostics/prnet_learning.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
            (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
            (16, 1), (3, 1), (3, 1), (3, 1))
 OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
+HEADS = ('prnet', 'conv')
 
 
 def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
@@ -40,6 +47,17 @@ def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
   # reduction order, i.e. on how the batch is sharded.
   return nn.BatchNorm(use_running_average=not train, momentum=momentum,
                       epsilon=1e-3, dtype=dtype, use_fast_variance=False)
+
+
+def _with_uv_channels(x):
+  """(B, H, W, C) -> (B, H, W, C + 2): appends the texels' u and v in
+  [-1, 1] (CoordConv, Liu et al. 2018)."""
+  h, w = x.shape[1:3]
+  v, u = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w),
+                      indexing='ij')
+  uv = jnp.broadcast_to(jnp.stack([u, v], -1).astype(x.dtype),
+                        (x.shape[0], h, w, 2))
+  return jnp.concatenate([x, uv], -1)
 
 
 class ResBlock(nn.Module):
@@ -73,6 +91,8 @@ class PRNet(nn.Module):
     bn_momentum: decay of BatchNorm's running averages, used at inference.
       PRNet's TensorFlow default, 0.999, suits its 100k+ steps; after N
       steps the initial statistics still weigh momentum^N.
+    head: 'prnet' (the original's three 3-channel transposed convolutions)
+      or 'conv' (one 3x3 convolution with a bias; see the module docstring).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (sigmoid x 1.1 x R). R must be a multiple of 32.
@@ -81,6 +101,8 @@ class PRNet(nn.Module):
   width: float = 1.0
   dtype: Any = None
   bn_momentum: float = 0.99
+  head: str = 'prnet'
+  coords: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -98,11 +120,32 @@ class PRNet(nn.Module):
     for features, strides in ENCODER:
       x = ResBlock(self._channels(features), strides, self.dtype,
                    self.bn_momentum)(x, train)
-    for k, (features, strides) in enumerate(DECODER):
+    if self.head not in HEADS:
+      raise ValueError(f'unknown PRNet head {self.head!r}; choose from '
+                       f'{HEADS}')
+    decoder = DECODER if self.head == 'prnet' else DECODER[:-3]
+    for k, (features, strides) in enumerate(decoder):
+      if self.coords:
+        x = _with_uv_channels(x)
       x = layers.ConvTranspose(self._channels(features), (4, 4),
                                (strides, strides), dtype=self.dtype)(x)
       x = _bn(train, self.dtype, self.bn_momentum)(x)
       x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
+    if self.head == 'conv':
+      if self.coords:
+        x = _with_uv_channels(x)
+      x = nn.sigmoid(nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype)(x))
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (OUTPUT_SCALE * resolution)).astype(out_dtype)
+
+
+def from_config(model_config, dtype=None) -> PRNet:
+  """The PRNet of a run's `config.model` (width, bn_momentum, head).
+
+  Configs written before `head` existed get PRNet's original head.
+  """
+  return PRNet(width=model_config.width, dtype=dtype,
+               bn_momentum=model_config.bn_momentum,
+               head=model_config.get('head', 'prnet'),
+               coords=model_config.get('coords', False))

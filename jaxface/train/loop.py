@@ -39,6 +39,7 @@ import tqdm
 from jaxface.data import augment as augment_lib
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.eval import plots
 from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import metrics as metrics_lib
@@ -324,6 +325,13 @@ def run(config, workdir: str) -> dict:
                       seconds, 1e-9),
                   'checkpoints': checkpointer.directory})
   if lead:
+    curve = os.path.join(workdir, plots.LEARNING_CURVE)
+    records = metrics_lib.read_jsonl(
+        os.path.join(workdir, metrics_lib.JSONL_NAME))
+    if any('train/loss' in r for r in records):
+      name = os.path.basename(os.path.abspath(workdir))
+      summary['learning_curve'] = plots.learning_curve_plot(
+          records, curve, title=f'{config.task}: {name}')
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2, default=float)
   return summary

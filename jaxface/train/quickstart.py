@@ -47,19 +47,14 @@ def write_test_mesh(run_dir: str, data: str, resolution: int) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   from jaxface.data import records  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
-  from jaxface.face import model as face_model  # pylint: disable=g-import-not-at-top
-  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  from jaxface.models import PRNet  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(run_dir, 'config.json')) as f:
-    width = json.load(f)['model']['width']
-  params, batch_stats = loop.final_variables(run_dir)
+  from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+  trained = trained_lib.load(run_dir)
+  module, variables = trained_lib.prnet(trained)
   with shards.RecordReader(data, 'recon', 'test') as reader:
     record = reader[0]
   image = records.decode_jpeg(record['image']).astype(np.float32) / 255
-  pred = np.asarray(jax.jit(PRNet(width=width).apply)(
-      {'params': params, 'batch_stats': batch_stats}, image[None]))[0]
-  mask = face_model.face_region_mask(resolution)
+  pred = np.asarray(jax.jit(module.apply)(variables, image[None]))[0]
+  mask = trained.layout.face_region(resolution)
   vertices, triangles, colours = mesh_io.position_map_to_mesh(
       pred, mask, (image * 255).astype(np.uint8))
   path = os.path.join(run_dir, 'test_face.obj')

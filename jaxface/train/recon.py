@@ -22,6 +22,7 @@ from jaxface.data import inspect as inspect_lib
 from jaxface.face import layout as layout_lib
 from jaxface.face import uv as uv_lib
 from jaxface.models import PRNet
+from jaxface.models import prnet as prnet_lib
 from jaxface.train import state as state_lib
 
 
@@ -61,9 +62,8 @@ class ReconTask:
     if self.resolution % 32:
       raise ValueError(f'PRNet needs a resolution divisible by 32; the '
                        f'dataset has {self.resolution}')
-    self.model = PRNet(width=self.config.model.width,
-                       dtype=compute_dtype(self.config.model.dtype),
-                       bn_momentum=self.config.model.bn_momentum)
+    self.model = prnet_lib.from_config(
+        self.config.model, compute_dtype(self.config.model.dtype))
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
     self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))
