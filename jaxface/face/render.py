@@ -6,6 +6,11 @@ orthographic projection, and image y = H - 1 - camera y (face3d's
 `transform_3ddfa` and its image flip). With this R, a positive yaw turns
 the face towards the image left, so its right side faces the camera.
 
+Shading is per vertex (Gouraud): a Lambertian `Light`, or a `SceneLight`
+(an order-2 spherical-harmonics environment, a key light whose cast
+shadows come from a small shadow map (`key_visibility`), ambient
+occlusion and a Blinn-Phong skin sheen), shaded in linear light.
+
 Products over vertices use np.einsum rather than @ (BLAS), whose rounding
 depends on its thread count: rendered records are bitwise reproducible.
 """
@@ -50,19 +55,21 @@ def camera_to_image(points: np.ndarray, image_height: int) -> np.ndarray:
 
 def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
                rng: np.random.Generator | None = None,
-               expand: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+               expand: float = 1.5, jitter: float = 0.1
+               ) -> tuple[np.ndarray, np.ndarray]:
   """PRNet's crop around 68 landmarks, as its 300W-LP preparation does it.
 
   The box is centred on the landmarks' bounding box, its side is
   `expand` x the mean of the box's width and height; with `rng` the centre
-  moves by up to 10 % of that mean and the side is scaled by U(0.9, 1.1)
-  (face3d's `generate_posmap_300WLP` perturbation).
+  moves by up to `jitter` (10 %) of that mean and the side is scaled by
+  U(0.9, 1.1) (face3d's `generate_posmap_300WLP` perturbation).
 
   Args:
     landmarks_xy: (68, 2+) landmark pixels in the original image.
     resolution: side of the square crop in pixels.
     rng: optional random generator for the perturbation.
     expand: side of the box relative to the landmarks' extent.
+    jitter: the largest centre shift, relative to the landmarks' extent.
 
   Returns:
     (3, 3) similarity from original pixels to crop pixels (maps the box's
@@ -75,7 +82,7 @@ def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
   old_size = (right - left + bottom - top) / 2
   size = old_size * expand
   if rng is not None:
-    centre = centre + rng.uniform(-0.1, 0.1, size=2) * old_size
+    centre = centre + rng.uniform(-jitter, jitter, size=2) * old_size
     size = size * rng.uniform(0.9, 1.1)
   scale = (resolution - 1) / size
   x0, y0 = centre - size / 2
@@ -135,10 +142,158 @@ def shade(normals: np.ndarray, light: Light) -> np.ndarray:
   return light.ambient + light.diffuse * lambert
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneLight:
+  """An environment (order-2 spherical harmonics) plus a key light.
+
+  Values are linear RGB radiometry; camera space, y up, z to the camera.
+
+  Attributes:
+    sh: (9, 3) irradiance coefficients of the environment over the basis of
+      `sh_basis` (already convolved with the cosine lobe), RGB.
+    direction: (3,) unit direction towards the key light.
+    key: (3,) RGB irradiance of the key light.
+    specular: strength of the skin's Blinn-Phong sheen.
+    shininess: its exponent.
+    shadow: in [0, 1], how much of the key light a cast shadow removes.
+  """
+  sh: np.ndarray
+  direction: np.ndarray
+  key: np.ndarray
+  specular: float
+  shininess: float
+  shadow: float
+
+  @property
+  def colour(self) -> np.ndarray:
+    """RGB multiplier for `render_mesh` (the colour is in the shading)."""
+    return np.ones(3, np.float32)
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+  """(N, 9) real SH basis (unnormalised) of unit normals (N, 3), order 2."""
+  x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
+  return np.stack([np.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1,
+                   x * z, x * x - y * y], 1)
+
+
+def random_scene_light(rng: np.random.Generator) -> SceneLight:
+  """An indoor/outdoor-like light: tinted environment, key light, sheen."""
+  warmth = rng.uniform(-1, 1)
+  tint = 1 + warmth * np.array([0.14, 0.0, -0.18]) + rng.normal(0, 0.03, 3)
+  env_tint = 1 + rng.uniform(-1, 1) * np.array([0.1, 0.0, -0.14])
+  overcast = rng.random() < 0.2
+  ambient = rng.uniform(0.45, 0.9) if overcast else rng.uniform(0.15, 0.5)
+  sh = np.zeros((9, 3))
+  sh[0] = ambient * env_tint
+  # A brighter sky / ceiling above, a random side bias, some band 2.
+  band1 = np.array([rng.uniform(0.0, 0.5), rng.uniform(-0.1, 0.3),
+                    rng.uniform(-0.4, 0.4)])
+  sh[[1, 2, 3]] = band1[:, None] * sh[0]
+  sh[4:] = rng.normal(0, 0.06, (5, 1)) * sh[0]
+  azimuth = rng.uniform(-1.25, 1.25)
+  elevation = rng.uniform(-0.2, 1.0)
+  direction = np.array([np.sin(azimuth) * np.cos(elevation), np.sin(elevation),
+                        np.cos(azimuth) * np.cos(elevation)])
+  key = (rng.uniform(0.0, 0.35) if overcast else rng.uniform(0.5, 1.3))
+  return SceneLight(sh=sh.astype(np.float32), direction=direction,
+                    key=(key * tint).astype(np.float32),
+                    specular=float(rng.uniform(0.02, 0.2)),
+                    shininess=float(rng.uniform(4, 30)),
+                    shadow=float(rng.uniform(0.6, 1.0)))
+
+
+def key_visibility(points: np.ndarray, direction: np.ndarray, bias: float,
+                   normals: np.ndarray | None = None,
+                   grid: tuple[int, int] | None = None,
+                   cells: int = 56) -> np.ndarray:
+  """(N,) in [0, 1]: 1 where the key light reaches a point (shadow map).
+
+  The points (camera space, a dense surface such as the face mesh) are
+  splatted into a `cells` x `cells` depth map seen from the light; a point
+  is in shadow when its cell holds a point nearer the light by more than
+  `bias`, plus a slope-scaled allowance when `normals` are given (a cell
+  spans a range of depths on a surface the light grazes).
+
+  Args:
+    points: (N, 3) camera-space points.
+    direction: (3,) towards the light.
+    bias: depth tolerance in the points' units.
+    normals: optional (N, 3) unit normals, for the slope-scaled bias.
+    grid: optional (rows, cols) of a grid surface: the visibility is then
+      smoothed over the grid (soft shadow edges).
+    cells: side of the depth map.
+  """
+  d = np.asarray(direction, np.float64)
+  d = d / np.linalg.norm(d)
+  up = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0, 0])
+  e1 = np.cross(up, d)
+  e1 /= np.linalg.norm(e1)
+  e2 = np.cross(d, e1)
+  proj = np.einsum('nk,jk->nj', points, np.stack([e1, e2, d]))
+  lo, hi = proj[:, :2].min(0), proj[:, :2].max(0)
+  step = (hi - lo).max() / (cells - 1) + 1e-9
+  idx = np.minimum(((proj[:, :2] - lo) / step).astype(np.int64), cells - 1)
+  flat = idx[:, 0] * cells + idx[:, 1]
+  depth = np.full(cells * cells, -np.inf)
+  np.maximum.at(depth, flat, proj[:, 2])
+  allowance = bias + step
+  if normals is not None:
+    cos = np.clip(np.einsum('nk,k->n', normals, d), 0.05, 1.0)
+    allowance = allowance + step * np.minimum(np.sqrt(1 - cos * cos) / cos,
+                                              6.0)
+  gap = depth[flat] - proj[:, 2] - allowance
+  visibility = np.clip(1 - gap / (3 * step), 0, 1)
+  if grid is not None:
+    visibility = cv2.blur(visibility.reshape(grid).astype(np.float32),
+                          (3, 3)).reshape(-1)
+  return visibility
+
+
+def shade_scene(normals: np.ndarray, light: SceneLight,
+                visibility: np.ndarray | None = None,
+                occlusion: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Per-vertex diffuse RGB (N, 3) and specular (N,) intensity of skin.
+
+  Args:
+    normals: (N, 3) unit normals in camera space.
+    light: the light.
+    visibility: (N,) key-light visibility (1 lit, 0 in shadow) or None.
+    occlusion: (N,) ambient occlusion (1 open, 0 occluded) or None.
+  """
+  # A sum of 9 broadcast products: bitwise reproducible and, for 9 x 3
+  # coefficients, faster than einsum.
+  basis = np.ascontiguousarray(sh_basis(normals).T, np.float32)  # (9, N)
+  sh = np.asarray(light.sh, np.float32)[:, :, None]  # (9, 3, 1)
+  env = np.repeat(sh[0], len(normals), 1)  # (3, N)
+  for k in range(1, 9):
+    env += sh[k] * basis[k]
+  np.maximum(env, 0.1 * sh[0], out=env)
+  env = env.T
+  ndl = np.clip(np.einsum('nk,k->n', normals, light.direction), 0.0, None)
+  if visibility is not None:
+    lit = 1 - light.shadow * (1 - visibility)
+    ndl = ndl * lit
+  if occlusion is not None:
+    env *= occlusion[:, None]
+    ndl = ndl * (0.6 + 0.4 * occlusion)
+  half = light.direction + np.array([0.0, 0.0, 1.0])
+  half = half / np.linalg.norm(half)
+  ndh = np.clip(np.einsum('nk,k->n', normals, half), 0.0, None)
+  spec = light.specular * ndh**light.shininess * (ndl > 0) * np.sqrt(ndl)
+  diffuse = env + ndl[:, None] * light.key
+  # Skin scatters red light further under the surface: its shading falls
+  # off more slowly in red, which warms the shadows.
+  diffuse[:, 0] **= 0.85
+  return diffuse, spec
+
+
 def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
                 vertex_uv: np.ndarray, intensity: np.ndarray,
                 texture: np.ndarray, background: np.ndarray,
-                light_colour: np.ndarray
+                light_colour: np.ndarray, specular: np.ndarray | None = None,
+                linear: bool = False
                 ) -> tuple[np.ndarray, raster_lib.Raster]:
   """Renders a textured, Gouraud-shaded mesh over a background.
 
@@ -146,10 +301,13 @@ def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
     crop_vertices: (N, 3) vertices in output pixels, z towards the camera.
     triangles: (F, 3) int.
     vertex_uv: (N, 2) texture coordinates in [0, 1].
-    intensity: (N,) shading per vertex.
+    intensity: (N,) or (N, 3) RGB shading per vertex.
     texture: (T, T, 3) float32 albedo in [0, 1].
     background: (H, W, 3) float32 in [0, 1] (not modified).
     light_colour: (3,) RGB multiplier.
+    specular: optional (N,) specular intensity added to the colour.
+    linear: shade in linear light: the albedo is squared (a gamma of 2)
+      before shading and the result square-rooted after.
 
   Returns:
     The (H, W, 3) float32 image in [0, 1], and the `Raster`.
@@ -158,17 +316,28 @@ def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
   r = raster_lib.rasterize(crop_vertices[:, :2], crop_vertices[:, 2],
                            triangles, height, width, cull_back=True)
   t = texture.shape[0]
-  values = np.concatenate([vertex_uv * (t - 1), intensity[:, None]],
-                          1).astype(np.float32)
+  intensity = np.asarray(intensity, np.float32).reshape(len(crop_vertices), -1)
+  parts = [vertex_uv * (t - 1), intensity]
+  if specular is not None:
+    parts.append(np.asarray(specular, np.float32)[:, None])
+  values = np.concatenate(parts, 1).astype(np.float32)
   attrs = raster_lib.barycentric_sum(values, triangles[r.triangle], r.bary)
   # cv2.remap samples the texture at the covered pixels, laid out as rows
   # of 256 (remap limits both sides of its output to 32767).
   count = len(attrs)
-  pad = np.zeros((-count % 256, 3), np.float32)
-  block = np.concatenate([attrs, pad]).reshape(-1, 256, 3)
+  pad = np.zeros((-count % 256, 2), np.float32)
+  block = np.concatenate([attrs[:, :2], pad]).reshape(-1, 256, 2)
   albedo = cv2.remap(texture, block[..., 0], block[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
-  colour = albedo * (attrs[:, 2:3] * np.asarray(light_colour, np.float32))
+  channels = intensity.shape[1]
+  shading = attrs[:, 2:2 + channels] * np.asarray(light_colour, np.float32)
+  if linear:
+    albedo *= albedo
+  colour = albedo * shading
+  if specular is not None:
+    colour += attrs[:, 2 + channels:3 + channels]
+  if linear:
+    np.sqrt(np.clip(colour, 0.0, 1.0, out=colour), out=colour)
   image = np.array(background, np.float32).reshape(-1, 3)
   image[r.pixels] = np.clip(colour, 0.0, 1.0, out=colour)
   return image.reshape(height, width, 3), r
