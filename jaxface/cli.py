@@ -41,6 +41,9 @@ def _add_synth(sub):
                  help='identities in the test pool (disjoint from train)')
   p.add_argument('--clip-length', type=int, default=8,
                  help='frames per clips record')
+  p.add_argument('--crop-jitter', type=float, default=0.1,
+                 help='largest shift of a recon crop\'s centre, relative to '
+                      'the landmarks\' extent (300W-LP: 0.1; 0: centred)')
   _add_writer_args(p)
   p.set_defaults(func=_synth)
 
@@ -58,11 +61,14 @@ def _synth_config(args):
   if args.clip_length < 3:
     raise ValueError(f'--clip-length must be at least 3, got '
                      f'{args.clip_length}')
+  if not 0 <= args.crop_jitter <= 0.2:
+    raise ValueError(f'--crop-jitter must be in [0, 0.2], got '
+                     f'{args.crop_jitter}')
   return synthetic.SynthConfig(
       resolution=args.resolution, seed=args.seed,
       identities=(('train', args.identities_train),
                   ('test', args.identities_test)),
-      clip_length=args.clip_length)
+      clip_length=args.clip_length, crop_jitter=args.crop_jitter)
 
 
 def _synth(args) -> int:

@@ -73,7 +73,8 @@ def _safe_norm(v: jax.Array) -> jax.Array:
 
 
 def position_map_loss(pred, target, weight, kind: str = 'mse',
-                      scale: float | None = None) -> jax.Array:
+                      scale: float | None = None,
+                      z_weight: float = 1.0) -> jax.Array:
   """Weighted position-map error (PRNet's loss), resolution independent.
 
   With d = (pred - target) / scale per coordinate and err = d^2 ('mse',
@@ -96,6 +97,7 @@ def position_map_loss(pred, target, weight, kind: str = 'mse',
       `model.uv_weight_mask(H)` (16 : 4 : 3 : 0).
     kind: 'mse' or 'l1'.
     scale: pixels per normalised unit; default 1.1 * H.
+    z_weight: the weight of the z coordinate's error relative to x and y.
 
   Returns:
     () float32 loss (units of (pixels / scale)^2 for 'mse', pixels / scale
@@ -110,6 +112,8 @@ def position_map_loss(pred, target, weight, kind: str = 'mse',
   weight = jnp.broadcast_to(_f32(weight), pred.shape[:3])
   d = (pred - target) / scale
   err = d * d if kind == 'mse' else jnp.abs(d)
+  if z_weight != 1.0:
+    err = err * jnp.array([1.0, 1.0, z_weight], err.dtype)
   total = jnp.sum(weight[..., None] * err)
   return total / jnp.maximum(3.0 * jnp.sum(weight), _TINY)
 

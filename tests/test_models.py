@@ -54,6 +54,35 @@ def test_prnet_rejects_bad_resolution():
     jax.eval_shape(lambda: _init(models.PRNet(), jnp.zeros((1, 48, 48, 3))))
 
 
+def test_prnet_variants_full_size_shapes():
+  images = jnp.zeros((2, 128, 128, 3))
+  base = jax.eval_shape(lambda: _init(models.PRNet(width=0.25), images))
+  for kwargs in ({'head': 'conv'}, {'head': 'conv', 'coords': True},
+                 {'head': 'template'}, {'global_dim': 64}):
+    model = models.PRNet(width=0.25, **kwargs)
+    variables = jax.eval_shape(lambda m=model: _init(m, images))
+    out = jax.eval_shape(lambda v, m=model: m.apply(v, images), variables)
+    chex.assert_shape(out, (2, 128, 128, 3))
+    assert _count(variables['params']) != _count(base['params']), kwargs
+  with pytest.raises(ValueError, match='unknown PRNet head'):
+    jax.eval_shape(lambda: _init(models.PRNet(head='x'), images))
+
+
+def test_prnet_conv_head_starts_at_the_centre_and_leaves_the_crop():
+  # The procedural head's forehead lies above the crop (y < 0): the conv
+  # head is linear, where the original's sigmoid stops at 0.
+  model = models.PRNet(width=0.25, head='conv', coords=True)
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  variables = _init(model, images)
+  out = np.asarray(_apply(model, variables, images))
+  np.testing.assert_allclose(out, 0.5 * 1.1 * 32, rtol=1e-6)
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x - 1.0 if 'bias' in jax.tree_util.keystr(path) and (
+          x.shape == (3,)) else x, variables['params'])
+  out = np.asarray(_apply(model, {**variables, 'params': params}, images))
+  np.testing.assert_allclose(out, -0.5 * 1.1 * 32, rtol=1e-6)
+
+
 @pytest.fixture(scope='module')
 def small_prnet():
   model = models.PRNet(width=0.25)

@@ -134,11 +134,27 @@ def test_cli_synth_and_refusal_to_overwrite(tmp_path, capsys):
       'recon', 'test', 0, 1), shards.shard_name('recon', 'train', 0, 1)]
 
 
+def test_cli_crop_jitter_zero_centres_the_crops(tmp_path):
+  out = str(tmp_path / 'centred')
+  assert cli.main(['data', 'synth', '--out', out, '--num-train', '6',
+                   '--num-test', '1', '--resolution', '32', '--workers', '1',
+                   '--crop-jitter', '0']) == 0
+  assert shards.read_dataset_info(out)['crop_jitter'] == 0.0
+  with shards.RecordReader(out, 'recon', 'train') as reader:
+    for k in range(len(reader)):
+      xy = np.asarray(reader[k]['landmarks'])[:, :2]
+      centre = (xy.min(0) + xy.max(0)) / 2
+      # PRNet's crop centres the landmarks' box: pixel (R - 1) / 2.
+      np.testing.assert_allclose(centre, 15.5, atol=1e-3)
+
+
 @pytest.mark.parametrize('bad, message', [
     (['--num-train', '-1'], '--num-train'),
     (['--resolution', '8'], '--resolution'),
     (['--workers', '0'], '--workers'),
     (['--clip-length', '1'], '--clip-length'),
+    (['--crop-jitter', '0.5'], '--crop-jitter'),
+    (['--crop-jitter', 'nan'], '--crop-jitter'),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, bad, message):
   code = cli.main(['data', 'synth', '--out', str(tmp_path / 'x')] + bad)

@@ -22,11 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
   config.model.bn_momentum = 0.99  # BatchNorm running-average decay
   config.model.head = 'prnet'  # PRNet's output head: prnet | conv
-  config.model.coords = False  # PRNet: u, v channels into the decoder
+  config.model.coords = False  # PRNet: x, y / u, v channels into the layers
+  config.model.global_dim = 0  # PRNet: width of a dense bottleneck path
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)
   config.loss.landmark_weight = 0.0
+  config.loss.z_weight = 1.0  # weight of z's error relative to x and y
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'

@@ -4,7 +4,10 @@
   jaxface train --config experiments/configs/quickstart.py \
       --workdir quickstart --config.data.dir=quickstart/data
 
-64 x 64 crops, a quarter-width PRNet, Adam with a cosine schedule.
+64 x 64 crops, a quarter-width PRNet with the conv output head and x / y,
+u / v coordinate channels, z's error weighted 0.1, a landmark loss, no
+augmentation, Adam with a cosine schedule. Why each choice: experiments/diagnostics/
+prnet_learning.py and the README's "Why PRNet learned slowly".
 """
 
 from experiments.configs import default
@@ -14,15 +17,20 @@ def get_config():
   config = default.get_config()
   config.task = 'prnet'
   config.model.width = 0.25
+  config.model.head = 'conv'
+  config.model.coords = True
   config.model.bn_momentum = 0.9  # a short run: running stats must catch up
+  config.loss.z_weight = 0.1
+  config.loss.landmark_weight = 1.0
   config.data.global_batch_size = 16
   config.data.eval_batch_size = 32
+  config.data.augment = False
   config.optimizer.name = 'adam'
-  config.optimizer.lr = 1e-3
+  config.optimizer.lr = 2e-3
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 50
   config.optimizer.end_lr_fraction = 0.05
-  config.train.num_steps = 1500
+  config.train.num_steps = 4000
   config.train.log_every = 50
   config.train.eval_every = 500
   config.train.eval_batches = 0

@@ -18,9 +18,14 @@ Other resolutions keep the same layers (the bottleneck is resolution / 32);
 
 `head='conv'` replaces the last three transposed convolutions (3 channels
 each, the first two with BatchNorm + ReLU) by one 3x3 convolution with a
-bias: a 3-channel ReLU bottleneck at full resolution loses most of the
-decoder's features and slows learning several-fold (measured in
-`experiments/diagnostics/prnet_learning.py`).
+bias and a linear output, (conv + 0.5) x 1.1 x resolution. A 3-channel
+ReLU bottleneck at full resolution loses most of the decoder's features,
+and the sigmoid bounds the map to [0, 1.1 R]: right for PRNet's BFM face
+region, which lies inside the crop, wrong for the procedural head, whose
+forehead lies above the crop (a fifth of the weighted texels have y < 0)
+and whose depth passes 1.1 R. `coords=True` appends x, y (image) and u, v
+(map) coordinate channels to the input and to every decoder layer
+(CoordConv). Measured in `experiments/diagnostics/prnet_learning.py`.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
            (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
            (16, 1), (3, 1), (3, 1), (3, 1))
 OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
-HEADS = ('prnet', 'conv')
+HEADS = ('prnet', 'conv', 'template')
 
 
 def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
@@ -91,11 +96,16 @@ class PRNet(nn.Module):
     bn_momentum: decay of BatchNorm's running averages, used at inference.
       PRNet's TensorFlow default, 0.999, suits its 100k+ steps; after N
       steps the initial statistics still weigh momentum^N.
-    head: 'prnet' (the original's three 3-channel transposed convolutions)
-      or 'conv' (one 3x3 convolution with a bias; see the module docstring).
+    head: 'prnet' (the original's three 3-channel transposed convolutions
+      and a sigmoid), 'conv' (one 3x3 convolution with a bias, linear; see
+      the module docstring) or 'template' (the conv head as a per-texel
+      affine map of learned mean and scale maps, initialised from data by
+      `template`: ((R, R, 3) mean, (R, R, 3) std) in units of 1.1 R).
+    coords: append coordinate channels (see the module docstring).
+    global_dim: width of a dense path through the bottleneck (0: none).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
-  position maps in pixels (sigmoid x 1.1 x R). R must be a multiple of 32.
+  position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
   BatchNorm statistics live in the 'batch_stats' collection.
   """
   width: float = 1.0
@@ -103,6 +113,8 @@ class PRNet(nn.Module):
   bn_momentum: float = 0.99
   head: str = 'prnet'
   coords: bool = False
+  template: Any = None
+  global_dim: int = 0
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -114,12 +126,24 @@ class PRNet(nn.Module):
       raise ValueError(f'PRNet needs square inputs with a side divisible by '
                        f'32, got {images.shape[1:3]}')
     x = images.astype(self.dtype or images.dtype)
+    if self.coords:
+      x = _with_uv_channels(x)
     x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
                 dtype=self.dtype)(x)
     x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
     for features, strides in ENCODER:
       x = ResBlock(self._channels(features), strides, self.dtype,
                    self.bn_momentum)(x, train)
+    if self.global_dim:
+      # A dense path through the whole bottleneck: its weights differ per
+      # position, so where a feature is in the image becomes a linear
+      # function of the code (convolutions and pooling must infer it from
+      # the padding).
+      b, h, w, c = x.shape
+      code = nn.relu(nn.Dense(self.global_dim, dtype=self.dtype)(
+          x.reshape(b, h * w * c)))
+      x = nn.relu(x + nn.Dense(h * w * c, dtype=self.dtype)(code).reshape(
+          b, h, w, c))
     if self.head not in HEADS:
       raise ValueError(f'unknown PRNet head {self.head!r}; choose from '
                        f'{HEADS}')
@@ -131,10 +155,25 @@ class PRNet(nn.Module):
                                (strides, strides), dtype=self.dtype)(x)
       x = _bn(train, self.dtype, self.bn_momentum)(x)
       x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
-    if self.head == 'conv':
+    if self.head in ('conv', 'template'):
       if self.coords:
         x = _with_uv_channels(x)
-      x = nn.sigmoid(nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype)(x))
+      # Zero-initialised: the first maps are constant (the crop's centre,
+      # or the template), not noise of the scale of the crop.
+      x = nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype,
+                  kernel_init=nn.initializers.zeros)(x)
+    if self.head == 'template':
+      mean, std = ((jnp.full((resolution, resolution, 3), 0.5),
+                    jnp.full((resolution, resolution, 3), 0.1))
+                   if self.template is None else self.template)
+      mean = self.param('template_mean', lambda _: jnp.asarray(mean))
+      log_std = self.param('template_log_std',
+                           lambda _: jnp.log(jnp.asarray(std)))
+      x = mean + jnp.exp(log_std) * x
+    elif self.head == 'conv':
+      # Linear, centred on the crop: synthetic heads reach beyond the crop
+      # (the forehead above it, z past 1.1 R), which a sigmoid cannot.
+      x = x + 0.5
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (OUTPUT_SCALE * resolution)).astype(out_dtype)
@@ -148,4 +187,5 @@ def from_config(model_config, dtype=None) -> PRNet:
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.get('head', 'prnet'),
-               coords=model_config.get('coords', False))
+               coords=model_config.get('coords', False),
+               global_dim=model_config.get('global_dim', 0))

@@ -15,6 +15,10 @@ import numpy as np
 from jaxface.data import shards
 
 QUICKSTART_COUNTS = {'recon': {'train': 3000, 'test': 256}}
+# Crops centred on the landmarks: where the face sits in a jittered crop
+# is what a PRNet learns last (experiments/diagnostics/prnet_learning.py),
+# beyond a few minutes of CPU training.
+QUICKSTART_CROP_JITTER = 0.0
 
 
 def config_path() -> str:
@@ -32,11 +36,13 @@ def ensure_data(data: str, resolution: int, workers: int) -> None:
       raise FileExistsError(
           f'{data} holds a dataset that quickstart did not make; choose '
           'another --workdir')
-    if info.get('resolution') == resolution:
+    if (info.get('resolution') == resolution and
+        info.get('crop_jitter') == QUICKSTART_CROP_JITTER):
       print(f'using the synthetic dataset in {data}')
       return
   config = synthetic.SynthConfig(resolution=resolution,
-                                 identities=(('train', 500), ('test', 100)))
+                                 identities=(('train', 500), ('test', 100)),
+                                 crop_jitter=QUICKSTART_CROP_JITTER)
   print(f'rendering the synthetic dataset into {data} ...')
   synthetic.synthesize(data, config, QUICKSTART_COUNTS, workers=workers,
                        overwrite=True, extra_info={'made_by': 'quickstart'})

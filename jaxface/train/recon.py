@@ -72,7 +72,12 @@ class ReconTask:
   # --- state -----------------------------------------------------------------
 
   def init_state(self, key: jax.Array, batch: dict) -> state_lib.TrainState:
-    variables = self.model.init(key, batch['image'][:1], train=False)
+    model = self.model
+    if model.head == 'template':
+      maps = batch['position_map'] / (prnet_lib.OUTPUT_SCALE * self.resolution)
+      model = model.clone(template=(jnp.mean(maps, 0), jnp.maximum(
+          jnp.std(maps, 0), 0.01)))
+    variables = model.init(key, batch['image'][:1], train=False)
     params = variables['params']
     ema = params if self.config.train.ema_decay > 0 else {}
     return state_lib.TrainState(
@@ -91,8 +96,9 @@ class ReconTask:
       out, updates = self.model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
           batch['image'], train=True, mutable=['batch_stats'])
-      position = losses.position_map_loss(out, batch['position_map'],
-                                          self.weight, kind=cfg.loss.position)
+      position = losses.position_map_loss(
+          out, batch['position_map'], self.weight, kind=cfg.loss.position,
+          z_weight=cfg.loss.get('z_weight', 1.0))
       total = position
       metrics = {'position_loss': position}
       if cfg.loss.landmark_weight > 0:
