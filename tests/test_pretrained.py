@@ -64,7 +64,10 @@ def ema_workdir(tmp_path_factory):
   """A fabricated prnet workdir whose EMA weights are unlike its params."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   config = config_lib.apply_overrides(config_lib.load_config(workdirs.QUICK), [
-      'model.width=0.125', 'train.ema_decay=0.9'])
+      'model.width=0.125', 'train.ema_decay=0.9',
+      # PRNet's sigmoid head: random weights still give maps in [0, 1.1 R],
+      # the range MAP_TOLERANCE is set for.
+      'model.head=prnet'])
   out = str(tmp_path_factory.mktemp('pretrained') / 'ema')
   workdirs.write_workdir(out, config, RESOLUTION, {
       'image': jnp.zeros((1, RESOLUTION, RESOLUTION, 3), jnp.float32)})

@@ -73,10 +73,12 @@ def write_workdir(workdir: str, config, resolution: int, batch: dict,
 
 def prnet_workdir(workdir: str, resolution: int = 32, width: float = 0.125,
                   data_dir: str = '', layout=None) -> str:
-  """A `prnet` workdir (quickstart config, `width`) at `resolution`, trained
-  in UV layout `layout` (None: the procedural one)."""
+  """A `prnet` workdir (quickstart config, `width`, PRNet's sigmoid head:
+  whatever the weights, its maps lie in [0, 1.1 R]) at `resolution`,
+  trained in UV layout `layout` (None: the procedural one)."""
   config = config_lib.apply_overrides(config_lib.load_config(QUICK), [
-      f'model.width={width}', f'data.dir={data_dir}'])
+      f'model.width={width}', f'data.dir={data_dir}', 'model.head=prnet',
+      'model.coords=False'])
   batch = {'image': jnp.zeros((1, resolution, resolution, 3), jnp.float32)}
   write_workdir(workdir, config, resolution, batch, layout=layout)
   return workdir

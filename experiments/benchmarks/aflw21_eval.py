@@ -1,6 +1,7 @@
 """AFLW-21 development measurement: a trained PRNet on real face crops.
 
   python -m experiments.benchmarks.aflw21_eval --workdir runs/prnet
+  python -m experiments.benchmarks.aflw21_eval --model synthetic --recrop
       [--data ../shared/data/aflw21] [--limit 300] [--recrop]
       [--batch-size 16]
 
@@ -71,21 +72,21 @@ EAR_POINTS = tuple(p for p, source in enumerate(schemes.AFLW21.sources)
                    if isinstance(source, str) and source.startswith('ear_'))
 
 
-def load_model(workdir: str, batch_size: int = 16
+def load_model(workdir: str | None, batch_size: int = 16,
+               name: str | None = None
                ) -> tuple[reconstruct.Reconstructor, dict]:
-  """The network to measure and its description (the one place a model is
-  loaded: shipped models by name go here too).
+  """The network to measure and its description: a training workdir's last
+  checkpoint, or a shipped model by `name`.
 
   Returns:
-    (a `reconstruct.Reconstructor` of the workdir's last checkpoint,
-    {'workdir', 'step', 'resolution', 'uv_layout'}).
+    (a `reconstruct.Reconstructor`, `trained.describe`'s dict plus
+    'uv_layout').
   """
-  trained = trained_lib.load(workdir)
+  trained = trained_lib.load_model(workdir, name)
   module, variables = trained_lib.prnet(trained)
   model = reconstruct.Reconstructor(module, variables, trained.resolution,
                                     batch_size, trained.layout)
-  return model, {'workdir': os.path.abspath(workdir), 'step': trained.step,
-                 'resolution': trained.resolution,
+  return model, {**trained_lib.describe(trained),
                  'uv_layout': trained.layout.name}
 
 
@@ -197,8 +198,10 @@ def summarise(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', required=True,
+  parser.add_argument('--workdir',
                       help='a `jaxface train` workdir of a prnet or cycle run')
+  parser.add_argument('--model',
+                      help='a shipped model\'s name (e.g. synthetic)')
   parser.add_argument('--data', default=aflw21.DEFAULT_DIR,
                       help='the AFLW-21 folder (default: %(default)s)')
   parser.add_argument('--limit', type=int, default=None,
@@ -216,7 +219,8 @@ def main(argv=None) -> int:
   modes = MODES if args.recrop else MODES[:1]
   try:
     data = aflw21.load(args.data)
-    model, description = load_model(args.workdir, args.batch_size)
+    model, description = load_model(args.workdir, args.batch_size,
+                                    args.model)
     indices = aflw21.held_out_indices(data.names)
     if args.limit is not None:
       indices = indices[:args.limit]

@@ -313,21 +313,30 @@ def _training_data(config) -> dict | None:
 
 
 def synthetic_eval_spec(resolution: int, count: int = SYNTHETIC_EVAL_COUNT,
-                        seed: int = SYNTHETIC_EVAL_SEED) -> dict:
+                        seed: int = SYNTHETIC_EVAL_SEED,
+                        crop_jitter: float = 0.1) -> dict:
   """How to render the small synthetic eval set of a model at `resolution`:
   `count` `recon` records of the 'test' split of
-  `synthetic.SynthConfig(**synth_config)`, measured by
+  `synthetic.SynthConfig(**synth_config)` (crops shifted as the training
+  data's were: `crop_jitter`), measured by
   `recon_eval.evaluate_reconstruction` with `batch_size`; the metric is
   its report's nme_2d.mean."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.SynthConfig(resolution=int(resolution), seed=int(seed),
-                                 identities=(('test', 200),))
+                                 identities=(('test', 200),),
+                                 crop_jitter=float(crop_jitter))
   return {'kind': 'recon', 'split': 'test', 'count': int(count),
           'synth_config': dataclasses.asdict(config),
           'batch_size': SYNTHETIC_EVAL_BATCH,
           'metric': 'nme_2d.mean of `jaxface eval`: the 68-landmark 2D NME '
                     '(mean error / sqrt(w h) of the true landmarks\' box), '
                     'plain mean over the records'}
+
+
+def synthetic_default_jitter() -> float:
+  """The synthetic data's default crop shift (`SynthConfig.crop_jitter`)."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  return synthetic.SynthConfig.crop_jitter
 
 
 def render_synthetic_eval(spec: dict, out_dir: str) -> str:
@@ -551,7 +560,9 @@ def export(workdir: str, name: str, out: str | None = None, *,
     _write_json(os.path.join(folder, INFO_FILE), info)
     report = None
     if eval_count:
-      spec = synthetic_eval_spec(run.resolution, eval_count, eval_seed)
+      spec = synthetic_eval_spec(
+          run.resolution, eval_count, eval_seed,
+          (data or {}).get('crop_jitter', synthetic_default_jitter()))
       print(f'measuring the exported weights on {eval_count} synthetic faces '
             f'(seed {eval_seed}) ...')
       report = measure_synthetic(trained_lib.load_pretrained(name, staging),

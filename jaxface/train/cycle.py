@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxface import losses
@@ -99,6 +100,14 @@ class CycleTask:
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     pretrained = trained_lib.load(path)
     params, stats = pretrained.params, pretrained.batch_stats
+    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
+    if shapes(params) != shapes(state.params['gen']):
+      keys = ('width', 'head', 'coords', 'global_dim')
+      theirs = {k: pretrained.config.model.get(k) for k in keys}
+      ours = {k: self.config.model.get(k) for k in keys}
+      raise ValueError(
+          f'cycle.init_from={path} is a PRNet with model {theirs}, this run '
+          f'builds {ours}: pass the same --config.model.* values')
     print(f'generator initialised from the last checkpoint in {path}')
     if pretrained.layout != self.layout:
       print(f'  it was trained in the {pretrained.layout.name!r} UV layout; '
