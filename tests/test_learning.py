@@ -15,8 +15,7 @@ from data_pipelines import synthetic
 from jaxface.train import config_lib
 from jaxface.train import loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
+import workdirs
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +29,7 @@ def data(tmp_path_factory):
 
 
 def test_short_run_beats_the_mean_face(data, tmp_path):
-  config = config_lib.apply_overrides(config_lib.load_config(QUICK), [
+  config = config_lib.apply_overrides(config_lib.load_config(workdirs.QUICK), [
       f'data.dir={data}', 'train.num_steps=800', 'train.eval_every=800',
       'train.checkpoint_every=800', 'train.log_every=100',
       'train.progress=False', 'data.eval_batch_size=64'])
