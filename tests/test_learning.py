@@ -3,8 +3,9 @@ the best constant prediction (the mean face fitted to the crop).
 
 A regression test for whatever breaks learning (the map normalisation, the
 decoder, BatchNorm at eval, the loss, the optimiser, the data's labels):
-before the quickstart recipe was fixed, runs of this length stayed at the
-mean face's NME.
+with PRNet's original head, no coordinate channels, z at full weight, no
+landmark loss and Adam at 1e-3, this run ends at 0.755 x the mean face's
+NME; with the quickstart's recipe at 0.669 (both measured on one device).
 """
 
 import os
@@ -35,5 +36,5 @@ def test_short_run_beats_the_mean_face(data, tmp_path):
       'train.progress=False', 'data.eval_batch_size=64'])
   summary = loop.run(config, str(tmp_path))
   nme, mean_face = summary['eval']['nme'], summary['nme_mean_face']
-  assert nme < 0.75 * mean_face, (nme, mean_face)
+  assert nme < 0.72 * mean_face, (nme, mean_face)
   assert os.path.exists(summary['learning_curve'])

@@ -54,9 +54,10 @@ def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
                       epsilon=1e-3, dtype=dtype, use_fast_variance=False)
 
 
-def _with_uv_channels(x):
-  """(B, H, W, C) -> (B, H, W, C + 2): appends the texels' u and v in
-  [-1, 1] (CoordConv, Liu et al. 2018)."""
+def _with_coordinate_channels(x):
+  """(B, H, W, C) -> (B, H, W, C + 2): appends each pixel's column and row
+  in [-1, 1] (CoordConv, Liu et al. 2018): x, y of the image at the input,
+  u, v of the map in the decoder."""
   h, w = x.shape[1:3]
   v, u = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w),
                       indexing='ij')
@@ -127,7 +128,7 @@ class PRNet(nn.Module):
                        f'32, got {images.shape[1:3]}')
     x = images.astype(self.dtype or images.dtype)
     if self.coords:
-      x = _with_uv_channels(x)
+      x = _with_coordinate_channels(x)
     x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
                 dtype=self.dtype)(x)
     x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
@@ -150,14 +151,14 @@ class PRNet(nn.Module):
     decoder = DECODER if self.head == 'prnet' else DECODER[:-3]
     for k, (features, strides) in enumerate(decoder):
       if self.coords:
-        x = _with_uv_channels(x)
+        x = _with_coordinate_channels(x)
       x = layers.ConvTranspose(self._channels(features), (4, 4),
                                (strides, strides), dtype=self.dtype)(x)
       x = _bn(train, self.dtype, self.bn_momentum)(x)
       x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
     if self.head in ('conv', 'template'):
       if self.coords:
-        x = _with_uv_channels(x)
+        x = _with_coordinate_channels(x)
       # Zero-initialised: the first maps are constant (the crop's centre,
       # or the template), not noise of the scale of the crop.
       x = nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype,
