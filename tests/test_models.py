@@ -58,7 +58,7 @@ def test_prnet_variants_full_size_shapes():
   images = jnp.zeros((2, 128, 128, 3))
   base = jax.eval_shape(lambda: _init(models.PRNet(width=0.25), images))
   for kwargs in ({'head': 'conv'}, {'head': 'conv', 'coords': True},
-                 {'head': 'template'}, {'global_dim': 64}):
+                 {'global_dim': 64}):
     model = models.PRNet(width=0.25, **kwargs)
     variables = jax.eval_shape(lambda m=model: _init(m, images))
     out = jax.eval_shape(lambda v, m=model: m.apply(v, images), variables)

@@ -43,7 +43,7 @@ DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
            (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
            (16, 1), (3, 1), (3, 1), (3, 1))
 OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
-HEADS = ('prnet', 'conv', 'template')
+HEADS = ('prnet', 'conv')
 
 
 def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
@@ -99,9 +99,7 @@ class PRNet(nn.Module):
       steps the initial statistics still weigh momentum^N.
     head: 'prnet' (the original's three 3-channel transposed convolutions
       and a sigmoid), 'conv' (one 3x3 convolution with a bias, linear; see
-      the module docstring) or 'template' (the conv head as a per-texel
-      affine map of learned mean and scale maps, initialised from data by
-      `template`: ((R, R, 3) mean, (R, R, 3) std) in units of 1.1 R).
+      the module docstring).
     coords: append coordinate channels (see the module docstring).
     global_dim: width of a dense path through the bottleneck (0: none).
 
@@ -114,7 +112,6 @@ class PRNet(nn.Module):
   bn_momentum: float = 0.99
   head: str = 'prnet'
   coords: bool = False
-  template: Any = None
   global_dim: int = 0
 
   def _channels(self, c: int) -> int:
@@ -156,25 +153,14 @@ class PRNet(nn.Module):
                                (strides, strides), dtype=self.dtype)(x)
       x = _bn(train, self.dtype, self.bn_momentum)(x)
       x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
-    if self.head in ('conv', 'template'):
+    if self.head == 'conv':
       if self.coords:
         x = _with_coordinate_channels(x)
-      # Zero-initialised: the first maps are constant (the crop's centre,
-      # or the template), not noise of the scale of the crop.
+      # Zero-initialised: the first maps are the crop's centre, not noise
+      # of the scale of the crop. Linear: synthetic heads reach beyond the
+      # crop (the forehead above it, z past 1.1 R), which a sigmoid cannot.
       x = nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype,
-                  kernel_init=nn.initializers.zeros)(x)
-    if self.head == 'template':
-      mean, std = ((jnp.full((resolution, resolution, 3), 0.5),
-                    jnp.full((resolution, resolution, 3), 0.1))
-                   if self.template is None else self.template)
-      mean = self.param('template_mean', lambda _: jnp.asarray(mean))
-      log_std = self.param('template_log_std',
-                           lambda _: jnp.log(jnp.asarray(std)))
-      x = mean + jnp.exp(log_std) * x
-    elif self.head == 'conv':
-      # Linear, centred on the crop: synthetic heads reach beyond the crop
-      # (the forehead above it, z past 1.1 R), which a sigmoid cannot.
-      x = x + 0.5
+                  kernel_init=nn.initializers.zeros)(x) + 0.5
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (OUTPUT_SCALE * resolution)).astype(out_dtype)

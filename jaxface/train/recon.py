@@ -72,12 +72,7 @@ class ReconTask:
   # --- state -----------------------------------------------------------------
 
   def init_state(self, key: jax.Array, batch: dict) -> state_lib.TrainState:
-    model = self.model
-    if model.head == 'template':
-      maps = batch['position_map'] / (prnet_lib.OUTPUT_SCALE * self.resolution)
-      model = model.clone(template=(jnp.mean(maps, 0), jnp.maximum(
-          jnp.std(maps, 0), 0.01)))
-    variables = model.init(key, batch['image'][:1], train=False)
+    variables = self.model.init(key, batch['image'][:1], train=False)
     params = variables['params']
     ema = params if self.config.train.ema_decay > 0 else {}
     return state_lib.TrainState(
