@@ -106,7 +106,7 @@ def source_fingerprint(source_dir: str | os.PathLike[str]) -> str:
   """sha-256 (hex) of a jaxface dataset's dataset.json."""
   path = os.path.join(os.fspath(source_dir), shards.DATASET_INFO)
   with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def source_layout(source_dir: str | os.PathLike[str], kind: str

@@ -217,6 +217,49 @@ def _convert_aflw2000(args) -> int:
       shard_size=args.shard_size)
 
 
+def _add_convert_landmarks2d(sub):
+  p = sub.add_parser(
+      'convert-landmarks2d',
+      help='convert a real 2D-landmark dataset (AFLW-21, iBUG .pts) to 2D '
+      'recon records',
+      description='Convert real faces with annotated 2D landmarks into 2D '
+      'recon records (a crop, the points of a landmark scheme in crop '
+      'pixels with a visibility mask, and the yaw where known), for mixed '
+      'training (config.mix). --format aflw21: the AFLW-21 folder (scheme '
+      'aflw21; its held-out faces, those the AFLW-21 benchmark measures, '
+      'go to the test split). --format pts: a folder of images each with an '
+      'iBUG .pts file beside it (scheme ibug68, 1-based coordinates). '
+      'Samples that cannot be read are skipped and listed; the exit status '
+      'is non-zero only when nothing could be converted.')
+  p.add_argument('--format', required=True, choices=['aflw21', 'pts'],
+                 help='the input layout')
+  p.add_argument('--root', required=True,
+                 help='the dataset folder (aflw21: images/, names.txt, '
+                 'pts21.npy, yaw_deg.npy; pts: searched recursively)')
+  p.add_argument('--out', required=True, help='output directory')
+  p.add_argument('--crop', choices=['given', 'box'], default=None,
+                 help='given: the images are face crops, resized whole; '
+                 "box: PRNet's crop around the visible points (default: "
+                 'given for aflw21, box for pts)')
+  p.add_argument('--test-fraction', type=float, default=None,
+                 help='pts only: fraction of faces held out in a test split '
+                 'by a hash of their relative path (default: all train)')
+  p.add_argument('--limit', type=int, default=None,
+                 help='convert only the first N faces')
+  _add_writer_args(p)
+  p.set_defaults(func=_convert_landmarks2d)
+
+
+def _convert_landmarks2d(args) -> int:
+  from data_pipelines import landmarks2d  # pylint: disable=g-import-not-at-top
+  return _timed_conversion(
+      landmarks2d.convert_landmarks2d, args.format, args.root, args.out,
+      resolution=args.resolution, crop=args.crop,
+      test_fraction=args.test_fraction, limit=args.limit,
+      workers=args.workers, overwrite=args.overwrite,
+      shard_size=args.shard_size)
+
+
 def _add_train(sub):
   p = sub.add_parser(
       'train', help='train a config in a workdir (resumes if possible)',
@@ -300,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_inspect(data_sub)
   _add_convert_300wlp(data_sub)
   _add_convert_aflw2000(data_sub)
+  _add_convert_landmarks2d(data_sub)
   _add_train(sub)
   _add_quickstart(sub)
   _add_module_command(sub, 'eval', 'jaxface.eval.report',

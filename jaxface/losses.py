@@ -119,7 +119,8 @@ def position_map_loss(pred, target, weight, kind: str = 'mse',
 
 
 def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
-                  kind: str = 'l2', scale: float | None = None) -> jax.Array:
+                  kind: str = 'l2', scale: float | None = None,
+                  visible=None) -> jax.Array:
   """Error of landmarks read off a predicted position map.
 
   The P landmarks are sampled from `pred_map` at `landmark_uv` with the
@@ -130,7 +131,9 @@ def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
 
   with the Euclidean norm over the target's D coordinates (3: x, y, z; with
   D = 2 only x, y are compared). The 'l2' norm has a zero gradient where a
-  landmark is exact (no NaN).
+  landmark is exact (no NaN). With `visible`, the mean is over the visible
+  points only, and the others (whose targets may be anything, NaN included)
+  have no effect on the loss or its gradient.
 
   Args:
     pred_map: (B, H, W, 3) predicted position map, pixels.
@@ -139,9 +142,12 @@ def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
       model's 68 (`model.landmark_uv()`).
     kind: 'l2' or 'squared'.
     scale: pixels per normalised unit; default 1.1 * H.
+    visible: optional (B, P) or (P,) weights, 1 for an annotated visible
+      point, 0 for one to ignore (a real dataset's 2D annotations).
 
   Returns:
-    () float32 loss, in units of scale ('l2') or scale^2 ('squared').
+    () float32 loss, in units of scale ('l2') or scale^2 ('squared'); 0
+    when no point is visible.
   """
   _check_kind(kind, LANDMARK_KINDS, 'landmark loss')
   pred_map = _f32(pred_map)
@@ -151,9 +157,14 @@ def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
   target = _f32(target_landmarks)
   pred = uv_lib.sample_uv(pred_map, _f32(landmark_uv))[..., :target.shape[-1]]
   diff = (pred - target) / scale
-  if kind == 'squared':
-    return jnp.mean(jnp.sum(diff * diff, axis=-1))
-  return jnp.mean(_safe_norm(diff))
+  if visible is not None:
+    visible = jnp.broadcast_to(_f32(visible), diff.shape[:-1])
+    diff = jnp.where(visible[..., None] > 0, diff, 0.0)
+  per_point = (jnp.sum(diff * diff, axis=-1) if kind == 'squared'
+               else _safe_norm(diff))
+  if visible is None:
+    return jnp.mean(per_point)
+  return jnp.sum(per_point * visible) / jnp.maximum(jnp.sum(visible), 1.0)
 
 
 def nme(pred_landmarks, true_landmarks) -> jax.Array:

@@ -272,3 +272,22 @@ def write_aflw2000(root: str, bfm_dir: str, images=AFLW_IMAGES,
     written.append({'name': name, 'mat': mat, 'jpg': jpg, 'pose': pose,
                     'shape': shape, 'exp': exp, 'pt3d': pt3d})
   return written
+
+
+def points_record(record: dict, points: np.ndarray, visible: np.ndarray,
+                  scheme: str, hidden_value: float = 0.0,
+                  yaw: bool = True) -> dict:
+  """A 2D recon record of `scheme` made from a 3D one: its image and crop,
+  `points` (P, 2) where `visible` (P,) bool, `hidden_value` elsewhere, and
+  its yaw unless `yaw` is False."""
+  out = {'image': record['image'], 'scheme': scheme,
+         'points2d': np.where(visible[:, None], points, hidden_value).astype(
+             np.float32),
+         'points_visible': np.asarray(visible).astype(np.uint8),
+         'face_box': record['face_box'],
+         'crop_transform': record['crop_transform'],
+         'original_size': record['original_size'],
+         'identity': record['identity'], 'source': 'test 2D'}
+  if yaw:
+    out['yaw'] = record['pose'][1:2]
+  return out

@@ -1,8 +1,11 @@
 """AFLW-21: the 21-point scheme, the reader and split, and the benchmark.
 
-The benchmark is checked on synthetic faces written as an AFLW-21 folder
-(their 21 points read from the true landmarks), where the truth is known.
-Tests of the real folder skip when it is absent; nothing from it is
+The benchmark (`experiments/benchmarks/aflw21_eval.py`: `convert-landmarks2d`
+of the held-out faces, then `jaxface eval`'s 2D-record path) is checked on
+synthetic faces written as an AFLW-21 folder, their 21 points read off the
+true position maps at the scheme's UVs (where a model reads them), with a
+stand-in network that predicts the truth, or the truth shifted by a known
+amount. Tests of the real folder skip when it is absent; nothing from it is
 copied here.
 """
 
@@ -16,16 +19,19 @@ import fabricate
 import workdirs
 from data_pipelines import aflw21
 from data_pipelines import bfm as bfm_lib
+from data_pipelines import landmarks2d
 from data_pipelines import synthetic
 from experiments.benchmarks import aflw21_eval
 from jaxface.data import shards
-from jaxface.eval import metrics
+from jaxface.eval import recon_eval
 from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
+from jaxface.train import trained as trained_lib
 
 SCHEME = schemes.AFLW21
+R = 32  # The stand-in models' resolution.
 REAL = aflw21.DEFAULT_DIR
 needs_real_data = pytest.mark.skipif(
     not os.path.isdir(REAL),
@@ -99,8 +105,9 @@ def _held_out_names(count, held=True):
 
 @pytest.fixture(scope='module')
 def faces(tmp_path_factory):
-  """Synthetic 120 x 120 PRNet crops as an AFLW-21 folder, and their true
-  maps (120 x 120) and landmarks."""
+  """Synthetic 120 x 120 PRNet crops as an AFLW-21 folder (three held-out
+  faces, then one training face), and their true maps (120 x 120) and
+  landmarks; the 21 points are read off the maps at the scheme's UVs."""
   base = tmp_path_factory.mktemp('aflw21')
   data = str(base / 'synth')
   synthetic.synthesize(data, synthetic.SynthConfig(
@@ -110,9 +117,8 @@ def faces(tmp_path_factory):
     recs = [reader[i] for i in range(len(reader))]
   maps = np.stack([r['position_map'] for r in recs]).astype(np.float64)
   landmarks = np.stack([r['landmarks'] for r in recs]).astype(np.float64)
-  extra = np.asarray(uv_lib.sample_uv(maps, layout_lib.PROCEDURAL.extra_uv),
-                     np.float64)
-  points = SCHEME.read(landmarks, extra)[..., :2]
+  points = np.asarray(uv_lib.sample_uv(
+      maps, SCHEME.uv(layout_lib.PROCEDURAL)), np.float64)[..., :2]
   points[0, [12, 3]] = np.nan  # Not visible.
   names = _held_out_names(3) + _held_out_names(1, held=False)
   root = str(base / 'aflw21')
@@ -152,54 +158,144 @@ def test_reader_and_held_out_split(faces, tmp_path):
     aflw21.load(str(tmp_path / 'half'))
 
 
-class _Oracle:
-  """A stand-in for `reconstruct.Reconstructor`: for a crop made from a
-  face's 120 x 120 image, the face's true map and landmarks carried into
-  that crop."""
+class _StandIn:
+  """Makes `recon_eval`'s network predict, for a crop the converter made
+  from a held-out face, that face's true points (read off its 120 x 120
+  true map at the model's point UVs) carried into the crop, `shift` 120 x
+  120 pixels away. A crop is recognised as the nearest of the crops the
+  converter makes (`landmarks2d.warp` with its transforms; the records hold
+  them as JPEG)."""
 
-  def __init__(self, faces, layout, resolution=64):
-    self.resolution = resolution
-    self.layout = layout
-    self._truth = {}
+  def __init__(self, faces, resolution, shift=(0.0, 0.0)):
     data = aflw21.load(faces['root'])
-    for k in range(len(data)):
-      for mode in aflw21_eval.MODES:
-        transform = aflw21_eval.crop_transform(data.points[k], mode,
-                                               resolution)
-        crop = aflw21_eval.recon_eval.warp_image(data.image(k), transform,
-                                                 resolution)
-        self._truth[crop.tobytes()] = (
-            render.apply_crop(transform, faces['maps'][k].reshape(-1, 3)
-                              ).reshape(faces['maps'][k].shape),
-            render.apply_crop(transform, faces['landmarks'][k]))
+    self.shift = np.asarray(shift, np.float64)
+    self.maps = faces['maps']
+    self.crops, self.keys = [], []
+    for k in aflw21.held_out_indices(data.names):
+      seen = data.points[k][np.all(np.isfinite(data.points[k]), axis=-1)]
+      for transform in (landmarks2d.given_transform(120, 120, resolution),
+                        render.prnet_crop(seen, resolution)[0]):
+        self.crops.append(landmarks2d.warp(data.image(int(k)), transform,
+                                           resolution) / 255.0)
+        self.keys.append((int(k), transform))
+    self.crops = np.stack(self.crops)
+    self.seen = []
 
-  def predict(self, crops):
-    maps, landmarks = zip(*(self._truth[c.tobytes()] for c in crops))
-    return np.stack(maps), np.stack(landmarks)
+  def __call__(self, module, variables, images, point_uv):
+    del module, variables
+    points = []
+    for image in np.asarray(images, np.float64):
+      distance = np.abs(self.crops - image).mean(axis=(1, 2, 3))
+      k, transform = self.keys[int(np.argmin(distance))]
+      if image.any():  # Not padding.
+        self.seen.append((k, float(np.min(distance))))
+      true = np.asarray(uv_lib.sample_uv(self.maps[k], point_uv), np.float64)
+      true[:, :2] += self.shift
+      points.append(render.apply_crop(transform, true))
+    return np.zeros(np.shape(images)), np.stack(points)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Workdirs of PRNets at 32 x 32: in the procedural layout (with ears)
+  and in one whose ears are its jaw-contour ends."""
+  base = tmp_path_factory.mktemp('aflw21_runs')
+  extra = layout_lib.PROCEDURAL.extra_uv.copy()
+  extra[1:3] = layout_lib.PROCEDURAL.landmark_uv[[0, 16]]
+  no_ears = layout_lib.UVLayout('no_ears', layout_lib.PROCEDURAL.landmark_uv,
+                                extra)
+  return {True: workdirs.prnet_workdir(str(base / 'ears'), R, 0.125),
+          False: workdirs.prnet_workdir(str(base / 'no_ears'), R, 0.125,
+                                        layout=no_ears)}
+
+
+def _measure(faces, workdir, monkeypatch, tmp_path, shift=(0.0, 0.0),
+             **kwargs):
+  stand_in = _StandIn(faces, R, shift)
+  monkeypatch.setattr(recon_eval, '_predict', stand_in)
+  data = aflw21.load(faces['root'])
+  indices, results = aflw21_eval.measure(
+      trained_lib.load(workdir), data, batch_size=2,
+      work_dir=str(tmp_path / 'work'), **kwargs)
+  # Every crop was recognised (the JPEG of the records is close to it).
+  assert stand_in.seen and max(d for _, d in stand_in.seen) < 0.02
+  return data, indices, results
+
+
+def _hand_nme(true, shift):
+  """The NME of points `shift` from every visible point, by hand in the
+  120 x 120 crop: |shift| / sqrt(w h) of the visible points' box."""
+  out = []
+  for points in true:
+    seen = points[np.all(np.isfinite(points), axis=1)]
+    size = seen.max(axis=0) - seen.min(axis=0)
+    out.append(np.hypot(*shift) / np.sqrt(size[0] * size[1]))
+  return np.array(out)
+
+
+def test_held_out_folder_keeps_the_first_held_out_faces(faces, tmp_path):
+  data = aflw21.load(faces['root'])
+  indices = aflw21_eval.held_out_folder(data, str(tmp_path / 'two'), 2)
+  np.testing.assert_array_equal(indices, [0, 1])
+  view = aflw21.load(str(tmp_path / 'two'))
+  assert view.names == tuple(faces['names'][:2])
+  np.testing.assert_array_equal(view.points, data.points[:2])
+  np.testing.assert_allclose(view.yaw_deg, data.yaw_deg[:2], rtol=1e-6)
+  np.testing.assert_array_equal(view.image(1), data.image(1))
+  indices = aflw21_eval.held_out_folder(data, str(tmp_path / 'all'))
+  np.testing.assert_array_equal(indices, [0, 1, 2])
+  assert aflw21.load(str(tmp_path / 'all')).names == tuple(faces['names'][:3])
+  # A folder without a held-out face.
+  names = _held_out_names(2, held=False)
+  _write_folder(str(tmp_path / 'train_only'),
+                [faces['records'][0]['image']] * 2, np.zeros((2, 21, 2)),
+                [0.0, 0.0], names)
+  with pytest.raises(ValueError, match='no held-out face'):
+    aflw21_eval.held_out_folder(aflw21.load(str(tmp_path / 'train_only')),
+                                str(tmp_path / 'none'))
 
 
 @pytest.mark.parametrize('ears', [True, False])
-def test_true_points_score_zero_in_both_crops(faces, tmp_path, ears):
-  layout = layout_lib.PROCEDURAL
-  if not ears:  # A layout whose ears are its jaw-contour ends.
-    extra = layout.extra_uv.copy()
-    extra[1:3] = layout.landmark_uv[[0, 16]]
-    layout = layout_lib.UVLayout('no_ears', layout.landmark_uv, extra)
-  model = _Oracle(faces, layout)
-  data = aflw21.load(faces['root'])
-  indices = aflw21.held_out_indices(data.names)
-  points, seconds = aflw21_eval.measure(data, indices, model,
-                                        aflw21_eval.MODES, batch_size=2)
-  assert set(seconds) == {'crops', 'predict'}
-  for mode in aflw21_eval.MODES:
-    out = aflw21_eval.summarise(points[mode], data.points[indices],
-                                data.yaw_deg[indices])
-    assert out['unusable'] == 0 and out['nme']['count'] == 3
+def test_true_points_score_zero_in_both_crops(faces, runs, monkeypatch,
+                                              tmp_path, ears):
+  data, indices, results = _measure(faces, runs[ears], monkeypatch, tmp_path)
+  np.testing.assert_array_equal(indices, [0, 1, 2])
+  assert set(results) == set(aflw21_eval.MODES)
+  for mode, result in results.items():
+    conversion = result['conversion']
+    assert conversion.info['crop'] == aflw21_eval.MODES[mode]
+    assert conversion.info['resolution'] == R
+    # The held-out faces only, all in `test`.
+    assert [(r.split, r.count) for r in conversion.results] == [('test', 3)]
+    out = aflw21_eval.summarise(result['report'], conversion)
+    assert out['unusable'] == 0 and out['skipped'] == []
+    assert out['nme']['count'] == 3
     assert out['nme']['mean'] == pytest.approx(0.0, abs=1e-4), mode
-    assert out['nme_no_ears']['mean'] == pytest.approx(0.0, abs=1e-4)
-    assert np.isnan(points[mode][:, [12, 16]]).all() == (not ears)
+    assert out['nme_no_ears']['mean'] == pytest.approx(0.0, abs=1e-4), mode
+    pred = result['per_image']['pred_points']
+    assert np.isnan(pred[:, [12, 16]]).all() == (not ears)
     measured = [p is not None for p in out['per_point']]
     assert measured[12] == measured[16] == ears
+    assert result['report']['points']['read'][12] == ears
+    assert set(result['seconds']) == {'convert', 'evaluate'}
+    # Pred and true are in the same frame, the records' crop: mapped back
+    # through the record's crop transform, both are the 120 x 120 points.
+    with shards.RecordReader(os.path.join(tmp_path, 'work', mode), 'recon',
+                             'test') as reader:
+      recs = [reader[i] for i in range(len(reader))]
+    assert [r['source'] for r in recs] == [
+        'AFLW21/' + faces['names'][k][:-4] for k in indices]
+    for k, rec, p in zip(indices, recs, pred):
+      visible = np.all(np.isfinite(data.points[k]), axis=1)
+      crop = (recon_eval.resize_transform(120, R) if mode == 'resize' else
+              render.prnet_crop(data.points[k][visible], R)[0])
+      np.testing.assert_allclose(rec['crop_transform'], crop, rtol=1e-5,
+                                 atol=1e-4)
+      inverse = np.linalg.inv(rec['crop_transform'].astype(np.float64))
+      back = p @ inverse[:2, :2].T + inverse[:2, 2]
+      seen = np.all(np.isfinite(back) & np.isfinite(data.points[k]), axis=1)
+      assert seen.sum() >= 17
+      np.testing.assert_allclose(back[seen], data.points[k][seen], atol=1e-3)
   # The scheme's left is the image left on these frontal-ish faces.
   frontal = np.abs(data.yaw_deg) < 30
   true = data.points[frontal]
@@ -207,48 +303,88 @@ def test_true_points_score_zero_in_both_crops(faces, tmp_path, ears):
   assert np.all(true[:, 17, 0] < true[:, 19, 0])
 
 
-def test_a_known_shift_gives_its_nme(faces):
+def test_a_known_shift_gives_its_nme(faces, runs, monkeypatch, tmp_path):
+  shift = (3.0, 4.0)  # 5 pixels of the 120 x 120 crop.
+  data, indices, results = _measure(faces, runs[True], monkeypatch, tmp_path,
+                                    shift)
+  expected = _hand_nme(data.points[indices], shift)
+  assert len(set(np.round(expected, 6))) == 3  # The order matters.
+  for mode, result in results.items():
+    np.testing.assert_allclose(result['per_image']['nme'], expected,
+                               rtol=1e-4, err_msg=mode)
+    out = aflw21_eval.summarise(result['report'], result['conversion'])
+    assert out['nme']['mean'] == pytest.approx(expected.mean(), rel=1e-4)
+    # Without the ears: the same 5 pixels over the same box.
+    assert out['nme_no_ears']['mean'] == pytest.approx(expected.mean(),
+                                                       rel=1e-4)
+  # --limit: the first held-out faces.
+  _, indices, results = _measure(faces, runs[True], monkeypatch,
+                                 tmp_path / 'limit', shift, limit=2,
+                                 modes=('recrop',))
+  np.testing.assert_array_equal(indices, [0, 1])
+  assert list(results) == ['recrop']
+  np.testing.assert_allclose(results['recrop']['per_image']['nme'],
+                             expected[:2], rtol=1e-4)
+
+
+def test_faces_the_converter_skips_are_unusable(faces, runs, monkeypatch,
+                                                tmp_path):
   data = aflw21.load(faces['root'])
-  true = data.points[:2]
-  shifted = true + [3.0, 4.0]
-  nme = metrics.nme_visible(shifted, true)
-  for k in range(2):
-    seen = true[k][np.all(np.isfinite(true[k]), axis=-1)]
-    size = np.ptp(seen, axis=0)
-    assert nme[k] == pytest.approx(5.0 / np.sqrt(size[0] * size[1]))
+  points = data.points.copy()
+  points[1, 2:] = np.nan  # 2 visible points: the converter skips it.
+  root = str(tmp_path / 'few')
+  _write_folder(root, [r['image'] for r in faces['records']], points,
+                data.yaw_deg, faces['names'])
+  few = {**faces, 'root': root}
+  _, indices, results = _measure(few, runs[True], monkeypatch, tmp_path)
+  assert len(indices) == 3
+  for result in results.values():
+    out = aflw21_eval.summarise(result['report'], result['conversion'])
+    assert out['nme']['count'] == 2 and out['unusable'] == 1
+    assert [s['item'] for s in out['skipped']] == [faces['names'][1]]
+    assert 'at least 3' in out['skipped'][0]['reason']
+  # No face converts: a clear error.
+  points[:, 2:] = np.nan
+  root = str(tmp_path / 'none')
+  _write_folder(root, [r['image'] for r in faces['records']], points,
+                data.yaw_deg, faces['names'])
+  with pytest.raises(ValueError, match=r'resize: none of the 3 held-out '
+                     r'faces could be converted \(image'):
+    _measure({**faces, 'root': root}, runs[True], monkeypatch,
+             tmp_path / 'again')
+  with pytest.raises(ValueError, match='modes must be among'):
+    aflw21_eval.measure(trained_lib.load(runs[True]), data, ('stretch',))
 
 
-def test_recrop_needs_a_box():
-  points = np.full((21, 2), np.nan)
-  assert aflw21_eval.crop_transform(points, 'recrop', 64) is None
-  points[3] = [10.0, 20.0]
-  points[4] = [10.0, 40.0]  # A box without width.
-  assert aflw21_eval.crop_transform(points, 'recrop', 64) is None
-  points[5] = [30.0, 30.0]
-  transform = aflw21_eval.crop_transform(points, 'recrop', 64)
-  # PRNet's crop: 1.5 x the mean side of the visible points' box.
-  assert transform[0, 0] == pytest.approx(63 / (1.5 * 20))
-  np.testing.assert_allclose(aflw21_eval.crop_transform(points, 'resize', 64),
-                             np.diag([63 / 119, 63 / 119, 1.0]))
-  with pytest.raises(ValueError, match='mode'):
-    aflw21_eval.crop_transform(points, 'stretch', 64)
-
-
-def test_benchmark_command_prints_one_json_line(faces, tmp_path, capsys):
-  workdir = workdirs.prnet_workdir(str(tmp_path / 'run'), 32, 0.125)
+def test_benchmark_command_prints_one_json_line(faces, runs, tmp_path,
+                                                capsys):
+  workdir = runs[True]
   assert aflw21_eval.main(['--workdir', workdir, '--data', faces['root'],
                            '--recrop', '--limit', '2',
                            '--batch-size', '2']) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1
   out = json.loads(lines[0])
-  assert out['images'] == 2 and out['model']['resolution'] == 32
+  assert set(out) == {'benchmark', 'model', 'data', 'split', 'images',
+                      'points_read', 'resize', 'recrop', 'seconds',
+                      'images_per_second'}
+  assert out['images'] == 2 and out['model']['resolution'] == R
   assert out['model']['uv_layout'] == 'procedural'
-  assert all(out['points_read'])
+  assert out['data'] == os.path.abspath(faces['root'])
+  assert 'first 2 in names.txt order' in out['split']
+  assert out['points_read'] == [True] * 21
   for mode in ('resize', 'recrop'):
+    assert set(out[mode]) == {'nme', 'nme_no_ears', 'per_point', 'unusable',
+                              'skipped'}
     assert out[mode]['nme']['count'] + out[mode]['unusable'] == 2
     assert len(out[mode]['per_point']) == 21
-  assert out['seconds']['total'] > 0
+  assert set(out['seconds']) == {'load', 'convert', 'evaluate', 'total'}
+  assert out['seconds']['total'] > 0 and out['images_per_second'] > 0
+  # Without --recrop: the resized crops only.
+  assert aflw21_eval.main(['--workdir', workdir, '--data', faces['root'],
+                           '--limit', '1']) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert 'resize' in out and 'recrop' not in out and out['images'] == 1
   # Bad inputs: a clear message and status 2.
   assert aflw21_eval.main(['--workdir', workdir, '--data',
                            str(tmp_path / 'nowhere')]) == 2
@@ -256,6 +392,14 @@ def test_benchmark_command_prints_one_json_line(faces, tmp_path, capsys):
   assert aflw21_eval.main(['--workdir', str(tmp_path / 'nowhere'), '--data',
                            faces['root']]) == 2
   assert 'not a directory' in capsys.readouterr().err
+  assert aflw21_eval.main(['--workdir', workdir, '--model', 'synthetic',
+                           '--data', faces['root']]) == 2
+  assert 'not both' in capsys.readouterr().err
+  for bad in (['--limit', '0'], ['--batch-size', '0']):
+    with pytest.raises(SystemExit) as exit_info:
+      aflw21_eval.main(['--workdir', workdir, '--data', faces['root'], *bad])
+    assert exit_info.value.code == 2
+    assert 'must be >= 1' in capsys.readouterr().err
 
 
 # ------------------------------------------------------------- real data ----

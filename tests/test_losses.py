@@ -154,6 +154,28 @@ def test_landmark_loss_zero_for_true_map_and_hand_value_for_shift():
     losses.landmark_loss(pm, true, lmk_uv, kind='l3')
 
 
+def test_masked_landmark_loss_ignores_invisible_points():
+  res = 16
+  pm = jnp.asarray(_linear_map(res, batch=2))
+  # Two points at texel centres (so each reads one texel), in 2D.
+  uv = np.array([[4 / 15, 5 / 15], [10 / 15, 6 / 15]], np.float32)
+  true = np.repeat((uv * 15)[None], 2, 0).astype(np.float32)
+  target = true + np.array([[3.0, 4.0], [30.0, 40.0]], np.float32)
+  target[1, 1] = np.nan  # a hidden point's coordinates can be anything
+  visible = np.array([[1, 0], [1, 0]], np.float32)
+  loss = losses.landmark_loss(pm, target, uv, visible=visible)
+  np.testing.assert_allclose(loss, 5 / 17.6, rtol=1e-5)  # point 0 only
+  grad = jax.grad(losses.landmark_loss)(pm, target, uv, visible=visible)
+  assert np.all(np.isfinite(grad))
+  # No gradient reaches the texel of the hidden point; some reaches the
+  # visible one's.
+  np.testing.assert_array_equal(grad[:, 6, 10], 0.0)
+  assert np.abs(grad[:, 5, 4, :2]).min() > 0
+  # Nothing visible: loss 0, no gradient.
+  none = losses.landmark_loss(pm, target, uv, visible=np.zeros((2, 2)))
+  assert float(none) == 0.0
+
+
 def test_nme_known_shift():
   rng = np.random.default_rng(1)
   # True landmarks in the box x in [10, 20], y in [0, 40]: sqrt(w h) = 20.

@@ -363,14 +363,15 @@ SHIPPED = os.path.join(pretrained.PACKAGE_DIR, pretrained.DEFAULT_MODEL)
     not os.path.isdir(SHIPPED),
     reason=f'{SHIPPED} does not exist yet: the synthetic model has not been '
     'trained and exported (`jaxface export --workdir RUN --name synthetic`)')
-def test_the_shipped_synthetic_model(tmp_path):
-  model = trained.load_pretrained(pretrained.DEFAULT_MODEL,
-                                  pretrained.PACKAGE_DIR)  # sha256 checked
-  info = pretrained.read_info(SHIPPED)
+@pytest.mark.parametrize('name', pretrained.available(pretrained.PACKAGE_DIR))
+def test_the_shipped_models(name, tmp_path):
+  folder = os.path.join(pretrained.PACKAGE_DIR, name)
+  model = trained.load_pretrained(name, pretrained.PACKAGE_DIR)  # sha256
+  info = pretrained.read_info(folder)
   assert pretrained.count_parameters(model.params) == info['parameters']
-  assert sum(os.path.getsize(os.path.join(SHIPPED, n))
-             for n in os.listdir(SHIPPED)) < pretrained.MAX_BYTES
-  assert pretrained.summary_line(SHIPPED)
+  assert sum(os.path.getsize(os.path.join(folder, n))
+             for n in os.listdir(folder)) < pretrained.MAX_BYTES
+  assert pretrained.summary_line(folder)
   # Same weights, data and code: the documented NME, up to the numerics of
   # another machine.
-  check_synthetic_nme(SHIPPED, 1e-3, str(tmp_path))
+  check_synthetic_nme(folder, 1e-3, str(tmp_path))

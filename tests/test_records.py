@@ -396,8 +396,9 @@ def test_field_names_match_fixtures(kind, rng):
   assert fixture <= set(records.field_names(kind))
   optional = set(records.field_names(kind)) - set(
       records.field_names(kind, required_only=True))
-  assert optional == ({"original_image", "position_map"} if kind == "recon"
-                      else set())
+  assert optional == ({"original_image", "position_map", "yaw",
+                       *records.RECON_3D_FIELDS, *records.RECON_2D_FIELDS}
+                      if kind == "recon" else set())
 
 
 def test_optional_recon_fields(rng):

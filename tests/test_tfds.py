@@ -94,8 +94,9 @@ def test_prepared_dataset_reads_back_every_field(source_dir, tfds_dir, kind):
 def test_features_follow_the_record_schema(tfds_dir):
   features = tfds.builder("jaxface_records/recon",
                           data_dir=tfds_dir).info.features
+  # Synthetic records are 3D and have their position maps.
   assert set(features) == set(records.field_names("recon", True)) | {
-      "position_map"}  # Synthetic records have their position maps.
+      "position_map", *records.RECON_3D_FIELDS}
   assert features["position_map"].shape == (32, 32, 3)
   assert features["position_map"].np_dtype == np.float32
   assert features["shape_coeffs"].shape == (40,)

@@ -57,6 +57,11 @@ def test_two_steps_write_everything(data, tmp_path):
   with open(tmp_path / 'metrics.jsonl') as f:
     lines = [json.loads(line) for line in f]
   assert [l['step'] for l in lines if 'train/loss' in l] == [1, 2]
+  # The logged learning rate is the schedule's at each step's update:
+  # Adam at 2e-3, cosine over 2 steps without warm-up (quickstart config).
+  rates = [l['train/learning_rate'] for l in lines if 'train/loss' in l]
+  np.testing.assert_allclose(rates, [2e-3, 2e-3 * (0.05 + 0.95 * 0.5)],
+                             rtol=1e-6)
   assert any(name.startswith('events.out.tfevents')
              for name in os.listdir(tmp_path))
   assert os.path.exists(tmp_path / 'summary.json')
@@ -153,8 +158,8 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
                                                          monkeypatch):
   make_task = loop.make_task
 
-  def poisoned(config, resolution, layout=None):
-    task = make_task(config, resolution, layout)
+  def poisoned(config, resolution, *args):
+    task = make_task(config, resolution, *args)
     train_step = task.train_step
 
     def step(state, batch, key):

@@ -5,195 +5,199 @@
       [--data ../shared/data/aflw21] [--limit 300] [--recrop]
       [--batch-size 16]
 
-Measures the PRNet of a training workdir on the held-out faces of AFLW-21
-(`data_pipelines.aflw21`: real 120 x 120 crops with AFLW's 21 hand-marked
-2D points; the folder is not part of jaxface and must not be copied into
-it). Prints one JSON line.
+Measures the PRNet of a training workdir (or a shipped model) on the
+held-out faces of AFLW-21 (`data_pipelines.aflw21`: real 120 x 120 crops
+with AFLW's 21 hand-marked 2D points; the folder is not part of jaxface and
+must not be copied into it). Prints one JSON line.
+
+This is a thin wrapper around the one implementation, the two commands
+
+  jaxface data convert-landmarks2d --format aflw21 --root DATA --out D \
+      --resolution R [--crop given|box]
+  jaxface eval --model NAME|--workdir W --data D --split test
+
+run on the held-out faces only, at the model's resolution R, into a
+temporary folder that is removed afterwards:
 
 - Split: the faces whose file name hashes into the last 20 %
   (`aflw21.held_out`: SHA-256 of the name), in names.txt order; `--limit N`
-  takes the first N of them.
-- Crops, reported side by side with `--recrop`:
-  - `resize`: the 120 x 120 crop resized to the model's R x R
-    (`recon_eval.resize_transform`, `recon_eval.warp_image`). 3DDFA's crops
-    are tighter than jaxface's PRNet crop (1.5 x the landmarks' box), so the
-    face fills more of the image than in training;
-  - `recrop`: PRNet's crop (`render.prnet_crop`) around the box of the
-    visible points, padded with black where it leaves the 120 x 120 crop.
-    The 21 points' box is smaller than the 68 landmarks' box that training
-    crops around (no jaw contour), so faces come out somewhat larger than
-    in training.
-- Points: the 68 landmarks and the extra points read off the predicted
-  maps, turned into AFLW's 21 (`schemes.AFLW21`; the ear lobes only for
-  layouts with ears), mapped back to the 120 x 120 crop.
-- NME (3DDFA's AFLW protocol, `metrics.nme_visible`): mean error over the
-  visible points that the model reads / sqrt(w h) of the visible true
+  takes the first N of them. (The converter's own `--limit N` counts the
+  first N faces of names.txt before the split, about 0.2 N of them held
+  out; this script hands the converter a folder of the held-out faces
+  only, `held_out_folder`, so its `--limit` keeps its meaning.)
+- Crops (`MODES`: this script's name -> the converter's `--crop`),
+  reported side by side with `--recrop`:
+  - `resize` (`given`): the 120 x 120 crop resized to the model's R x R
+    (scale (R - 1) / 119, antialiased). 3DDFA's crops are tighter than
+    jaxface's PRNet crop (1.5 x the landmarks' box), so the face fills more
+    of the image than in training;
+  - `recrop` (`box`): PRNet's crop (`render.prnet_crop`) around the box of
+    the visible points, padded with black where it leaves the 120 x 120
+    crop. The 21 points' box is smaller than the 68 landmarks' box that
+    training crops around (no jaw contour), so faces come out somewhat
+    larger than in training.
+  The converter stores the crops as JPEG (quality 95), as any 2D record.
+- Points: read off the predicted position map at the scheme's UVs in the
+  model's layout (`schemes.AFLW21.uv`: an eye centre is the map's point at
+  the mean UV of the six eye points; the ear lobes only for layouts with
+  ears), in the records' crop pixels, against the records' points in the
+  same pixels (`recon_eval.evaluate_reconstruction` on 2D records).
+- NME (3DDFA's AFLW protocol, `metrics.points_summary`): mean error over
+  the visible points that the model reads / sqrt(w h) of the visible true
   points' box (3DDFA divides by the box of its fitted 68 landmarks, which
   AFLW-21 does not have: that box is larger, so 3DDFA's figures are
   smaller); by |yaw| bin (0-30, 30-60, 60-90 degrees, beyond 90 in the
   last), the mean of the bins and the plain mean; the same without the ear
   lobes (`nme_no_ears`: the 19 points models of every UV layout read, for
   comparisons across layouts); and per point (the mean normalised error of
-  each of the 21 points where visible).
+  each of the 21 points where visible). Both crops are similarities
+  without rotation of the 120 x 120 crop, so the NME is the one measured
+  in its pixels.
 
-JSON keys: model (workdir, step, resolution, uv_layout), data, split,
-images, points_read (21 bools), resize / recrop ({nme, nme_no_ears: by
-bin, per_point, unusable: images with no usable points}), seconds (load,
-crops, predict, total) and images_per_second (crops + predict).
+JSON keys: model (workdir or pretrained, step, resolution, uv_layout),
+data, split, images (held-out faces measured), points_read (21 bools),
+resize / recrop ({nme, nme_no_ears: by bin, per_point, unusable: images
+with no NME, i.e. records without a usable point plus the faces the
+converter skipped: fewer than 3 visible points or an unreadable image;
+skipped: those faces, {'item', 'reason'}}), seconds (load, convert,
+evaluate, total) and images_per_second (faces x crops / (convert +
+evaluate)).
 
-Time on 2 CPU cores, compilation included: the quickstart's quarter-width
-64 x 64 PRNet measures about 300 crops a second (all 3,784 held-out faces,
-both crops, in 26 s); a full-width 256 x 256 PRNet about 9 a second, so
-`--limit 500 --recrop` takes about 2 minutes.
+Time on 2 CPU cores, compilation included: the shipped 96 x 96 `synthetic`
+model measures all 3,784 held-out faces in both crops in 36 s of wall time
+(3.5 s converting, 30 s evaluating; with a training run sharing the
+cores), as the former implementation of this script did (37 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from data_pipelines import aflw21
-from jaxface.eval import metrics
+from data_pipelines import landmarks2d
 from jaxface.eval import recon_eval
-from jaxface.face import render
-from jaxface.face import schemes
-from jaxface.face import uv as uv_lib
-from jaxface.infer import reconstruct
 from jaxface.train import trained as trained_lib
 
-MODES = ('resize', 'recrop')
-# The AFLW-21 indices of the ear lobes.
-EAR_POINTS = tuple(p for p, source in enumerate(schemes.AFLW21.sources)
-                   if isinstance(source, str) and source.startswith('ear_'))
+# The benchmark's crops -> `convert-landmarks2d --crop`.
+MODES = {'resize': 'given', 'recrop': 'box'}
 
 
-def load_model(workdir: str | None, batch_size: int = 16,
-               name: str | None = None
-               ) -> tuple[reconstruct.Reconstructor, dict]:
-  """The network to measure and its description: a training workdir's last
-  checkpoint, or a shipped model by `name`.
+def held_out_folder(data: aflw21.AFLW21, out: str,
+                    limit: int | None = None) -> np.ndarray:
+  """Writes at `out` an AFLW-21 folder of the first `limit` (None: all)
+  held-out faces of `data`, in names.txt order: names.txt, pts21.npy and
+  yaw_deg.npy of those faces, and `images` a link to `data`'s images.
+
+  Every face of it is held out (`aflw21.held_out` reads the name), so that
+  `convert-landmarks2d` puts them all in split `test` and converts no
+  training face.
 
   Returns:
-    (a `reconstruct.Reconstructor`, `trained.describe`'s dict plus
-    'uv_layout').
+    (M,) indices of the faces in `data`.
+
+  Raises:
+    ValueError: `data` holds no held-out face.
   """
-  trained = trained_lib.load_model(workdir, name)
-  module, variables = trained_lib.prnet(trained)
-  model = reconstruct.Reconstructor(module, variables, trained.resolution,
-                                    batch_size, trained.layout)
-  return model, {**trained_lib.describe(trained),
-                 'uv_layout': trained.layout.name}
+  indices = aflw21.held_out_indices(data.names)
+  if not len(indices):
+    raise ValueError(f'AFLW-21: {data.root} has no held-out face among its '
+                     f'{len(data)} names')
+  if limit is not None:
+    indices = indices[:limit]
+  os.makedirs(out)
+  with open(os.path.join(out, 'names.txt'), 'w') as f:
+    f.write(''.join(data.names[i] + '\n' for i in indices))
+  np.save(os.path.join(out, 'pts21.npy'),
+          np.transpose(data.points[indices], (0, 2, 1)).astype(np.float32))
+  np.save(os.path.join(out, 'yaw_deg.npy'),
+          data.yaw_deg[indices].astype(np.float32))
+  os.symlink(os.path.abspath(os.path.join(data.root, 'images')),
+             os.path.join(out, 'images'), target_is_directory=True)
+  return indices
 
 
-def crop_transform(points: np.ndarray, mode: str, resolution: int,
-                   source: int = aflw21.CROP_SIZE) -> np.ndarray | None:
-  """(3, 3) similarity from the source crop's pixels to the model's R x R
-  crop, for one face; None when `recrop` has no box (fewer than 2 visible
-  points, or a box without area).
+def measure(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,
+            modes=tuple(MODES), limit: int | None = None,
+            batch_size: int = 16, work_dir: str | None = None
+            ) -> tuple[np.ndarray, dict[str, dict]]:
+  """Converts the held-out faces at the model's resolution, once per crop,
+  and evaluates the model on them.
 
   Args:
-    points: (21, 2) true points, NaN where not visible (`recrop` crops
-      around the visible ones).
-    mode: 'resize' (the whole source crop) or 'recrop' (PRNet's crop).
-    resolution: the model's R.
-    source: side of the source crop.
-  """
-  if mode == 'resize':
-    return recon_eval.resize_transform(source, resolution)
-  if mode != 'recrop':
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-  seen = points[np.all(np.isfinite(points), axis=-1)]
-  if len(seen) < 2 or np.any(np.ptp(seen, axis=0) <= 0):
-    return None
-  transform, _ = render.prnet_crop(seen, resolution)
-  return transform
-
-
-def predict_points(model: reconstruct.Reconstructor, crops: np.ndarray,
-                   readable: np.ndarray) -> np.ndarray:
-  """(B, R, R, 3) uint8 crops -> (B, 21, 2) AFLW points in crop pixels
-  (NaN where not `readable`)."""
-  maps, landmarks = model.predict(crops)
-  extra = np.asarray(uv_lib.sample_uv(maps, model.layout.extra_uv))
-  points = schemes.AFLW21.read(landmarks, extra, readable)
-  return points[..., :2]
-
-
-def _to_source(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
-  """(P, 2) crop points back to the source crop through the inverse of the
-  similarity `transform` (NaN stays NaN)."""
-  inverse = np.linalg.inv(transform)
-  return points @ inverse[:2, :2].T + inverse[:2, 2]
-
-
-def measure(data: aflw21.AFLW21, indices: np.ndarray,
-            model: reconstruct.Reconstructor, modes=MODES,
-            batch_size: int = 16) -> tuple[dict, dict]:
-  """Predicted AFLW points of faces `indices`, in the source crops' pixels.
+    trained: the model.
+    data: the AFLW-21 folder.
+    modes: keys of `MODES`.
+    limit: the first `limit` held-out faces only (None: all).
+    batch_size: images per forward pass.
+    work_dir: where the held-out folder and the records go (a temporary
+      folder, removed afterwards, when None; else a folder that must not
+      exist yet, kept).
 
   Returns:
-    ({mode: (N, 21, 2) points, NaN where not read or the face has no
-    crop}, {'crops': seconds, 'predict': seconds}).
+    (indices of the faces in `data`, {mode: {'report', 'per_image' (of
+    `recon_eval.evaluate_reconstruction`), 'conversion' (the converter's
+    `the300wlp.Conversion`), 'seconds': {'convert', 'evaluate'}}}).
+
+  Raises:
+    ValueError: an unknown mode, no held-out face, or no face of a crop
+      converted (the reasons given).
   """
-  r = model.resolution
-  readable = schemes.AFLW21.readable(model.layout)
-  points = {mode: np.full((len(indices), schemes.AFLW21.num_points, 2),
-                          np.nan) for mode in modes}
-  seconds = {'crops': 0.0, 'predict': 0.0}
-  for start in range(0, len(indices), batch_size):
-    chunk = indices[start:start + batch_size]
-    t0 = time.perf_counter()
-    images = [data.image(int(i)) for i in chunk]
-    jobs = {}
+  unknown = [m for m in modes if m not in MODES]
+  if unknown:
+    raise ValueError(f'modes must be among {tuple(MODES)}, got {unknown}')
+  with contextlib.ExitStack() as stack:
+    if work_dir is None:
+      work_dir = stack.enter_context(tempfile.TemporaryDirectory(
+          prefix='aflw21_eval_'))
+    else:
+      os.makedirs(work_dir)
+    faces = os.path.join(work_dir, 'held_out')
+    indices = held_out_folder(data, faces, limit)
+    out = {}
     for mode in modes:
-      transforms = [crop_transform(p, mode, r) for p in data.points[chunk]]
-      usable = [k for k, t in enumerate(transforms) if t is not None]
-      crops = np.stack([recon_eval.warp_image(images[k], transforms[k], r)
-                        for k in usable]) if usable else None
-      jobs[mode] = (usable, transforms, crops)
-    seconds['crops'] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for mode, (usable, transforms, crops) in jobs.items():
-      if not usable:
-        continue
-      pred = predict_points(model, crops, readable)
-      for j, k in enumerate(usable):
-        points[mode][start + k] = _to_source(transforms[k], pred[j])
-    seconds['predict'] += time.perf_counter() - t0
-  return points, seconds
+      records = os.path.join(work_dir, mode)
+      t0 = time.perf_counter()
+      conversion = landmarks2d.convert_landmarks2d(
+          'aflw21', faces, records, resolution=trained.resolution,
+          crop=MODES[mode], progress=False)
+      t1 = time.perf_counter()
+      if not conversion.ok:
+        reasons = '; '.join(f'{item}: {why}' for _, _, item, why
+                            in conversion.skipped()[:3])
+        raise ValueError(f'{mode}: none of the {len(indices)} held-out '
+                         f'faces could be converted ({reasons})')
+      report, per_image = recon_eval.evaluate_reconstruction(
+          trained, records, 'test', batch_size=batch_size, progress=False)
+      out[mode] = {'report': report, 'per_image': per_image,
+                   'conversion': conversion,
+                   'seconds': {'convert': t1 - t0,
+                               'evaluate': time.perf_counter() - t1}}
+  return indices, out
 
 
-def summarise(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
-              ) -> dict:
-  """NMEs of predicted points against the truth, both (N, 21, 2).
+def summarise(report: dict, conversion) -> dict:
+  """One crop's figures for the JSON line.
 
   Returns:
-    {'nme': `metrics.binned_summary` of the images with an NME by |yaw|
-    bin; 'nme_no_ears': the same without the two ear lobes (the 19 points
-    that models of every UV layout read); 'per_point': (21,) mean
-    normalised error of each point where measured (None: never);
-    'unusable': images without an NME}.
+    {'nme', 'nme_no_ears', 'per_point': as the 2D report of
+    `recon_eval.evaluate_reconstruction`; 'unusable': images without an
+    NME, the report's plus the faces the converter skipped; 'skipped':
+    those faces, [{'item', 'reason'}]}.
   """
-  errors = metrics.visible_point_errors(pred, true)
-  nme = metrics.nme_visible(pred, true)
-  ok = np.isfinite(nme)
-  no_ears = np.array(pred, copy=True)
-  no_ears[:, list(EAR_POINTS)] = np.nan
-  nme_no_ears = metrics.nme_visible(no_ears, true)
-  ok_no_ears = np.isfinite(nme_no_ears)
-  counted = np.isfinite(errors)
-  per_point = [float(errors[counted[:, p], p].mean())
-               if counted[:, p].any() else None
-               for p in range(errors.shape[1])]
-  return {'nme': metrics.binned_summary(nme[ok], yaw_deg[ok]),
-          'nme_no_ears': metrics.binned_summary(nme_no_ears[ok_no_ears],
-                                                yaw_deg[ok_no_ears]),
-          'per_point': per_point, 'unusable': int((~ok).sum())}
+  skipped = [{'item': item, 'reason': why}
+             for _, _, item, why in conversion.skipped()]
+  return {'nme': report['nme'], 'nme_no_ears': report['nme_no_ears'],
+          'per_point': report['per_point'],
+          'unusable': int(report['unusable']) + len(skipped),
+          'skipped': skipped}
 
 
 def main(argv=None) -> int:
@@ -216,34 +220,35 @@ def main(argv=None) -> int:
   if args.batch_size < 1:
     parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
   start = time.perf_counter()
-  modes = MODES if args.recrop else MODES[:1]
+  modes = tuple(MODES) if args.recrop else ('resize',)
   try:
     data = aflw21.load(args.data)
-    model, description = load_model(args.workdir, args.batch_size,
-                                    args.model)
-    indices = aflw21.held_out_indices(data.names)
-    if args.limit is not None:
-      indices = indices[:args.limit]
+    trained = trained_lib.load_model(args.workdir, args.model)
+    trained_lib.prnet(trained)  # Refuses a model that is not a PRNet.
     load_s = time.perf_counter() - start
-    points, seconds = measure(data, indices, model, modes, args.batch_size)
-  except (OSError, ValueError) as e:  # Missing files, bad arrays or images.
+    indices, results = measure(trained, data, modes, args.limit,
+                               args.batch_size)
+  except (OSError, ValueError) as e:  # Missing files, bad arrays or models.
     print(f'aflw21_eval: error: {e}', file=sys.stderr)
     return 2
-  yaw = data.yaw_deg[indices]
-  work = seconds['crops'] + seconds['predict']
+  convert = sum(r['seconds']['convert'] for r in results.values())
+  evaluate = sum(r['seconds']['evaluate'] for r in results.values())
+  work = convert + evaluate
+  first = results[modes[0]]['report']
   out = {
-      'benchmark': 'aflw21', 'model': description,
+      'benchmark': 'aflw21',
+      'model': {**trained_lib.describe(trained),
+                'uv_layout': trained.layout.name},
       'data': os.path.abspath(data.root),
       'split': f'held out: sha256(file name) in the last '
                f'{aflw21.HELD_OUT_FRACTION:.0%}, first {len(indices)} in '
                'names.txt order',
       'images': int(len(indices)),
-      'points_read': schemes.AFLW21.readable(model.layout).tolist(),
-      **{mode: summarise(points[mode], data.points[indices], yaw)
-         for mode in modes},
-      'seconds': {'load': round(load_s, 2),
-                  'crops': round(seconds['crops'], 2),
-                  'predict': round(seconds['predict'], 2),
+      'points_read': first['points']['read'],
+      **{mode: summarise(r['report'], r['conversion'])
+         for mode, r in results.items()},
+      'seconds': {'load': round(load_s, 2), 'convert': round(convert, 2),
+                  'evaluate': round(evaluate, 2),
                   'total': round(time.perf_counter() - start, 2)},
       'images_per_second': round(len(indices) * len(modes) / work, 1)
                            if work > 0 else None}

@@ -17,6 +17,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.augment = True
   config.data.worker_count = 0  # grain worker processes (0: threads only)
 
+  # Mixed training (task prnet): each step also takes `batch_size` 2D
+  # recon records (annotated 2D points of a landmark scheme, e.g. from
+  # `jaxface data convert-landmarks2d`) from `dir`, with a visibility-masked
+  # 2D landmark loss on the scheme's points read off the predicted maps.
+  config.mix = ml_collections.ConfigDict()
+  config.mix.dir = ''  # '' : off
+  config.mix.split = 'train'
+  config.mix.batch_size = 0  # 2D records per step (global)
+  config.mix.weight = 1.0  # weight of the 2D landmark loss
+  config.mix.ears = False  # train on ear points (the face model's ear
+  # point is mid-ear, AFLW's the lobe: off by default)
+
   config.model = ml_collections.ConfigDict()
   config.model.width = 1.0
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16

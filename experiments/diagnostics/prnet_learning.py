@@ -40,6 +40,11 @@ VARIANTS = {
     'quickstart': [],  # + Adam at 2e-3: the quickstart config as it is
     'dense': ['model.global_dim=256'],
     'width0.5': ['model.width=0.5'],
+    'landmark4': ['loss.landmark_weight=4.0'],
+    'batch32': ['data.global_batch_size=32', 'train.num_steps=2000',
+                'optimizer.lr=3e-3'],
+    'ema': ['train.ema_decay=0.995'],
+    'lr4e-3': ['optimizer.lr=4e-3'],
 }
 
 

@@ -57,7 +57,7 @@ def position_map_picture(position_map: np.ndarray,
 
 def draw_landmarks(rgb: np.ndarray, landmarks: np.ndarray,
                    colour=(0, 255, 0)) -> np.ndarray:
-  """Draws (68, 2+) landmarks (pixels) on a copy of an RGB image."""
+  """Draws (N, 2+) landmarks (pixels) on a copy of an RGB image."""
   out = np.ascontiguousarray(rgb).copy()
   radius = max(1, out.shape[0] // 128)
   for x, y in np.asarray(landmarks)[:, :2]:
@@ -74,7 +74,11 @@ def sample_row(kind: str, record: dict) -> list[np.ndarray]:
   """Picture tiles of one record: images with landmarks and position maps."""
   if kind == 'recon':
     image = records.decode_jpeg(record['image'])
-    tiles = [_tile(draw_landmarks(image, record['landmarks']))]
+    if 'landmarks' in record:
+      points = record['landmarks']
+    else:  # A 2D record: its annotated points, where visible.
+      points = record['points2d'][record['points_visible'] == 1]
+    tiles = [_tile(draw_landmarks(image, points))]
     if 'position_map' in record:
       tiles.append(_tile(position_map_picture(record['position_map'])))
     if 'original_image' in record:

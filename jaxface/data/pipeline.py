@@ -19,7 +19,11 @@ Batches (B = per-process batch size = global / process count):
              float32 crop pixels (absent if the dataset's records have none,
              e.g. AFLW2000-3D converted without a BFM); landmarks (B, 68, 3)
              float32 crop pixels; pose (B, 7) float32; identity (B,) int64;
-             index (B,) int64.
+             index (B,) int64. 2D records (annotated points of a landmark
+             scheme): image; points2d (B, P, 2) float32 crop pixels;
+             points_visible (B, P) float32, 1 or 0; yaw (B,) float32
+             radians, if the dataset has it; identity; index. Never
+             augmented.
   multiview  images (B, 3, H, W, 3) float32 (front, left, right);
              landmarks (B, 3, 68, 3); extra_points (B, 3, 5, 3); poses
              (B, 3, 7); canonical_position_map (B, H, W, 3); identity (B,)
@@ -278,7 +282,15 @@ def decode_record(data: Any, kind: str, index: int, where: str,
   """
   record = records.deserialize(data, kind=kind, where=where)
   out = {}
-  if kind == 'recon':
+  if kind == 'recon' and 'landmarks' not in record:
+    # A 2D record (annotated points of a landmark scheme): not augmented.
+    out.update(image=_decode_images([record['image']], where)[0],
+               points2d=np.array(record['points2d'], np.float32),
+               points_visible=np.array(record['points_visible'], np.float32),
+               identity=np.int64(record['identity']))
+    if 'yaw' in record:
+      out['yaw'] = np.float32(record['yaw'][0])
+  elif kind == 'recon':
     image = _decode_images([record['image']], where)[0]
     position_map = record.get('position_map')  # Optional in the schema.
     landmarks = record['landmarks']
@@ -563,6 +575,50 @@ class PipelineIterator(grain.DatasetIterator):
     return (f'PipelineIterator({self.config.kind}/{self.config.split}, '
             f'batch_size={self.batch_size}, process {self.process_index} of '
             f'{self.process_count})')
+
+
+MIX_PREFIX = 'mix_'
+
+
+class MixedIterator:
+  """Batches of two iterators side by side, one restorable state.
+
+  Each batch is the first iterator's batch plus the second's with its keys
+  prefixed `MIX_PREFIX` (e.g. synthetic 3D records plus real 2D records:
+  image, ..., mix_image, mix_points2d, mix_points_visible, ...).
+  """
+
+  def __init__(self, main: PipelineIterator, mix: PipelineIterator):
+    self.main, self.mix = main, mix
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = dict(next(self.main))
+    batch.update({MIX_PREFIX + k: v for k, v in next(self.mix).items()})
+    return batch
+
+  @property
+  def skipped(self) -> int:
+    return self.main.skipped + self.mix.skipped
+
+  def get_state(self) -> dict[str, Any]:
+    return {'format': 'jaxface-mixed', 'main': self.main.get_state(),
+            'mix': self.mix.get_state()}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    if not isinstance(state, Mapping) or state.get('format') != (
+        'jaxface-mixed'):
+      raise ValueError('the iterator state was not saved by a mixed '
+                       '(config.mix) run; resume with the config it was '
+                       'saved with')
+    self.main.set_state(state['main'])
+    self.mix.set_state(state['mix'])
+
+  def close(self) -> None:
+    self.main.close()
+    self.mix.close()
 
 
 def _config_dict(config: PipelineConfig) -> dict[str, Any]:

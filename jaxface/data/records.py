@@ -8,8 +8,10 @@ arrays exactly):
 
 There are three kinds of record:
 
-  recon      one face crop and its ground truth (PRNet-style UV position map,
-             68 landmarks, 300W-LP pose and 3DMM coefficients);
+  recon      one face crop and its ground truth: 3D (PRNet-style UV position
+             map, 68 landmarks, 300W-LP pose and 3DMM coefficients) or 2D
+             (annotated 2D points of a landmark scheme with a visibility
+             mask, and the yaw where known);
   multiview  three views (front, left, right) of one face with a canonical
              position map;
   clips      a sequence of T frames labelled as a true progression (1) or not
@@ -81,7 +83,13 @@ _DIMS = types.MappingProxyType({
     "S": "shape coefficient count (40 synthetic, 199 BFM)",
     "E": "expression coefficient count (10 synthetic, 29 BFM)",
     "T": "clip length in frames",
+    "P": "point count of a 2D record's landmark scheme",
 })
+# A recon record is 3D (a 3DMM fit: landmarks and the fields beside them)
+# or 2D (annotated 2D points of a landmark scheme, e.g. AFLW's 21); these
+# are the fields each needs besides the common ones.
+RECON_3D_FIELDS = ("landmarks", "pose", "shape_coeffs", "expression_coeffs")
+RECON_2D_FIELDS = ("points2d", "points_visible", "scheme")
 
 _SCHEMAS = types.MappingProxyType({
     "recon": (
@@ -92,14 +100,29 @@ _SCHEMAS = types.MappingProxyType({
                "absent where no 3DMM ground truth exists (AFLW2000-3D "
                "converted without a BFM)", optional=True),
         Field("landmarks", "array", "float32", (68, 3),
-               "68 3D landmarks (x, y, z) in crop pixels"),
+               "68 3D landmarks (x, y, z) in crop pixels (3D records)",
+               optional=True),
         Field("pose", "array", "float32", (7,),
                "300W-LP Pose_Para: pitch, yaw, roll (radians), tx, ty, tz, "
-               "scale"),
+               "scale (3D records)", optional=True),
         Field("shape_coeffs", "array", "float32", ("S",),
-               "3DMM shape coefficients"),
+               "3DMM shape coefficients (3D records)", optional=True),
         Field("expression_coeffs", "array", "float32", ("E",),
-               "3DMM expression coefficients"),
+               "3DMM expression coefficients (3D records)", optional=True),
+        Field("points2d", "array", "float32", ("P", 2),
+               "annotated 2D landmarks (x, y) in crop pixels, in the order "
+               "of `scheme`; 0 where not visible (2D records)",
+               optional=True),
+        Field("points_visible", "array", "uint8", ("P",),
+               "1 where the point of `points2d` is annotated and visible, "
+               "else 0 (2D records)", optional=True),
+        Field("scheme", "str",
+               doc="name of the landmark scheme of `points2d` "
+               "(`jaxface.face.schemes.SCHEMES`; 2D records)", optional=True),
+        Field("yaw", "array", "float32", (1,),
+               "the face's yaw in radians, where the dataset gives it (2D "
+               "records; jaxface's sign: positive turns the face to the "
+               "image left)", optional=True),
         Field("face_box", "array", "float32", (4,),
                "x_min, y_min, x_max, y_max of the landmarks in original-image "
                "pixels"),
@@ -272,6 +295,20 @@ def _check_values(kind: str, fields: Mapping[str, Any], sound: set[str],
                   problems: list[str]) -> None:
   """Checks invariants between values, for fields that passed type checks."""
   if kind == "recon":
+    is_3d = "landmarks" in fields
+    need = RECON_3D_FIELDS if is_3d else RECON_2D_FIELDS
+    missing = [name for name in need if name not in fields]
+    if missing:
+      problems.append(
+          f"missing field(s) {missing} of a {'3D' if is_3d else '2D'} "
+          "recon record" + ("" if is_3d else
+                            " (or 'landmarks' and the 3D fields)"))
+    if is_3d and any(name in fields for name in RECON_2D_FIELDS):
+      problems.append(f"a recon record is 3D or 2D: it has 'landmarks' and "
+                      f"{[n for n in RECON_2D_FIELDS if n in fields]}")
+    if "points_visible" in sound and (fields["points_visible"] > 1).any():
+      problems.append("field 'points_visible': expected 0 or 1, got "
+                      f"{sorted(set(fields['points_visible'].tolist()))}")
     if "original_size" in sound and (fields["original_size"] < 1).any():
       problems.append("field 'original_size': height and width must be "
                       f"positive, got {fields['original_size'].tolist()}")
@@ -574,7 +611,7 @@ def schema_description(kind: str) -> str:
     lines.append("  " + "  ".join(
         cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
   used = sorted({d for spec in schema for d in spec.shape
-                 if isinstance(d, str)}, key="HWSET".index)
+                 if isinstance(d, str)}, key="HWSETP".index)
   if used:
     lines.append("symbolic dims (must agree across fields):")
     lines.extend(f"  {d}: {_DIMS[d]}" for d in used)

@@ -6,8 +6,9 @@ training logs):
 
 - landmarks: `nme` (AFLW2000-3D / 3DDFA protocol, 2D or 3D),
   `visible_point_errors` and `nme_visible` (AFLW's 21 points, some not
-  visible), yaw bins
-  (`YAW_BINS`, `yaw_bin_index`, `binned_summary`), `ced` and `ced_auc`;
+  visible) and their summary `points_summary`, yaw bins
+  (`YAW_BINS`, `yaw_bin_index`, `binned_summary`, `summary_by_yaw`), `ced`
+  and `ced_auc`;
 - dense reconstruction: `dense_nme` over the face region of position maps;
 - head pose: `estimate_pose` (a similarity fitted between a position map
   and a canonical frontal map, converted to 3DDFA's pitch / yaw / roll),
@@ -226,6 +227,58 @@ def binned_summary(errors, yaw_deg) -> dict:
   out['mean'] = _mean_or_none(errors)
   out['count'] = int(errors.size)
   return out
+
+
+def summary_by_yaw(errors, yaw_deg=None) -> dict:
+  """`binned_summary` of the finite errors (NaN: an image not measured);
+  without yaws (None) only the plain mean: {'mean', 'count'}."""
+  errors = np.asarray(errors, np.float64).reshape(-1)
+  ok = np.isfinite(errors)
+  if yaw_deg is None:
+    return {'mean': _mean_or_none(errors[ok]), 'count': int(ok.sum())}
+  yaw_deg = np.asarray(yaw_deg, np.float64).reshape(-1)
+  if yaw_deg.shape != errors.shape:
+    raise ValueError(f'{errors.size} errors but {yaw_deg.size} yaws')
+  return binned_summary(errors[ok], yaw_deg[ok])
+
+
+def points_summary(pred, true, yaw_deg=None, ears=None
+                   ) -> tuple[dict, dict[str, np.ndarray]]:
+  """NMEs of predicted points of a landmark scheme against annotated ones
+  (3DDFA's AFLW protocol, `nme_visible`), summarised as AFLW's tables are.
+
+  Args:
+    pred: (N, P, 2+) predicted points, pixels; NaN where not read.
+    true: (N, P, 2+) annotated points, pixels; NaN where not visible.
+    yaw_deg: (N,) the images' yaws in degrees, or None (no yaw bins).
+    ears: optional (P,) bool, the points that 'nme_no_ears' leaves out
+      (`Scheme.is_ear`: the points that not every UV layout reads); the
+      box that normalises stays that of all visible points. None: none.
+
+  Returns:
+    (summary, per_image). summary: {'nme': `summary_by_yaw` of the images
+    with an NME; 'nme_no_ears': the same without the `ears` points;
+    'per_point': (P,) list, the mean normalised error of each point over
+    the images where it counts (None: never); 'unusable': images without
+    an NME (fewer than 2 visible points, or none read)}. per_image:
+    {'nme', 'nme_no_ears': (N,) float64, NaN where unusable}.
+  """
+  pred = np.asarray(pred, np.float64)
+  errors = visible_point_errors(pred, true)
+  nme = nme_visible(pred, true)
+  no_ears = np.array(pred, copy=True)
+  if ears is not None:
+    no_ears[:, np.asarray(ears, bool)] = np.nan
+  nme_no_ears = nme_visible(no_ears, true)
+  counted = np.isfinite(errors)
+  per_point = [float(errors[counted[:, p], p].mean())
+               if counted[:, p].any() else None
+               for p in range(errors.shape[1])]
+  summary = {'nme': summary_by_yaw(nme, yaw_deg),
+             'nme_no_ears': summary_by_yaw(nme_no_ears, yaw_deg),
+             'per_point': per_point,
+             'unusable': int((~np.isfinite(nme)).sum())}
+  return summary, {'nme': nme, 'nme_no_ears': nme_no_ears}
 
 
 def ced(errors, max_error: float = 0.1, num: int = 101

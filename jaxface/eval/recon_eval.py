@@ -22,6 +22,17 @@ pitch and roll errors over the images with no angle beyond 99 degrees,
 Records of any resolution are measured: a batch at another resolution than
 the model's is brought to it first (`to_model_resolution`), so one
 converted dataset serves models of every resolution.
+
+2D records (annotated 2D points of a landmark scheme, `jaxface data
+convert-landmarks2d`: AFLW-21, iBUG .pts datasets) are measured as
+AFLW's benchmark measures them: the scheme, read from the records
+(`record_scheme`), says where each point lies in the model's UV layout
+(`Scheme.uv`); the points are read off the predicted map there (only
+those the layout gives, `Scheme.readable`), mapped back to the records'
+pixels, and scored by the NME over the visible points
+(`metrics.points_summary`: mean error / sqrt(w h) of the visible points'
+box), per |yaw| bin when the records have a yaw, with and without the ear
+points. They have no 3D truth: no NME 3D, dense NME or pose error.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from jaxface.data import shards
 from jaxface.eval import metrics
 from jaxface.eval import plots
 from jaxface.face import layout as layout_lib
+from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
 from jaxface.train import trained as trained_lib
 
@@ -152,20 +164,22 @@ def to_model_resolution(batch: dict, count: int, resolution: int) -> dict:
 
   Records converted once at R (e.g. 256) serve models of any R': images are
   resampled by `warp_image` through `resize_transform(R, R')`, landmarks
-  (x, y and z) are multiplied by k = (R' - 1) / (R - 1), and position maps
-  are resampled over their UV grid (`resize_position_map`) and their
-  values multiplied by k. Batches already at R' are only cut to `count`.
+  (x, y and z) and 2D records' points2d (x, y; 0 where not visible stays
+  0) are multiplied by k = (R' - 1) / (R - 1), and position maps are
+  resampled over their UV grid (`resize_position_map`) and their values
+  multiplied by k. Batches already at R' are only cut to `count`.
 
   Args:
     batch: the pipeline's batch: 'image' (B, R, R, 3) float32 in [0, 1],
       'landmarks' (B, 68, 3) and optional 'position_map' (B, R, R, 3) in
-      crop pixels, and per-image fields ('index', 'pose', ...).
+      crop pixels (3D records) or 'points2d' (B, P, 2) in crop pixels (2D
+      records), and per-image fields ('index', 'pose', ...).
     count: the examples wanted.
     resolution: the model's R'.
 
   Returns:
     A dict with the same keys, each cut to `count` examples, 'image',
-    'landmarks' and 'position_map' at R'.
+    'landmarks', 'points2d' and 'position_map' at R'.
   """
   out = {k: np.asarray(v)[:count] for k, v in batch.items()}
   images = out['image']
@@ -180,7 +194,9 @@ def to_model_resolution(batch: dict, count: int, resolution: int) -> dict:
   out['image'] = np.stack([warp_image(image, transform, resolution)
                            for image in images]).reshape(
                                count, resolution, resolution, -1)
-  out['landmarks'] = out['landmarks'].astype(np.float64) * k
+  for key in ('landmarks', 'points2d'):
+    if key in out:
+      out[key] = out[key].astype(np.float64) * k
   if 'position_map' in out:
     out['position_map'] = np.stack([
         resize_position_map(m, transform, resolution)
@@ -380,6 +396,22 @@ def _batch_metrics(batch: dict, count: int, maps: np.ndarray,
   return out
 
 
+def _model_and_dataset(trained: trained_lib.TrainedModel, data_dir: str,
+                       split: str, info: dict, uv_layout: str | None
+                       ) -> dict[str, Any]:
+  """The 'model' and 'dataset' entries of a report."""
+  return {
+      'model': {'workdir': os.path.abspath(trained.workdir),
+                'step': trained.step, 'task': trained.task,
+                'resolution': trained.resolution,
+                'uv_layout': trained.layout.name},
+      'dataset': {'path': os.path.abspath(data_dir), 'split': split,
+                  'source': info.get('source'),
+                  'resolution': info.get('resolution', trained.resolution),
+                  'uv_layout': uv_layout},
+  }
+
+
 def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
             info: dict, per_image: dict[str, np.ndarray], skipped: int,
             pose_note: str, dense_note: str | None = None) -> dict[str, Any]:
@@ -392,16 +424,11 @@ def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
   """
   n = len(per_image['index'])
   report: dict[str, Any] = {
-      'model': {'workdir': os.path.abspath(trained.workdir),
-                'step': trained.step, 'task': trained.task,
-                'resolution': trained.resolution,
-                'uv_layout': trained.layout.name},
-      'dataset': {'path': os.path.abspath(data_dir), 'split': split,
-                  'source': info.get('source'),
-                  'resolution': info.get('resolution', trained.resolution),
-                  # None: records without position maps have no layout.
-                  'uv_layout': layout_lib.layout_of_dataset(info).name
-                               if info.get('position_maps', True) else None},
+      # None: records without position maps have no layout.
+      **_model_and_dataset(
+          trained, data_dir, split, info,
+          layout_lib.layout_of_dataset(info).name
+          if info.get('position_maps', True) else None),
       'count': n, 'skipped_records': skipped,
       'nme_2d': metrics.binned_summary(per_image['nme_2d'],
                                        per_image['yaw_deg']),
@@ -435,6 +462,130 @@ def _report(trained: trained_lib.TrainedModel, data_dir: str, split: str,
   return report
 
 
+# ------------------------------------------------------------ 2D records ----
+
+# Why 2D records have no NME 3D, dense NME or pose error (the report's
+# 'not_measured').
+NOT_MEASURED_2D = ('2D records: annotated 2D points only, no 3D landmarks, '
+                   'position maps or head pose')
+
+
+def record_scheme(data_dir: str, info: dict, split: str
+                  ) -> schemes.Scheme | None:
+  """The landmark scheme of a split's 2D `recon` records; None for 3D
+  records.
+
+  Read from the split's first record ('scheme'; 3D records have none); when
+  it cannot be read here, from dataset.json's 'scheme' (the pipeline then
+  reports what is wrong with the records). None too when the split does
+  not exist (`split_batches` says so).
+
+  Raises:
+    ValueError: a scheme jaxface does not know (`schemes.get`).
+  """
+  if split not in info.get('kinds', {}).get('recon', {}):
+    return None
+  try:
+    with shards.RecordReader(data_dir, 'recon', split) as reader:
+      record = reader[0] if len(reader) else None
+  except (shards.DatasetError, OSError, ValueError, IndexError):
+    record = None
+  if record is None:
+    name = info.get('scheme')
+  elif 'landmarks' in record:
+    name = None
+  else:
+    name = record.get('scheme')
+  return None if name is None else schemes.get(str(name))
+
+
+def _to_pixels(points: np.ndarray, from_resolution: int,
+               to_resolution: int) -> np.ndarray:
+  """(..., 2) crop points at one resolution -> the same box's pixels at
+  another (`resize_transform`; NaN stays NaN)."""
+  if from_resolution == to_resolution:
+    return points
+  return points * resize_transform(from_resolution, to_resolution)[0, 0]
+
+
+def _evaluate_points(trained: trained_lib.TrainedModel, module, variables,
+                     data_dir: str, info: dict, split: str,
+                     scheme: schemes.Scheme, batch_size: int,
+                     limit: int | None, progress: bool
+                     ) -> tuple[dict, dict[str, np.ndarray]]:
+  """`evaluate_reconstruction` on 2D records (without 'seconds')."""
+  resolution = trained.resolution
+  layout = trained.layout
+  readable = scheme.readable(layout)
+  point_uv = scheme.uv(layout)
+  columns: dict[str, list[np.ndarray]] = {}
+  stats: dict[str, int] = {}
+  batches = 0
+  for count, batch in split_batches(data_dir, info, 'recon', split,
+                                    batch_size, limit, progress, stats):
+    if 'points2d' not in batch:
+      raise ValueError(f'{data_dir} {split}: a batch of 3D records among '
+                       f'the 2D records of scheme {scheme.name!r}')
+    if batch['points2d'].shape[1] != scheme.num_points:
+      raise ValueError(
+          f'{data_dir} {split}: records with {batch["points2d"].shape[1]} '
+          f'points, but scheme {scheme.name!r} has {scheme.num_points}')
+    source = int(np.shape(batch['image'])[1])
+    visible = np.asarray(batch['points_visible'][:count]) > 0
+    true = np.where(visible[..., None],
+                    np.asarray(batch['points2d'][:count], np.float64),
+                    np.nan)
+    batch = to_model_resolution(batch, count, resolution)
+    _, points = _predict(module, variables,
+                         pad_batch(batch['image'], batch_size), point_uv)
+    pred = np.array(np.asarray(points)[:count, :, :2], np.float64)
+    pred[:, ~readable] = np.nan
+    batches += 1
+    out = {'index': batch['index'],
+           'pred_points': _to_pixels(pred, resolution, source),
+           'true_points': true}
+    if 'yaw' in batch:
+      out['yaw_deg'] = np.rad2deg(batch['yaw'].astype(np.float64))
+    for key, value in out.items():
+      columns.setdefault(key, []).append(np.asarray(value))
+  # A yaw only if every record has one.
+  if len(columns.get('yaw_deg', ())) != batches:
+    columns.pop('yaw_deg', None)
+  per_image = {k: np.concatenate(v) for k, v in columns.items()}
+  summary, nmes = metrics.points_summary(
+      per_image['pred_points'], per_image['true_points'],
+      per_image.get('yaw_deg'), scheme.is_ear)
+  per_image.update(nmes)
+  report = _points_report(trained, data_dir, split, info, scheme, readable,
+                          summary, len(per_image['index']), stats['skipped'],
+                          'yaw_deg' in per_image)
+  return report, per_image
+
+
+def _points_report(trained: trained_lib.TrainedModel, data_dir: str,
+                   split: str, info: dict, scheme: schemes.Scheme,
+                   readable: np.ndarray, summary: dict, count: int,
+                   skipped: int, has_yaw: bool) -> dict[str, Any]:
+  """The report dict of `evaluate_reconstruction` on 2D records (without
+  'seconds')."""
+  report = _model_and_dataset(trained, data_dir, split, info, None)
+  report['dataset']['scheme'] = scheme.name
+  return {
+      **report,
+      'count': count, 'skipped_records': skipped,
+      'points': {'scheme': scheme.name, 'count': scheme.num_points,
+                 'read': readable.tolist(),
+                 'ears': np.flatnonzero(scheme.is_ear).tolist(),
+                 'normalisation': 'sqrt(w h) of the box of each image\'s '
+                                  'visible annotated points',
+                 'yaw_bins': has_yaw},
+      **summary,
+      'not_measured': {'nme_3d': NOT_MEASURED_2D,
+                       'dense_nme': NOT_MEASURED_2D,
+                       'pose_error': NOT_MEASURED_2D},
+  }
+
+
 def evaluate_reconstruction(workdir_or_trained, data_dir: str,
                             split: str = 'test', batch_size: int = 32,
                             limit: int | None = None, canonical=None,
@@ -444,7 +595,10 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
 
   Records are read in index order, once, without augmentation, and brought
   to the model's resolution (`to_model_resolution`); every batch is padded
-  to `batch_size`, so the jitted network compiles once.
+  to `batch_size`, so the jitted network compiles once. 3D records (a 3DMM
+  fit: landmarks, pose, maybe position maps) get AFLW2000-3D's measures;
+  2D records (annotated points of a landmark scheme) AFLW's (see the
+  module docstring and the 2D report below).
 
   Args:
     workdir_or_trained: the workdir of a `prnet` or `cycle` training run
@@ -488,6 +642,23 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
     benchmark), and when measured 'dense_nme', 'pred_pose_deg' (N, 3),
     'pose_error_deg' (N, 3), 'rotation_error_deg' (N,), over all N images.
 
+    On 2D records (`record_scheme` finds their scheme), the report has
+    'model', 'count', 'skipped_records' and 'seconds' as above, and:
+      'dataset': as above with 'uv_layout' None and 'scheme' (its name);
+      'points': {'scheme', 'count' (P), 'read' ((P,) bools: the points the
+        model's layout gives, `Scheme.readable`), 'ears' (the indices of
+        the ear points), 'normalisation', 'yaw_bins' (whether the records
+        have yaws)};
+      'nme', 'nme_no_ears', 'per_point', 'unusable': as
+        `metrics.points_summary` (by yaw bin with yaws, else only 'mean'
+        and 'count'; 'nme_no_ears' leaves the ear points out);
+      'not_measured': {'nme_3d', 'dense_nme', 'pose_error': why not}; no
+        'nme_2d', 'nme_3d', 'dense_nme' or 'pose_error' keys.
+    and `per_image`: 'index', 'nme', 'nme_no_ears' (N,) (NaN: unusable),
+    'pred_points', 'true_points' (N, P, 2) in the records' crop pixels
+    (NaN: not read / not visible), and 'yaw_deg' (N,) when the records
+    have yaws.
+
   Raises:
     ValueError: the model is not a reconstruction network, a malformed
       uv_layout, non-square images, or bad arguments.
@@ -504,6 +675,13 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   resolution = trained.resolution
   data_dir = os.fspath(data_dir)
   info = shards.read_dataset_info(data_dir)
+  scheme = record_scheme(data_dir, info, split)
+  if scheme is not None:
+    report, per_image = _evaluate_points(
+        trained, module, jax.device_put(variables), data_dir, info, split,
+        scheme, batch_size, limit, progress)
+    report['seconds'] = round(time.perf_counter() - start_time, 3)
+    return json_safe(report), per_image
   layout = trained.layout
   mask = layout.face_region(resolution)
   data_layout = layout_lib.layout_of_dataset(info)
@@ -566,7 +744,9 @@ def markdown_table(report: dict) -> str:
   """The report as Markdown: the NME table by yaw bin, then dense NME and
   pose error lines.
 
-  NMEs are shown in percent, pose errors in degrees.
+  NMEs are shown in percent, pose errors in degrees. A report on 2D
+  records (`is_points_report`): the visible-point NME table instead, and
+  what was not measured.
   """
   bins = metrics.BIN_NAMES
   model, data = report['model'], report['dataset']
@@ -575,6 +755,8 @@ def markdown_table(report: dict) -> str:
     resized = (f' Records at {data["resolution"]}x{data["resolution"]}, '
                f'resized to the model\'s {model["resolution"]}x'
                f'{model["resolution"]}.')
+  if is_points_report(report):
+    return _points_markdown(report, resized)
   lines = [
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
       f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
@@ -615,11 +797,91 @@ def markdown_table(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def is_points_report(report: dict) -> bool:
+  """Whether a report is of 2D records (`evaluate_reconstruction`)."""
+  return report.get('dataset', {}).get('scheme') is not None
+
+
+def _points_markdown(report: dict, resized: str) -> str:
+  """`markdown_table` of a report on 2D records."""
+  bins = metrics.BIN_NAMES
+  model, data, points = report['model'], report['dataset'], report['points']
+  by_yaw = bool(points.get('yaw_bins'))
+  read = int(sum(points['read']))
+  ears = points.get('ears') or []
+  ears_read = [p for p in ears if points['read'][p]]
+  lines = [
+      f'## Reconstruction on {data["path"]} ({data["split"]})', '',
+      f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
+      f'{report["count"]} images, 2D records of the {points["scheme"]} '
+      f'scheme.{resized}', '']
+  if by_yaw:
+    lines += ['| NME (%) | ' + ' | '.join(f'yaw {b}' for b in bins)
+              + ' | mean of bins | all |',
+              '|---|' + '---:|' * (len(bins) + 2)]
+  else:
+    lines += ['| NME (%) | all |', '|---|---:|']
+  rows = [('nme', f'NME ({read} of {points["count"]} points)')]
+  if ears:
+    rows.append(('nme_no_ears', f'NME without ears '
+                                f'({read - len(ears_read)} points)'))
+  for key, name in rows:
+    summary = report[key]
+    cells = [_percent(summary['mean'])]
+    if by_yaw:
+      cells = [_percent(summary[b]['mean']) for b in bins] + [
+          _percent(summary['mean_of_bins'])] + cells
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  summary = report['nme']
+  counts = ([str(summary[b]['count']) for b in bins] + [''] if by_yaw
+            else [])
+  lines.append('| images | ' + ' | '.join(counts + [str(summary['count'])])
+               + ' |')
+  lines.append('')
+  notes = [f'NME: the mean error over the visible points that the model '
+           f'reads, divided by {points["normalisation"]}.']
+  if not by_yaw:
+    notes.append('The records have no yaw: no yaw bins.')
+  if ears and len(ears_read) < len(ears):
+    notes.append('The model\'s UV layout has no ears: the ear points are '
+                 'not read.')
+  if report.get('unusable'):
+    notes.append(f'{report["unusable"]} images without a usable point left '
+                 'out.')
+  lines.append(' '.join(notes))
+  not_measured = report.get('not_measured') or {}
+  if not_measured:
+    names = {'nme_3d': 'NME 3D', 'dense_nme': 'dense NME',
+             'pose_error': 'pose error'}
+    reasons: dict[str, list[str]] = {}
+    for key, why in not_measured.items():
+      reasons.setdefault(why, []).append(names.get(key, key))
+    for why, keys in reasons.items():
+      lines.append(f'Not measured: {", ".join(keys)} ({why}).')
+  return '\n'.join(lines) + '\n'
+
+
+def _ced_errors(per_image: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+  """The per-image errors of the CED plot and their name: NME 2D (3D
+  records) or the visible-point NME (2D records; NaN where unusable)."""
+  if 'nme_2d' in per_image:
+    return np.asarray(per_image['nme_2d']), 'NME 2D'
+  return np.asarray(per_image['nme'], np.float64), 'NME (visible points)'
+
+
 def _ced_curves(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """NME 2D of all images and of each yaw bin (empty bins left out)."""
-  errors = np.asarray(per_image['nme_2d'])
-  bins = metrics.yaw_bin_index(np.asarray(per_image['yaw_deg']))
+  """NME 2D of all images and of each yaw bin (empty bins left out); of 2D
+  records, their visible-point NME (yaw bins only where they have yaws)."""
+  errors, _ = _ced_errors(per_image)
+  yaw = per_image.get('yaw_deg')
+  if 'nme_2d' not in per_image:
+    ok = np.isfinite(errors)
+    errors = errors[ok]
+    yaw = None if yaw is None else np.asarray(yaw)[ok]
   curves = {f'all ({errors.size})': errors}
+  if yaw is None:
+    return curves
+  bins = metrics.yaw_bin_index(np.asarray(yaw))
   for k, name in enumerate(metrics.BIN_NAMES):
     if np.any(bins == k):
       curves[f'yaw {name} ({int(np.sum(bins == k))})'] = errors[bins == k]
@@ -669,9 +931,10 @@ def write_outputs(report: dict, per_image: dict[str, np.ndarray],
   plots.write_atomic(paths['markdown'],
                      markdown_table(report).encode('utf-8'))
   data = report.get('dataset', {})
+  errors, name = _ced_errors(per_image)
   plots.ced_plot(_ced_curves(per_image), paths['ced'],
-                 max_error=ced_range(per_image['nme_2d']),
-                 title=f'NME 2D, {data.get("split", "")} '
+                 max_error=ced_range(errors),
+                 title=f'{name}, {data.get("split", "")} '
                        f'({report.get("count", 0)} images)')
   buffer = io.BytesIO()
   np.savez(buffer, **{k: np.asarray(v) for k, v in per_image.items()})

@@ -8,7 +8,9 @@ What is measured follows the workdir's task:
   resolution (resized to the model's): 68-landmark NME (2D and 3D) per yaw
   bin and as the mean of the bin means, dense NME, head-pose MAE (yaw,
   pitch, roll; images with an angle beyond 99 degrees left out), and a
-  cumulative error distribution plot.
+  cumulative error distribution plot. On 2D records (annotated points of a
+  landmark scheme): the visible-point NME of the AFLW-21 benchmark per yaw
+  bin, with and without the ear points, and per point.
 - `facegen`: on `multiview` records: Inception Score and Frechet distance
   with a jaxface identity classifier (named in the report), the
   geometric-consistency error, the error against the true faces, and for

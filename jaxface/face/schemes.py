@@ -71,6 +71,29 @@ class Scheme:
   def num_points(self) -> int:
     return len(self.point_names)
 
+  def uv(self, layout: layout_lib.UVLayout) -> np.ndarray:
+    """(P, 2) float32: where each point lies in `layout`'s UV space.
+
+    One iBUG point: its UV; the mean of several: the mean of their UVs (on
+    the surface between them, e.g. the eye's centre on the eyeball); an
+    extra point: its UV. A scheme is read off a position map by sampling
+    it there (`uv.sample_uv`), which is differentiable, so the same table
+    serves a loss on annotated 2D points and the evaluation.
+    """
+    table = np.empty((self.num_points, 2), np.float64)
+    for p, source in enumerate(self.sources):
+      if isinstance(source, str):
+        table[p] = layout.extra_uv[EXTRA_POINT_NAMES.index(source)]
+      else:
+        table[p] = np.asarray(layout.landmark_uv)[list(source)].mean(axis=0)
+    return table.astype(np.float32)
+
+  @property
+  def is_ear(self) -> np.ndarray:
+    """(P,) bool: the points read at the layout's ear points (the face
+    model's mid-ear, not the lobe that AFLW annotates)."""
+    return np.array([source in _EARS for source in self.sources])
+
   def readable(self, layout: layout_lib.UVLayout) -> np.ndarray:
     """(P,) bool: the points that a map in `layout` gives (the ear points
     only when `has_ears(layout)`)."""
@@ -116,6 +139,15 @@ class Scheme:
     return out
 
 
+def get(name: str) -> Scheme:
+  """The scheme called `name` (`SCHEMES`); ValueError naming the known
+  ones otherwise."""
+  if name not in SCHEMES:
+    raise ValueError(f'unknown landmark scheme {name!r}; jaxface knows '
+                     f'{sorted(SCHEMES)}')
+  return SCHEMES[name]
+
+
 def has_ears(layout: layout_lib.UVLayout) -> bool:
   """Whether a layout's `ear_left` / `ear_right` points are ears.
 
@@ -145,3 +177,12 @@ AFLW21 = Scheme(
         (42,), tuple(model_lib.RIGHT_EYE), (45,), 'ear_left',
         (31,), (30,), (35,), 'ear_right',
         (48,), tuple(model_lib.INNER_LIPS), (54,), (8,)))
+
+# iBUG's 68 points (300-W, Menpo, COFW-68 `.pts` files), 0-based, in iBUG's
+# order: the face model's own landmarks.
+IBUG68 = Scheme(
+    name='ibug68',
+    point_names=tuple(f'ibug {i + 1}' for i in range(68)),
+    sources=tuple((i,) for i in range(68)))
+
+SCHEMES = {scheme.name: scheme for scheme in (AFLW21, IBUG68)}

@@ -174,11 +174,8 @@ def read_info(folder: str) -> dict:
 
 def sha256_of(path: str) -> str:
   """Hex sha256 of a file's bytes."""
-  digest = hashlib.sha256()
   with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
+    return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
 def read_variables(folder: str, info: dict) -> dict[str, Any]:
@@ -299,11 +296,12 @@ def _read_json(path: str) -> dict | None:
     return None
 
 
-def _training_data(config) -> dict | None:
-  """The training dataset's dataset.json (None when it is not readable
-  here)."""
+def _training_data(config, group: str = 'data') -> dict | None:
+  """The dataset.json of the training dataset (`group` 'data') or of the
+  mixed-in 2D records ('mix'); None when there is none or it is not
+  readable here."""
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
-  data_dir = config.get('data', {}).get('dir') or ''
+  data_dir = (config.get(group) or {}).get('dir') or ''
   if not data_dir:
     return None
   try:
@@ -367,7 +365,7 @@ def _fmt(value, spec: str = '.4f', missing: str = 'unknown') -> str:
 
 
 def _card(info: dict, summary: dict | None, data: dict | None,
-          report: dict | None) -> str:
+          report: dict | None, mix: dict | None = None) -> str:
   """MODEL_CARD.md's text (see the module doc)."""
   arch, metrics = info['architecture'], info['metrics']
   layout = info['uv_layout']['name']
@@ -379,6 +377,9 @@ def _card(info: dict, summary: dict | None, data: dict | None,
   trained_on = ('on jaxface\'s synthetic faces' if source == 'synthetic' else
                 f'on {source} data' if source else
                 '(training data: **TODO(trainer)**)')
+  if mix:
+    trained_on += (f' with real 2D landmarks of {mix.get("source")} mixed '
+                   'in')
   lines = [
       f'# {info["name"]}', '',
       f'A PRNet (width {arch["width"]:g}, {r}x{r} crops, {layout} UV layout, '
@@ -435,6 +436,15 @@ def _card(info: dict, summary: dict | None, data: dict | None,
   else:
     lines += ['- **TODO(trainer)**: the training data (its dataset.json was '
               'not readable at export).']
+  if mix:
+    counts = {split: e.get('count')
+              for split, e in mix.get('kinds', {}).get('recon', {}).items()}
+    lines += [f'- Mixed in (`config.mix`): 2D records of `{mix.get("source")}`'
+              f' ({mix.get("input_format", "2D landmarks")}), '
+              f'{mix.get("resolution")}x{mix.get("resolution")}, records '
+              f'`{json.dumps(counts)}`; the training used split '
+              f'`{info["config"]["mix"]["split"]}`. **Its licence applies to '
+              'this model: TODO(trainer)**.']
   lines += ['', '## Metrics', '',
             '| metric | value | measured on |', '|---|---|---|']
   if nme is not None:
@@ -461,7 +471,7 @@ def _card(info: dict, summary: dict | None, data: dict | None,
       '| **TODO(trainer)**: more metrics | TODO | |', '',
       '## Limitations', '',
   ]
-  if source == 'synthetic':
+  if source == 'synthetic' and not mix:
     lines.append('- Trained only on procedurally rendered faces: expect a '
                  'domain gap on real photos (lighting, texture, hair, '
                  'occluders).')
@@ -571,7 +581,8 @@ def export(workdir: str, name: str, out: str | None = None, *,
                          'synthetic_eval': spec}
       _write_json(os.path.join(folder, INFO_FILE), info)
     with open(os.path.join(folder, CARD_FILE), 'w', encoding='utf-8') as f:
-      f.write(_card(info, summary, data, report))
+      f.write(_card(info, summary, data, report,
+                    _training_data(run.config, 'mix')))
     total = sum(os.path.getsize(os.path.join(folder, n))
                 for n in os.listdir(folder))
     if total > max_bytes:

@@ -10,7 +10,9 @@ mean metrics go to TensorBoard event files and metrics.jsonl, every
 `checkpoint_every` steps (and at the end) a checkpoint is saved. The task
 reads landmarks and masks in the UV layout of the dataset's position maps
 (dataset.json's `uv_layout`, `layout.layout_of_dataset`), which model.json
-records for eval and inference.
+records for eval and inference. With `config.mix`, each batch also carries
+2D records of a landmark scheme from a second dataset
+(`pipeline.MixedIterator`; see `recon.ReconTask`).
 
 Faults: SIGTERM (preemption) saves a checkpoint and returns normally; a
 non-finite loss raises `TrainingError` naming the step and the value, and
@@ -41,6 +43,7 @@ from jaxface.data import pipeline
 from jaxface.data import shards
 from jaxface.eval import plots
 from jaxface.face import layout as layout_lib
+from jaxface.face import schemes
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
@@ -74,6 +77,38 @@ def _check_dataset(config) -> dict:
   return info
 
 
+def _check_mix_dataset(config, info: dict) -> schemes.Scheme | None:
+  """Checks config.mix's dataset of 2D records; returns its landmark scheme
+  (None when config.mix is off)."""
+  mix = config.get('mix')
+  if mix is None or not mix.dir:
+    return None
+  if config.task != 'prnet':
+    raise ValueError(f'config.mix (2D records) is for the prnet task, not '
+                     f'{config.task!r}')
+  if mix.batch_size <= 0:
+    raise ValueError(f'config.mix.dir is set but config.mix.batch_size is '
+                     f'{mix.batch_size}; give the 2D records per step')
+  mix_info = shards.read_dataset_info(mix.dir)
+  splits = mix_info['kinds'].get('recon', {})
+  if mix.split not in splits:
+    raise shards.DatasetError(
+        f'config.mix.dir {mix.dir} has no {mix.split!r} split of recon '
+        f'records; it has {sorted(splits)}')
+  if mix_info['resolution'] != info['resolution']:
+    raise shards.DatasetError(
+        f'config.mix.dir {mix.dir} holds {mix_info["resolution"]}-pixel '
+        f'crops, config.data.dir {info["resolution"]}-pixel ones; convert '
+        f'the 2D dataset with --resolution {info["resolution"]}')
+  with shards.RecordReader(mix.dir, 'recon', mix.split) as reader:
+    first = reader[0]
+  if 'scheme' not in first:
+    raise shards.DatasetError(
+        f'config.mix.dir {mix.dir}: its records are not 2D records (no '
+        "'scheme' field; make them with `jaxface data convert-landmarks2d`)")
+  return schemes.get(first['scheme'])
+
+
 def _task_kind(task: str) -> str:
   if task not in TASKS:
     raise ValueError(f'unknown task {task!r}; available: {sorted(TASKS)}')
@@ -81,7 +116,8 @@ def _task_kind(task: str) -> str:
 
 
 def make_task(config, resolution: int,
-              layout: layout_lib.UVLayout | None = None):
+              layout: layout_lib.UVLayout | None = None,
+              mix_scheme: schemes.Scheme | None = None):
   """The task of `config.task` for data at `resolution` (pixels).
 
   Args:
@@ -90,11 +126,12 @@ def make_task(config, resolution: int,
     layout: the UV layout of the dataset's position maps
       (`layout.layout_of_dataset`); None: the procedural face model's. The
       progression task has no position maps and ignores it.
+    mix_scheme: the landmark scheme of config.mix's 2D records (prnet).
   """
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
   if config.task == 'prnet':
     from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-    return recon.ReconTask(config, resolution, tx, layout)
+    return recon.ReconTask(config, resolution, tx, layout, mix_scheme)
   if config.task == 'cycle':
     from jaxface.train import cycle  # pylint: disable=g-import-not-at-top
     return cycle.CycleTask(config, resolution, tx, layout)
@@ -107,14 +144,32 @@ def make_task(config, resolution: int,
   raise ValueError(f'unknown task {config.task!r}; available: {sorted(TASKS)}')
 
 
-def _iterator(config, split: str, training: bool, batch_size: int):
+def _iterator(config, split: str, training: bool, batch_size: int,
+              directory: str | None = None):
   augment = augment_lib.AugmentConfig(enabled=bool(config.data.augment))
-  return pipeline.make_iterator(config.data.dir, pipeline.PipelineConfig(
-      kind=_task_kind(config.task), split=split,
-      global_batch_size=batch_size, shuffle=training, seed=config.seed,
-      num_epochs=None if training else 1,
-      worker_count=config.data.worker_count if training else 0,
-      augment=augment, training=training, drop_remainder=training))
+  return pipeline.make_iterator(
+      directory or config.data.dir, pipeline.PipelineConfig(
+          kind=_task_kind(config.task), split=split,
+          global_batch_size=batch_size, shuffle=training, seed=config.seed,
+          num_epochs=None if training else 1,
+          worker_count=config.data.worker_count if training else 0,
+          augment=augment, training=training, drop_remainder=training))
+
+
+def _train_iterator(config, mixed: bool):
+  """The training batches: config.data's, plus config.mix's 2D records
+  (`pipeline.MixedIterator`) when `mixed`."""
+  main = _iterator(config, config.data.train_split, True,
+                   config.data.global_batch_size)
+  if not mixed:
+    return main
+  try:
+    mix = _iterator(config, config.mix.split, True, config.mix.batch_size,
+                    directory=config.mix.dir)
+  except Exception:
+    main.close()
+    raise
+  return pipeline.MixedIterator(main, mix)
 
 
 class _NoWriter:
@@ -188,6 +243,7 @@ def run(config, workdir: str) -> dict:
   """Trains `config` in `workdir`; returns the summary (also saved)."""
   state_lib.maybe_initialize_distributed()
   info = _check_dataset(config)
+  mix_scheme = _check_mix_dataset(config, info)
   os.makedirs(workdir, exist_ok=True)
   # With several processes (hosts) the workdir is shared; process 0 writes
   # its files, orbax coordinates the checkpoints.
@@ -196,19 +252,21 @@ def run(config, workdir: str) -> dict:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   mesh = state_lib.make_mesh()
-  if config.data.global_batch_size % mesh.size:
-    raise ValueError(f'config.data.global_batch_size '
-                     f'({config.data.global_batch_size}) must be divisible by '
-                     f'the number of devices ({mesh.size})')
+  sizes = {'data.global_batch_size': config.data.global_batch_size}
+  if mix_scheme:
+    sizes['mix.batch_size'] = config.mix.batch_size
+  for name, size in sizes.items():
+    if size % mesh.size:
+      raise ValueError(f'config.{name} ({size}) must be divisible by the '
+                       f'number of devices ({mesh.size})')
   layout = layout_lib.layout_of_dataset(info)
-  task = make_task(config, int(info['resolution']), layout)
+  task = make_task(config, int(info['resolution']), layout, mix_scheme)
   if lead:
     trained_lib.write_model_info(workdir, config.task,
                                  int(info['resolution']), layout)
   repl = state_lib.replicated(mesh)
 
-  train_it = _iterator(config, config.data.train_split, True,
-                       config.data.global_batch_size)
+  train_it = _train_iterator(config, mixed=mix_scheme is not None)
   initial_data_state = train_it.get_state()
   first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
   base_key = jax.random.key(config.seed)
@@ -240,7 +298,8 @@ def run(config, workdir: str) -> dict:
   num_steps = config.train.num_steps
   summary: dict[str, Any] = {'workdir': os.path.abspath(workdir),
                              'start_step': start}
-  batch_size = config.data.global_batch_size
+  batch_size = config.data.global_batch_size + (
+      config.mix.batch_size if mix_scheme else 0)  # images per step
 
   saved = {'step': start}
 
@@ -273,40 +332,58 @@ def run(config, workdir: str) -> dict:
     summary['figure'] = path
     return metrics
 
+  learning_rate = optim.make_schedule(config.optimizer,
+                                      config.train.num_steps)
   wall = time.perf_counter()
   step = start
-  window: dict[str, list[float]] = {}
+  # The steps' metrics stay on the device until a log, eval or checkpoint
+  # step needs them (fetching each step would stall the dispatch of the
+  # next); `fetch_window` checks every step's loss before anything is saved.
+  window: list[tuple[int, dict]] = []
   window_start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
                   disable=not config.train.progress, dynamic_ncols=True)
   preempted = False
+
+  def fetch_window() -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {}
+    for at, metrics in jax.device_get(window):
+      loss = float(metrics['loss'])
+      if not math.isfinite(loss):
+        raise TrainingError(
+            f'step {at}: the loss is {loss}; stopping. The last good '
+            f'checkpoint (step {checkpointer.latest_step()}) in {workdir} '
+            'is untouched')
+      for key, value in metrics.items():
+        values.setdefault(key, []).append(float(value))
+    return values
+
   with _Preemption() as preemption, contextlib.closing(writer):
     try:
       while step < num_steps:
         batch = pipeline.to_global_arrays(next(train_it), mesh)
         state, metrics = train_step(state, batch)
         step += 1
-        loss = float(metrics['loss'])
-        if not math.isfinite(loss):
-          raise TrainingError(
-              f'step {step}: the loss is {loss}; stopping. The last good '
-              f'checkpoint (step {checkpointer.latest_step()}) in {workdir} '
-              'is untouched')
-        for key, value in metrics.items():
-          window.setdefault(key, []).append(float(value))
+        window.append((step, metrics))
         bar.update(1)
-        if step % config.train.log_every == 0 or step == num_steps:
+        log = step % config.train.log_every == 0 or step == num_steps
+        evals = step % config.train.eval_every == 0 or step == num_steps
+        saves = (step % config.train.checkpoint_every == 0 or
+                 step == num_steps or preemption.requested)
+        if log or evals or saves:
+          values = fetch_window()
+        if log:
           seconds = time.perf_counter() - window_start
-          means = {f'train/{k}': float(np.mean(v)) for k, v in window.items()}
-          means['train/images_per_second'] = len(window['loss']) * (
+          means = {f'train/{k}': float(np.mean(v)) for k, v in values.items()}
+          means['train/images_per_second'] = len(values['loss']) * (
               batch_size) / max(seconds, 1e-9)
+          # The rate of this step's update (optax counts updates from 0).
+          means['train/learning_rate'] = float(learning_rate(step - 1))
           writer.write_scalars(step, means)
           bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
                           img_s=f'{means["train/images_per_second"]:.1f}')
-          window, window_start = {}, time.perf_counter()
-        eval_metrics = None
-        if step % config.train.eval_every == 0 or step == num_steps:
-          eval_metrics = do_eval(step)
+          window, window_start = [], time.perf_counter()
+        eval_metrics = do_eval(step) if evals else None
         if step % config.train.checkpoint_every == 0 or step == num_steps:
           save(step, eval_metrics)
         if preemption.requested:

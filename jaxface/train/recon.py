@@ -20,6 +20,7 @@ import optax
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
 from jaxface.face import layout as layout_lib
+from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
 from jaxface.models import PRNet
 from jaxface.models import prnet as prnet_lib
@@ -45,11 +46,20 @@ class ReconTask:
   procedural face model's): the landmarks are read at its landmark UVs
   (`landmark_uv`, (68, 2)), the position-map loss is weighted by its weight
   mask (`weight`, (R, R)) and the figures show its face region.
+
+  With `mix_scheme` (config.mix: the landmark scheme of the 2D records that
+  the loop adds to each batch as `mix_image`, `mix_points2d`,
+  `mix_points_visible`), one forward pass takes both sets of images, and the
+  2D records' points, read off their predicted maps at the scheme's UVs
+  (`mix_uv`, (P, 2)), get a visibility-masked 2D landmark loss weighted
+  config.mix.weight. `mix_point_weight` (P,) leaves out the points the
+  layout cannot give, and the ear points unless config.mix.ears.
   """
   config: Any
   resolution: int
   tx: optax.GradientTransformation
   layout: layout_lib.UVLayout | None = None
+  mix_scheme: schemes.Scheme | None = None
   model: PRNet = dataclasses.field(init=False)
   weight: jax.Array = dataclasses.field(init=False)
   landmark_uv: jax.Array = dataclasses.field(init=False)
@@ -68,6 +78,12 @@ class ReconTask:
       self.layout = layout_lib.PROCEDURAL
     self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))
     self.landmark_uv = jnp.asarray(self.layout.landmark_uv)
+    if self.mix_scheme is not None:
+      self.mix_uv = jnp.asarray(self.mix_scheme.uv(self.layout))
+      used = self.mix_scheme.readable(self.layout)
+      if not self.config.mix.ears:
+        used = used & ~self.mix_scheme.is_ear
+      self.mix_point_weight = jnp.asarray(used, jnp.float32)
 
   # --- state -----------------------------------------------------------------
 
@@ -87,10 +103,17 @@ class ReconTask:
     del key  # PRNet has no randomness in its forward pass.
     cfg = self.config
 
+    mixed = self.mix_scheme is not None
+    images = batch['image']
+    count = images.shape[0]
+    if mixed:
+      images = jnp.concatenate([images, batch['mix_image']])
+
     def loss_fn(params):
       out, updates = self.model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
-          batch['image'], train=True, mutable=['batch_stats'])
+          images, train=True, mutable=['batch_stats'])
+      out, mix_out = out[:count], out[count:]
       position = losses.position_map_loss(
           out, batch['position_map'], self.weight, kind=cfg.loss.position,
           z_weight=cfg.loss.get('z_weight', 1.0))
@@ -101,6 +124,12 @@ class ReconTask:
                                         self.landmark_uv)
         total = total + cfg.loss.landmark_weight * landmark
         metrics['landmark_loss'] = landmark
+      if mixed:
+        points = losses.landmark_loss(
+            mix_out, batch['mix_points2d'], self.mix_uv,
+            visible=batch['mix_points_visible'] * self.mix_point_weight)
+        total = total + cfg.mix.weight * points
+        metrics['mix_points_loss'] = points
       metrics['loss'] = total
       return total, (updates['batch_stats'], metrics)
 
