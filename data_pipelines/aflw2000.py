@@ -53,9 +53,9 @@ import re
 
 import numpy as np
 
-from data_pipelines import bfm as bfm_lib
 from data_pipelines import the300wlp
 from jaxface.data import records
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
 
 SOURCE = 'AFLW2000'
@@ -155,7 +155,7 @@ def convert_sample(sample: Sample, bfm: bfm_lib.BFM | None,
     position_map = None
     z_min = crop_landmarks[:, 2].min()
   crop_landmarks[:, 2] -= z_min
-  image = the300wlp.crop_image(sample.image, transform, resolution)
+  image = render.crop_image(sample.image, transform, resolution)
   box = np.concatenate([landmarks[:, :2].min(0), landmarks[:, :2].max(0)])
   fields = dict(
       image=records.encode_jpeg(image, the300wlp.JPEG_QUALITY),

@@ -16,9 +16,12 @@ Till You Make It" (ICCV 2021): realism plus heavy randomisation.
 Every record is a pure function of (seed, kind, split, index): the same seed
 gives byte-identical records whatever the number of worker processes.
 
-Identities come from fixed pools, disjoint between splits (train
-identities 0..n_train-1, test identities n_train..n_train+n_test-1), so a
-classifier can be trained over identities and tested on unseen faces.
+Identities (`jaxface.face.identities`) come from fixed pools, disjoint
+between splits (train identities 0..n_train-1, test identities
+n_train..n_train+n_test-1), so a classifier can be trained over identities
+and tested on unseen faces. `multiview` records hold the face's canonical
+position map (`FaceModel.canonical_position_map`, the canonical frame of
+`jaxface.face.frames`).
 
 The original image the crop comes from is virtual (ORIGINAL_SIZE square, as
 300W-LP's 450 x 450 images): jaxface renders the crop directly at the
@@ -39,6 +42,7 @@ import numpy as np
 from data_pipelines import scenes
 from jaxface.data import records
 from jaxface.face import appearance
+from jaxface.face import identities as identities_lib
 from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import render
@@ -93,21 +97,6 @@ class SynthConfig:
 
 def _rng(*key: int) -> np.random.Generator:
   return np.random.default_rng([int(k) for k in key])
-
-
-@dataclasses.dataclass(frozen=True)
-class Identity:
-  index: int
-  shape: np.ndarray  # (S,)
-  albedo: texture_lib.Albedo
-
-
-def identity(config: SynthConfig, model: model_lib.FaceModel,
-             index: int) -> Identity:
-  """The identity with a global id (deterministic in seed and id)."""
-  rng = _rng(config.seed, 0xFACE, index)
-  return Identity(index, model_lib.sample_shape_coeffs(rng, model),
-                  texture_lib.sample_albedo(rng))
 
 
 def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -235,25 +224,6 @@ def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
               face_box=box.astype(np.float32))
 
 
-def canonical_position_map(model: model_lib.FaceModel, vertices: np.ndarray,
-                           resolution: int) -> np.ndarray:
-  """The frontal position map of model-space `vertices` in a metric frame.
-
-  Frontal orthographic view with a fixed scale of (R - 1) / 255 pixels per
-  mm, the head's axis at column (R - 1) / 2 and the eye line at row
-  0.39 (R - 1), z shifted so its minimum is 0. Unlike a PRNet crop, this
-  keeps the identity's absolute size, which is what a generator of 3D faces
-  should reproduce.
-  """
-  k = (resolution - 1) / 255.0
-  pts = np.stack([(resolution - 1) / 2 + k * vertices[:, 0],
-                  0.39 * (resolution - 1) - k * vertices[:, 1],
-                  k * vertices[:, 2]], 1)
-  position_map = model.position_map(pts, resolution)
-  position_map[..., 2] -= position_map[..., 2].min()
-  return position_map
-
-
 def random_pose(rng: np.random.Generator, yaw_deg=(-90, 90), pitch_deg=(-30, 30),
                 roll_deg=(-20, 20)) -> np.ndarray:
   """A Pose_Para in the virtual original image (angles in radians)."""
@@ -288,10 +258,11 @@ class Generator:
     self.config = config
     self.model = model_lib.build_face_model(config.mesh_rows, config.mesh_cols)
 
-  def _identity(self, split: str, rng: np.random.Generator) -> Identity:
+  def _identity(self, split: str, rng: np.random.Generator
+                ) -> identities_lib.Identity:
     first, count = self.config.identity_pool(split)
-    return identity(self.config, self.model,
-                    first + int(rng.integers(count)))
+    return identities_lib.sample_identity(self.model, self.config.seed,
+                                          first + int(rng.integers(count)))
 
   def _rng(self, kind: str, split: str, index: int) -> np.random.Generator:
     return _rng(self.config.seed, _KIND_CODE[kind], _SPLIT_CODE.get(
@@ -345,8 +316,8 @@ class Generator:
         extra_points=np.stack([v.extra_points for v in views]),
         poses=np.stack(poses),
         crop_transforms=np.stack([v.crop_transform for v in views]),
-        canonical_position_map=canonical_position_map(self.model, vertices,
-                                                      res),
+        canonical_position_map=self.model.canonical_position_map(vertices,
+                                                                 res),
         shape_coeffs=ident.shape, expression_coeffs=expr,
         identity=ident.index, source=f'synthetic/multiview/{split}/{index}')
 

@@ -296,8 +296,8 @@ def iter_samples(data_dir: str | None = None, split: str = "train", *,
 
 
 def _default_bfm_loader(bfm_dir: str) -> Any:
-  """`data_pipelines.bfm.cached_bfm`: the BFM, once per process."""
-  bfm_lib = importlib.import_module("data_pipelines.bfm")
+  """`jaxface.face.bfm.cached_bfm`: the BFM, once per process."""
+  bfm_lib = importlib.import_module("jaxface.face.bfm")
   return bfm_lib.cached_bfm(bfm_dir)
 
 
@@ -366,7 +366,7 @@ def convert(data_dir: str | os.PathLike[str] | None,
     progress: show a progress bar.
     download: prepare the300w_lp first if needed (needs TensorFlow).
     bfm_loader: bfm_dir -> the BFM as convert_sample takes it (picklable
-      when workers > 1); default `data_pipelines.bfm.cached_bfm`.
+      when workers > 1); default `jaxface.face.bfm.cached_bfm`.
 
   Returns:
     The dataset.json dict.

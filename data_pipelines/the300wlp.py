@@ -69,8 +69,8 @@ import cv2
 import numpy as np
 import scipy.io
 
-from data_pipelines import bfm as bfm_lib
 from jaxface.data import records
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
 
 SOURCE = '300W_LP'
@@ -278,14 +278,6 @@ class View:
   face_box: np.ndarray        # (4,) float32 keypoints' box, original pixels
 
 
-def crop_image(image: np.ndarray, transform: np.ndarray,
-               resolution: int) -> np.ndarray:
-  """Warps an original image into the R x R crop (bilinear, black outside)."""
-  return cv2.warpAffine(image, np.asarray(transform, np.float64)[:2],
-                        (resolution, resolution), flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 def check_crop(transform: np.ndarray, where: str) -> None:
   if not np.isfinite(transform).all() or transform[0, 0] <= 0:
     raise SampleError(f'{where}: the landmarks span no area; cannot crop')
@@ -337,7 +329,7 @@ def crop_view(sample: Sample, bfm: bfm_lib.BFM, resolution: int,
   if not np.isfinite(position_map).all():
     raise SampleError(f'{sample.source}: non-finite position map')
   box = np.concatenate([keypoints[:, :2].min(0), keypoints[:, :2].max(0)])
-  return View(image=crop_image(sample.image, transform, resolution),
+  return View(image=render.crop_image(sample.image, transform, resolution),
               position_map=position_map, vertices=crop,
               landmarks=crop[bfm.keypoints].astype(np.float32),
               extra_points=bfm.extra_points(crop).astype(np.float32),

@@ -34,15 +34,13 @@ import numpy as np
 import optax
 
 from jaxface.face import features as features_lib
+from jaxface.face import frames
 from jaxface.face import model as model_lib
 from jaxface.face import uv as uv_lib
 
 POSITION_KINDS = ('mse', 'l1')
 LANDMARK_KINDS = ('l2', 'squared')
 ADVERSARIAL_KINDS = ('lsgan', 'nonsaturating', 'hinge', 'percentage')
-# PRNet divides position maps by 1.1 x the resolution (its generator's output
-# range), e.g. 256 * 1.1.
-POSITION_SCALE = 1.1
 # The fixed yaws (degrees, 3DDFA sign) of the front, left and right views.
 VIEW_YAWS_DEG = (0.0, -70.0, 70.0)
 
@@ -108,7 +106,7 @@ def position_map_loss(pred, target, weight, kind: str = 'mse',
   if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
     raise ValueError(f'pred and target must both be (B, H, W, 3), got '
                      f'{pred.shape} and {target.shape}')
-  scale = POSITION_SCALE * pred.shape[1] if scale is None else scale
+  scale = frames.POSITION_SCALE * pred.shape[1] if scale is None else scale
   weight = jnp.broadcast_to(_f32(weight), pred.shape[:3])
   d = (pred - target) / scale
   err = d * d if kind == 'mse' else jnp.abs(d)
@@ -153,7 +151,8 @@ def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
   pred_map = _f32(pred_map)
   if landmark_uv is None:
     landmark_uv = model_lib.landmark_uv()
-  scale = POSITION_SCALE * pred_map.shape[-3] if scale is None else scale
+  scale = (frames.POSITION_SCALE * pred_map.shape[-3] if scale is None
+           else scale)
   target = _f32(target_landmarks)
   pred = uv_lib.sample_uv(pred_map, _f32(landmark_uv))[..., :target.shape[-1]]
   diff = (pred - target) / scale
@@ -353,8 +352,8 @@ def canonical_views(position_map, yaws_deg: Sequence[float] = VIEW_YAWS_DEG,
 
   Args:
     position_map: (B, R, R, 3) canonical (frontal) position map, pixels
-      (`data_pipelines.synthetic.canonical_position_map`, the generator's
-      'uv' head).
+      (a face model's `canonical_position_map`, the generator's 'uv'
+      head).
     yaws_deg: K yaws in degrees (3DDFA sign).
     uv: (73, 2) UVs of the 68 landmarks then the 5 extra points in the map's
       UV layout (`layout.UVLayout.points_uv`); None: the face model's.

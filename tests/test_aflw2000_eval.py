@@ -16,11 +16,12 @@ import pytest
 import fabricate
 import workdirs
 from data_pipelines import aflw2000
-from data_pipelines import bfm as bfm_lib
 from jaxface import cli
+from jaxface.data import padding
 from jaxface.data import shards
 from jaxface.eval import metrics
 from jaxface.eval import recon_eval
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
 
 MODEL_RES = 32
@@ -73,8 +74,8 @@ def _stand_in(monkeypatch, maps, landmarks):
   def predict(module, variables, images, landmark_uv):
     del module, variables, landmark_uv
     assert len(images) >= len(maps)
-    return (recon_eval.pad_batch(maps, len(images)),
-            recon_eval.pad_batch(landmarks, len(images)))
+    return (padding.pad_batch(maps, len(images)),
+            padding.pad_batch(landmarks, len(images)))
 
   monkeypatch.setattr(recon_eval, '_predict', predict)
 

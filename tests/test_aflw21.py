@@ -18,12 +18,12 @@ import pytest
 import fabricate
 import workdirs
 from data_pipelines import aflw21
-from data_pipelines import bfm as bfm_lib
 from data_pipelines import landmarks2d
 from data_pipelines import synthetic
 from experiments.benchmarks import aflw21_eval
 from jaxface.data import shards
 from jaxface.eval import recon_eval
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import schemes
@@ -163,8 +163,8 @@ class _StandIn:
   from a held-out face, that face's true points (read off its 120 x 120
   true map at the model's point UVs) carried into the crop, `shift` 120 x
   120 pixels away. A crop is recognised as the nearest of the crops the
-  converter makes (`landmarks2d.warp` with its transforms; the records hold
-  them as JPEG)."""
+  converter makes (`recon_eval.warp_image` with its transforms; the records
+  hold them as JPEG)."""
 
   def __init__(self, faces, resolution, shift=(0.0, 0.0)):
     data = aflw21.load(faces['root'])
@@ -175,7 +175,7 @@ class _StandIn:
       seen = data.points[k][np.all(np.isfinite(data.points[k]), axis=-1)]
       for transform in (landmarks2d.given_transform(120, 120, resolution),
                         render.prnet_crop(seen, resolution)[0]):
-        self.crops.append(landmarks2d.warp(data.image(int(k)), transform,
+        self.crops.append(recon_eval.warp_image(data.image(int(k)), transform,
                                            resolution) / 255.0)
         self.keys.append((int(k), transform))
     self.crops = np.stack(self.crops)

@@ -8,8 +8,8 @@ import pytest
 import scipy.io
 
 import fabricate
-from data_pipelines import bfm as bfm_lib
 from jaxface import cli
+from jaxface.face import bfm as bfm_lib
 
 R = 65  # (R - 1) is a multiple of the fake mesh's grid: vertices on texels.
 

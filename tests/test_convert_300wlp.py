@@ -9,11 +9,11 @@ import pytest
 import scipy.io
 
 import fabricate
-from data_pipelines import bfm as bfm_lib
 from data_pipelines import the300wlp
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
 
 R = 65  # (R - 1) is a multiple of the fake mesh's grid: vertices on texels.

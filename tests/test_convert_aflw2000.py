@@ -8,10 +8,10 @@ import scipy.io
 
 import fabricate
 from data_pipelines import aflw2000
-from data_pipelines import bfm as bfm_lib
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
 
 R = 65  # (R - 1) is a multiple of the fake mesh's grid: vertices on texels.

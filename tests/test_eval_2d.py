@@ -17,6 +17,7 @@ import fabricate
 import workdirs
 from data_pipelines import synthetic
 from data_pipelines import writing
+from jaxface.data import padding
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.eval import metrics
@@ -104,7 +105,7 @@ def _stand_in(monkeypatch, maps):
   def predict(module, variables, images, point_uv):
     del module, variables
     assert len(images) >= len(maps)
-    padded = recon_eval.pad_batch(maps, len(images))
+    padded = padding.pad_batch(maps, len(images))
     return padded, np.asarray(uv_lib.sample_uv(padded, point_uv))
 
   monkeypatch.setattr(recon_eval, '_predict', predict)

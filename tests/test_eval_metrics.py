@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 import fabricate
-from data_pipelines import bfm as bfm_lib
-from data_pipelines import synthetic
 from jaxface import losses
 from jaxface.eval import metrics
 from jaxface.eval import plots
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import model as model_lib
 from jaxface.face import render
 from jaxface.face import uv as uv_lib
@@ -182,7 +181,7 @@ def test_estimate_pose_recovers_the_pose_of_the_same_face(face, pitch, yaw,
   model, vertices = face
   res = 32
   mask = model_lib.face_region_mask(res)
-  canonical = synthetic.canonical_position_map(model, vertices, res)
+  canonical = model.canonical_position_map(vertices, res)
   posed = _posed_map(model, vertices, pitch, yaw, roll, res)
   fit = metrics.estimate_pose(posed[mask], canonical[mask])
   np.testing.assert_allclose([fit['pitch'], fit['yaw'], fit['roll']],
@@ -341,7 +340,7 @@ def test_canonical_reference_is_the_mean_face_map():
   zeros = model.vertices(np.zeros(model.num_shape),
                          np.zeros(model.num_expression))
   np.testing.assert_allclose(
-      ref, synthetic.canonical_position_map(model, zeros, 32), atol=1e-5)
+      ref, model.canonical_position_map(zeros, 32), atol=1e-5)
   # The frontal frame: the nose tip (iBUG 30) on the middle column.
   nose = model.landmarks(model.vertices())[30]
   assert nose[0] == pytest.approx(0.0, abs=1e-3)

@@ -199,8 +199,8 @@ def test_loop_trains_in_the_dataset_s_layout_and_model_json_keeps_it(
   made = []
   make_task = loop.make_task
 
-  def spy(config, resolution, layout=None):
-    made.append(make_task(config, resolution, layout))
+  def spy(config, resolution, layout=None, mix_scheme=None):
+    made.append(make_task(config, resolution, layout, mix_scheme))
     return made[-1]
 
   def stop(*args, **kwargs):

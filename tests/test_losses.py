@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
 from jaxface import losses
 from jaxface.face import features
 from jaxface.face import model as model_lib
@@ -30,7 +29,7 @@ def _linear_map(res: int, batch: int = 1) -> np.ndarray:
 def face_map():
   """(1, 64, 64, 3) canonical position map of the mean face, pixels."""
   face_model = model_lib.build_face_model()
-  pm = synthetic.canonical_position_map(face_model, face_model.vertices(), 64)
+  pm = face_model.canonical_position_map(face_model.vertices(), 64)
   return pm[None].astype(np.float32)
 
 

@@ -45,6 +45,13 @@ class _To2D:
     return fabricate.points_record(record, points, visible, 'aflw21')
 
 
+class _WrongScheme(_To2D):
+  """21 points labelled with the 68-point scheme."""
+
+  def __call__(self, index: int) -> dict:
+    return dict(super().__call__(index), scheme='ibug68')
+
+
 @pytest.fixture(scope='module')
 def datasets(tmp_path_factory):
   root = tmp_path_factory.mktemp('mixed')
@@ -158,7 +165,7 @@ def test_mixed_run_logs_saves_and_resumes(datasets, tmp_path):
                    str(tmp_path))
   assert again['start_step'] == 2 and again['steps'] == 3
   # A mixed run's checkpoint cannot resume an unmixed config.
-  with pytest.raises(ValueError, match='mix'):
+  with pytest.raises(ValueError, match='saved by a mixed run'):
     loop.run(_config(data, points, **{'train.num_steps': 4, 'mix.dir': ''}),
              str(tmp_path))
 
@@ -172,6 +179,16 @@ def test_mix_errors_are_clear_before_compiling(datasets, tmp_path):
              str(tmp_path / 'b'))
   with pytest.raises(ValueError, match='prnet task'):
     loop.run(_config(data, points, task='cycle'), str(tmp_path / 'c'))
+  wrong = str(tmp_path / 'wrong')
+  os.makedirs(wrong)
+  result = writing.write_split(wrong, 'recon', 'train', [0, 1],
+                               _WrongScheme(data), progress=False)
+  shards.write_dataset_info(wrong, writing.dataset_info(
+      [result], resolution=RESOLUTION))
+  with pytest.raises(shards.DatasetError, match="21 points, scheme 'ibug68'"):
+    loop.run(_config(data, wrong), str(tmp_path / 'f'))
+  with pytest.raises(shards.DatasetError, match='config.mix.dir: .*nowhere'):
+    loop.run(_config(data, str(tmp_path / 'nowhere')), str(tmp_path / 'e'))
   other = str(tmp_path / 'synthetic64')
   synthetic.synthesize(other, synthetic.SynthConfig(
       resolution=64, identities=(('train', 2), ('test', 2))),

@@ -100,9 +100,9 @@ def test_pose_fit_of_the_true_maps_matches_the_records(setup):
     for index in range(NUM_TEST):
       record = reader[index]
       true = [np.rad2deg(record['pose'][:3])]
-      own = synthetic.canonical_position_map(
-          model, model.vertices(record['shape_coeffs'],
-                                record['expression_coeffs']), 32)
+      own = model.canonical_position_map(
+          model.vertices(record['shape_coeffs'],
+                         record['expression_coeffs']), 32)
       for canonical, errors in ((own, own_errors), (mean_face, mean_errors)):
         fit = metrics.estimate_pose(record['position_map'][mask],
                                     canonical[mask])

@@ -419,3 +419,33 @@ def test_optional_recon_fields(rng):
   with pytest.raises(records.RecordError, match="landmarks"):
     records.serialize("recon", fields)
   assert "(optional)" in records.schema_description("recon")
+
+
+def test_2d_recon_records(rng):
+  fields = make_recon(rng)
+  for name in (*records.RECON_3D_FIELDS, "position_map"):
+    del fields[name]
+  visible = np.array([1, 0, 1], np.uint8)
+  fields.update(points2d=np.array([[1.5, 2.0], [0, 0], [7.0, 8.25]],
+                                  np.float32),
+                points_visible=visible, scheme="aflw21",
+                yaw=np.array([0.3], np.float32))
+  back = records.deserialize(records.serialize("recon", fields), kind="recon")
+  np.testing.assert_array_equal(back["points_visible"], visible)
+  np.testing.assert_array_equal(back["points2d"], fields["points2d"])
+  assert back["scheme"] == "aflw21" and "landmarks" not in back
+  bad = dict(fields, points_visible=np.array([1, 2, 0], np.uint8))
+  with pytest.raises(records.RecordError, match="0 or 1"):
+    records.serialize("recon", bad)
+  bad = dict(fields, points_visible=np.ones(4, np.uint8))
+  with pytest.raises(records.RecordError, match="P=4"):
+    records.serialize("recon", bad)
+  bad = dict(fields)
+  del bad["scheme"]
+  with pytest.raises(records.RecordError, match="scheme"):
+    records.serialize("recon", bad)
+  # 3D fields on a 2D record, or 2D fields on a 3D one: refused.
+  with pytest.raises(records.RecordError, match="not both.*pose"):
+    records.serialize("recon", dict(fields, pose=np.zeros(7, np.float32)))
+  with pytest.raises(records.RecordError, match="not both.*scheme"):
+    records.serialize("recon", dict(make_recon(rng), scheme="aflw21"))

@@ -523,7 +523,7 @@ def test_tfds_path_matches_the_file_converter(tmp_path, monkeypatch):
   """Fake 300W-LP files -> TFDS the300w_lp -> convert == the file converter."""
   fabricate = pytest.importorskip("fabricate")
   the300wlp = pytest.importorskip("data_pipelines.the300wlp")
-  bfm_lib = pytest.importorskip("data_pipelines.bfm")
+  bfm_lib = pytest.importorskip("jaxface.face.bfm")
   bfm_dir, root = str(tmp_path / "bfm"), str(tmp_path / "300W_LP")
   fabricate.write_bfm(bfm_dir)
   written = [w for w in fabricate.write_300wlp(root, bfm_dir)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxface.face import frames
 from jaxface.face import model as face_model
 from jaxface.models import PRNet
 
@@ -48,7 +49,7 @@ def main():
     def loss_fn(p):
       out, new = model.apply({'params': p, 'batch_stats': stats}, images,
                              train=True, mutable=['batch_stats'])
-      scale = 1.1 * res
+      scale = frames.POSITION_SCALE * res
       return jnp.mean(((out - target) / scale)**2 * weight), new
 
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

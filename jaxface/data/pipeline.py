@@ -109,6 +109,7 @@ from jaxface.data import shards
 
 STATE_FORMAT = 'jaxface-pipeline'
 STATE_VERSION = 1
+MIXED_STATE_FORMAT = 'jaxface-mixed'  # `MixedIterator`'s state
 # Key under which a batch carries the indices of the records skipped while
 # it was assembled, from the worker to PipelineIterator (which removes it).
 _SKIPPED_KEY = '_skipped_indices'
@@ -552,6 +553,11 @@ class PipelineIterator(grain.DatasetIterator):
         version, or was saved by an iterator with another config, process
         index or count, or number of records.
     """
+    if isinstance(state, Mapping) and state.get('format') == (
+        MIXED_STATE_FORMAT):
+      raise ValueError('the iterator state was saved by a mixed run (with '
+                       'config.mix: 2D records beside the main data); resume '
+                       'with config.mix as it was saved')
     if (not isinstance(state, Mapping) or state.get('format') != STATE_FORMAT
         or state.get('version') != STATE_VERSION):
       raise ValueError(
@@ -604,12 +610,12 @@ class MixedIterator:
     return self.main.skipped + self.mix.skipped
 
   def get_state(self) -> dict[str, Any]:
-    return {'format': 'jaxface-mixed', 'main': self.main.get_state(),
+    return {'format': MIXED_STATE_FORMAT, 'main': self.main.get_state(),
             'mix': self.mix.get_state()}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     if not isinstance(state, Mapping) or state.get('format') != (
-        'jaxface-mixed'):
+        MIXED_STATE_FORMAT):
       raise ValueError('the iterator state was not saved by a mixed '
                        '(config.mix) run; resume with the config it was '
                        'saved with')

@@ -303,9 +303,13 @@ def _check_values(kind: str, fields: Mapping[str, Any], sound: set[str],
           f"missing field(s) {missing} of a {'3D' if is_3d else '2D'} "
           "recon record" + ("" if is_3d else
                             " (or 'landmarks' and the 3D fields)"))
-    if is_3d and any(name in fields for name in RECON_2D_FIELDS):
-      problems.append(f"a recon record is 3D or 2D: it has 'landmarks' and "
-                      f"{[n for n in RECON_2D_FIELDS if n in fields]}")
+    other = [name for name in (RECON_2D_FIELDS if is_3d else
+                               RECON_3D_FIELDS + ("position_map",))
+             if name in fields]
+    if other:
+      problems.append(f"a recon record is 3D (with 'landmarks') or 2D (with "
+                      f"{list(RECON_2D_FIELDS)}), not both: it has "
+                      f"{other}" + ("" if is_3d else " without 'landmarks'"))
     if "points_visible" in sound and (fields["points_visible"] > 1).any():
       problems.append("field 'points_visible': expected 0 or 1, got "
                       f"{sorted(set(fields['points_visible'].tolist()))}")

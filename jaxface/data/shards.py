@@ -454,6 +454,24 @@ class RecordReader:
             "shards)")
 
 
+def first_record(directory: str | os.PathLike[str], kind: str, split: str,
+                 tries: int = 8) -> dict[str, Any] | None:
+  """The first readable record of a (kind, split) among its first `tries`
+  (None if none of them reads, or the split is empty), e.g. to tell what a
+  dataset's records hold before reading them all.
+
+  Raises:
+    DatasetError: no such dataset, kind or split.
+  """
+  with RecordReader(directory, kind, split) as reader:
+    for index in range(min(tries, len(reader))):
+      try:
+        return reader[index]
+      except records.RecordError:
+        continue
+  return None
+
+
 def check(directory: str | os.PathLike[str], kind: str | None = None,
           split: str | None = None, limit: int | None = None
           ) -> dict[str, Any]:

@@ -42,12 +42,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxface import losses
+from jaxface.data import padding
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.eval import inception
 from jaxface.eval import metrics
 from jaxface.eval import plots
 from jaxface.eval import recon_eval
+from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.train import facegen as facegen_lib
 from jaxface.train import trained as trained_lib
@@ -55,11 +57,6 @@ from jaxface.train import trained as trained_lib
 # The classifier trained when none is given: classes and maps per class.
 CLASSIFIER_IDENTITIES = 100
 CLASSIFIER_SAMPLES = 16
-
-
-def _padded(batch: dict, batch_size: int) -> dict:
-  return {k: recon_eval.pad_batch(np.asarray(v), batch_size)
-          for k, v in batch.items()}
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -174,14 +171,14 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
         f'layout; the generator of {model.workdir} makes maps in the '
         f'{layout.name!r} layout')
   points_uv = np.asarray(layout.points_uv)
-  mm_per_px = 255.0 / (res - 1)
+  mm_per_px = frames.canonical_mm_per_px(res)
   voxel_mm = res / module.size * mm_per_px  # a voxel's side ('voxel' head)
   face = layout.face_region(res)
   cols: dict[str, list] = {}
   fakes, reals = [], []
   for count, batch in recon_eval.split_batches(
       data_dir, info, 'multiview', split, batch_size, limit, progress):
-    padded = _padded(batch, batch_size)
+    padded = padding.pad_batch(batch, batch_size)
     feats = _batch_features(padded)
     true_map = padded['canonical_position_map']
     if module.head == 'uv':
@@ -270,7 +267,7 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
   accuracy, loss, corruption = [], [], []
   for count, batch in recon_eval.split_batches(
       data_dir, info, 'clips', split, batch_size, limit, progress):
-    out = eval_step(state, _padded(batch, batch_size))
+    out = eval_step(state, padding.pad_batch(batch, batch_size))
     accuracy.append(np.asarray(out['accuracy'])[:count])
     loss.append(np.asarray(out['loss'])[:count])
     corruption.append(np.asarray(batch['corruption'])[:count])

@@ -42,10 +42,11 @@ import optax
 import scipy.linalg
 import scipy.special
 
-from data_pipelines import synthetic
+from jaxface.data import padding
 from jaxface.eval import plots
+from jaxface.face import frames
+from jaxface.face import identities as identities_lib
 from jaxface.face import model as model_lib
-from jaxface.models import facegen
 
 META_FILE = 'classifier.json'
 PARAMS_FILE = 'params.npz'
@@ -162,7 +163,7 @@ def normalize_maps(maps, mean, std):
   """Canonical maps in pixels -> the classifier's input.
 
   maps / (1.1 R) is in about [0, 1] (1.1 R is the range of the face GAN's
-  'uv' head, `facegen.OUTPUT_SCALE`); the training set's mean map is then
+  'uv' head, `frames.POSITION_SCALE`); the training set's mean map is then
   subtracted and the result divided by the per-channel standard deviation,
   because identities differ by about 1% of that range.
 
@@ -174,13 +175,13 @@ def normalize_maps(maps, mean, std):
   Returns:
     (B, R, R, 3) float32, about zero mean and unit variance.
   """
-  scaled = maps / (facegen.OUTPUT_SCALE * maps.shape[1])
+  scaled = maps / (frames.POSITION_SCALE * maps.shape[1])
   return ((scaled - mean) / std).astype(jnp.float32)
 
 
 def input_statistics(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(mean (R, R, 3), std (3,)) of a training set, for `normalize_maps`."""
-  scaled = maps.astype(np.float64) / (facegen.OUTPUT_SCALE * maps.shape[1])
+  scaled = maps.astype(np.float64) / (frames.POSITION_SCALE * maps.shape[1])
   mean = scaled.mean(0)
   std = np.maximum((scaled - mean).std(axis=(0, 1, 2)), 1e-6)
   return mean.astype(np.float32), std.astype(np.float32)
@@ -434,10 +435,8 @@ def classify(bundle: ClassifierBundle, maps, batch_size: int = 64
   for start in range(0, maps.shape[0], batch_size):
     batch = maps[start:start + batch_size]
     real = batch.shape[0]
-    if real < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real,
-                                               0)])
-    p, f = predict(bundle.params, bundle.input_mean, bundle.input_std, batch)
+    p, f = predict(bundle.params, bundle.input_mean, bundle.input_std,
+                   padding.pad_batch(batch, batch_size))
     probs.append(np.asarray(p)[:real])
     feats.append(np.asarray(f)[:real])
   if not probs:
@@ -500,10 +499,10 @@ def identity_training_set(num_identities: int, samples_per_identity: int,
                           p_expression: float = 0.2) -> LabelledMaps:
   """Canonical maps of synthetic identities with random expressions.
 
-  The identities are those of `data_pipelines.synthetic` with dataset seed
+  The identities are those of `jaxface.face.identities` with dataset seed
   `seed`: ids first_identity .. first_identity + K - 1, which are (part of)
   the train pool of a synthetic dataset made with that seed. Each map is
-  `synthetic.canonical_position_map` of the identity's shape with an
+  `FaceModel.canonical_position_map` of the identity's shape with an
   expression drawn as in `multiview` records (`p_expression` per
   component). Sample j of identity i draws its expression from (seed, i, j)
   only, so maps with other `first_sample` values are new faces of the same
@@ -523,18 +522,17 @@ def identity_training_set(num_identities: int, samples_per_identity: int,
   """
   if num_identities < 1 or samples_per_identity < 1:
     raise ValueError('need at least one identity and one sample each')
-  config = synthetic.SynthConfig(resolution=resolution, seed=seed)
-  model = model_lib.build_face_model(config.mesh_rows, config.mesh_cols)
+  model = model_lib.build_face_model()
   ids = np.arange(first_identity, first_identity + num_identities)
   maps, labels = [], []
   for label, index in enumerate(ids):
-    shape = synthetic.identity(config, model, int(index)).shape
+    shape = identities_lib.sample_identity(model, seed, int(index)).shape
     for j in range(first_sample, first_sample + samples_per_identity):
       rng = np.random.default_rng([seed, _EXPRESSION_STREAM, int(index), j])
       expression = model_lib.sample_expression_coeffs(rng, model,
                                                       p_expression)
-      maps.append(synthetic.canonical_position_map(
-          model, model.vertices(shape, expression), resolution))
+      maps.append(model.canonical_position_map(
+          model.vertices(shape, expression), resolution))
       labels.append(label)
   return LabelledMaps(np.stack(maps).astype(np.float32),
                       np.asarray(labels, np.int32), ids.astype(np.int64),

@@ -30,8 +30,7 @@ import numpy as np
 from scipy import spatial
 from skimage import measure
 
-from data_pipelines import bfm as bfm_lib
-from data_pipelines import synthetic
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import model as model_lib
 from jaxface.face import render
 
@@ -398,7 +397,7 @@ def estimate_pose(points, canonical, weights=None) -> dict:
   Fits points ~= scale * rotation @ canonical + translation (weighted least
   squares, Umeyama's method, rotation proper), where both frames are
   image-like (x right, y down, z towards the viewer): `canonical` is a
-  frontal face (`data_pipelines.synthetic.canonical_position_map`, or
+  frontal face (a face model's `canonical_position_map`, or
   `canonical_reference`) and `points` the same texels of a posed face, e.g.
   a predicted position map in crop pixels.
 
@@ -528,15 +527,14 @@ def canonical_reference(resolution: int, bfm_dir: str | None = None
   """The mean face in the canonical frontal frame, (R, R, 3) float32.
 
   Without `bfm_dir`: the procedural face model's mean (all coefficients 0)
-  through `synthetic.canonical_position_map`, the frame of the synthetic
-  data. With `bfm_dir` (face3d's BFM folder): the BFM mean face through
-  `bfm.BFM.canonical_position_map` (its texels off the mesh are 0), for
-  maps in the BFM's UV layout.
+  through `model.FaceModel.canonical_position_map`, the frame of the
+  synthetic data. With `bfm_dir` (face3d's BFM folder): the BFM mean face
+  through `bfm.BFM.canonical_position_map` (its texels off the mesh are 0),
+  for maps in the BFM's UV layout.
   """
   if bfm_dir is None:
     model = model_lib.build_face_model()
-    return synthetic.canonical_position_map(model, model.vertices(),
-                                            resolution)
+    return model.canonical_position_map(model.vertices(), resolution)
   model = bfm_lib.cached_bfm(bfm_dir)
   mean = model.vertices(np.zeros(model.num_shape),
                         np.zeros(model.num_expression))

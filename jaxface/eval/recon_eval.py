@@ -50,13 +50,14 @@ import jax
 import numpy as np
 import tqdm
 
-from data_pipelines import bfm as bfm_lib
-from data_pipelines import the300wlp
+from jaxface.data import padding
 from jaxface.data import pipeline
 from jaxface.data import shards
 from jaxface.eval import metrics
 from jaxface.eval import plots
+from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
+from jaxface.face import render
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
 from jaxface.train import trained as trained_lib
@@ -137,7 +138,7 @@ def warp_image(image: np.ndarray, transform: np.ndarray,
                resolution: int) -> np.ndarray:
   """An (H, W, C) image through a similarity into an R x R crop.
 
-  Bilinear and black outside (`the300wlp.crop_image`), after a Gaussian
+  Bilinear and black outside (`render.crop_image`), after a Gaussian
   blur of sigma (1 / s - 1) / 2 source pixels when the transform shrinks by
   s < 1 (skimage's anti-aliasing choice), so that a 256 -> 64 resize does
   not alias.
@@ -155,7 +156,7 @@ def warp_image(image: np.ndarray, transform: np.ndarray,
   if scale < 1.0:
     sigma = (1.0 / scale - 1.0) / 2.0
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
-  return the300wlp.crop_image(image, transform, resolution)
+  return render.crop_image(image, transform, resolution)
 
 
 def to_model_resolution(batch: dict, count: int, resolution: int) -> dict:
@@ -224,9 +225,9 @@ def resize_position_map(position_map: np.ndarray, transform: np.ndarray,
   """
   position_map = np.asarray(position_map, np.float32)
   on_mesh = np.any(position_map != 0, axis=-1).astype(np.float32)
-  weight = the300wlp.crop_image(on_mesh, transform, resolution)
-  total = the300wlp.crop_image(position_map * on_mesh[..., None], transform,
-                               resolution)
+  weight = render.crop_image(on_mesh, transform, resolution)
+  total = render.crop_image(position_map * on_mesh[..., None], transform,
+                            resolution)
   inside = weight > 1e-3
   out = np.zeros(total.shape, np.float64)
   out[inside] = total[inside] / weight[inside][:, None]
@@ -343,15 +344,6 @@ def _predicted_poses(maps: np.ndarray, canonical: np.ndarray,
     fit = metrics.estimate_pose(position_map[fit_mask], canonical[fit_mask])
     poses.append([fit['pitch'], fit['yaw'], fit['roll']])
   return np.array(poses, np.float64).reshape(-1, 3)
-
-
-def pad_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
-  """(n, ...) -> (batch_size, ...), zeros after the n images."""
-  pad = batch_size - len(images)
-  if pad <= 0:
-    return images
-  return np.concatenate([images, np.zeros((pad,) + images.shape[1:],
-                                          images.dtype)])
 
 
 def _summary(values: np.ndarray) -> float | None:
@@ -537,7 +529,8 @@ def _evaluate_points(trained: trained_lib.TrainedModel, module, variables,
                     np.nan)
     batch = to_model_resolution(batch, count, resolution)
     _, points = _predict(module, variables,
-                         pad_batch(batch['image'], batch_size), point_uv)
+                         padding.pad_batch(batch['image'], batch_size),
+                         point_uv)
     pred = np.array(np.asarray(points)[:count, :, :2], np.float64)
     pred[:, ~readable] = np.nan
     batches += 1
@@ -701,7 +694,7 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
                                     batch_size, limit, progress, stats):
     batch = to_model_resolution(batch, count, resolution)
     maps, landmarks = _predict(module, variables,
-                               pad_batch(batch['image'], batch_size),
+                               padding.pad_batch(batch['image'], batch_size),
                                landmark_uv)
     maps = np.asarray(maps, np.float64)[:count]
     landmarks = np.asarray(landmarks, np.float64)[:count]

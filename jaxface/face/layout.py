@@ -3,7 +3,7 @@
 A position map's texels are the points of one morphable model's UV
 parameterisation. The synthetic data uses the procedural face model's
 (`jaxface.face.model`); the real-data converters use the Basel Face Model's
-(`data_pipelines.bfm`). Everything that reads landmarks off a position map,
+(`jaxface.face.bfm`). Everything that reads landmarks off a position map,
 or weighs or masks its texels, has to use the layout the map was made in: a
 `UVLayout` holds the UV coordinates of the 68 iBUG landmarks and of the 5
 extra points (`records.EXTRA_POINT_NAMES`) and derives PRNet's loss weight

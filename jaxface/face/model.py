@@ -37,6 +37,7 @@ import functools
 import cv2
 import numpy as np
 
+from jaxface.face import frames
 from jaxface.face import raster
 from jaxface.face import uv as uv_lib
 
@@ -411,6 +412,16 @@ class FaceModel:
     """(R, R, 3) float32 UV map of per-vertex positions (N, 3)."""
     return self.uv_raster(resolution).apply(
         np.asarray(vertices, np.float32)).astype(np.float32)
+
+  def canonical_position_map(self, vertices, resolution: int) -> np.ndarray:
+    """The frontal position map of model-space `vertices` (N, 3) in the
+    canonical frame (`frames`): (R - 1) / 255 pixels per mm, the head's
+    axis at column (R - 1) / 2 and the eye line at row 0.39 (R - 1), z
+    shifted so that its minimum is 0."""
+    position_map = self.position_map(
+        frames.canonical_points(vertices, resolution), resolution)
+    position_map[..., 2] -= position_map[..., 2].min()
+    return position_map
 
 
 @functools.lru_cache(maxsize=8)

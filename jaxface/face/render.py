@@ -103,6 +103,15 @@ def apply_crop(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
   return out
 
 
+def crop_image(image: np.ndarray, transform: np.ndarray,
+               resolution: int) -> np.ndarray:
+  """Warps an image into the R x R crop of `transform` (a 3 x 3 similarity,
+  image -> crop, as `prnet_crop` makes): bilinear, black outside."""
+  return cv2.warpAffine(image, np.asarray(transform, np.float64)[:2],
+                        (resolution, resolution), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def grid_normals(points: np.ndarray, rows: int, cols: int) -> np.ndarray:
   """Unit normals of a row-major (rows, cols) grid surface, (N, 3).
 

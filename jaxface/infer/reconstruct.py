@@ -48,6 +48,8 @@ import time
 
 import numpy as np
 
+from jaxface.data import padding
+
 
 @dataclasses.dataclass
 class FaceResult:
@@ -214,9 +216,7 @@ class Reconstructor:
     maps, landmarks = [], []
     for start in range(0, len(crops), self.batch_size):
       chunk = crops[start:start + self.batch_size]
-      size = self._padded_size(len(chunk))
-      padded = np.zeros((size,) + crops.shape[1:], np.uint8)
-      padded[:len(chunk)] = chunk
+      padded = padding.pad_batch(chunk, self._padded_size(len(chunk)))
       out_maps, out_landmarks = self._forward(self._variables, padded)
       maps.append(np.asarray(out_maps)[:len(chunk)])
       landmarks.append(np.asarray(out_landmarks)[:len(chunk)])
@@ -228,11 +228,8 @@ class Reconstructor:
 
   def crop(self, image_rgb: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """The (R, R, 3) uint8 crop of a photo (bilinear, black outside)."""
-    import cv2  # pylint: disable=g-import-not-at-top
-    r = self.resolution
-    return cv2.warpAffine(image_rgb, np.asarray(transform, np.float64)[:2],
-                          (r, r), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    from jaxface.face import render  # pylint: disable=g-import-not-at-top
+    return render.crop_image(image_rgb, transform, self.resolution)
 
   def reconstruct(self, image_rgb: np.ndarray, boxes) -> list[FaceResult]:
     """Reconstructs the faces in `boxes` (N, 4) of an (H, W, 3) uint8 photo."""

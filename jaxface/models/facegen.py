@@ -8,8 +8,8 @@ and FR/LS/RS areas, `jaxface.face.features`) -> dense -> leaky ReLU -> 128.
 convolution, normalisation, leaky ReLU, channel attention) -> output head.
 Two extra residual blocks follow the first two upsampling blocks.
 - head 'uv': a canonical frontal UV position map (R x R x 3, default 64),
-  sigmoid x 1.1 x R, in pixels of the canonical frame
-  (`data_pipelines.synthetic.canonical_position_map`).
+  sigmoid x 1.1 x R (`frames.POSITION_SCALE`), in pixels of the canonical
+  frame (`jaxface.face.frames`).
 - head 'voxel': a V^3 occupancy grid (default 64^3), one logit per voxel.
   The paper's "64*64*64*3" is read as a 64^3 grid over the 3 spatial axes;
   the single channel is the occupancy logit (sigmoid = probability that the
@@ -30,10 +30,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxface.face import frames
 from jaxface.models import layers
 
 HEADS = ('uv', 'voxel')
-OUTPUT_SCALE = 1.1
 
 
 def _lrelu(x):
@@ -149,7 +149,7 @@ class FaceGenerator(nn.Module):
     x = nn.Conv(out_channels, (3,) * ndim, padding='SAME',
                 dtype=self.dtype)(x).astype(jnp.float32)
     if self.head == 'uv':
-      return nn.sigmoid(x) * (OUTPUT_SCALE * self.size)
+      return nn.sigmoid(x) * (frames.POSITION_SCALE * self.size)
     return x
 
 

@@ -5,8 +5,8 @@ Regression Network" (Feng et al., 2018) and its TensorFlow code: at 256 x
 256, a 4x4 stride-1 convolution to 16 channels; 10 residual blocks to
 8 x 8 x 512; 17 transposed 4x4 convolutions back to 256 x 256 x 3; BatchNorm
 (with scale) + ReLU after every convolution except where noted; no biases
-anywhere; a sigmoid at the end. The output times 1.1 x resolution is the UV
-position map in pixels of the input crop.
+anywhere; a sigmoid at the end. The output times 1.1 x resolution
+(`frames.POSITION_SCALE`) is the UV position map in pixels of the input crop.
 
 Residual block (C output channels, stride s): 1x1 conv to C/2 (BN + ReLU),
 4x4 conv to C/2 with stride s (BN + ReLU), 1x1 conv to C (no norm, no
@@ -35,6 +35,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxface.face import frames
 from jaxface.models import layers
 
 ENCODER = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2),
@@ -42,7 +43,6 @@ ENCODER = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2),
 DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
            (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
            (16, 1), (3, 1), (3, 1), (3, 1))
-OUTPUT_SCALE = 1.1  # position map = sigmoid output * 1.1 * resolution
 HEADS = ('prnet', 'conv')
 
 
@@ -163,7 +163,7 @@ class PRNet(nn.Module):
                   kernel_init=nn.initializers.zeros)(x) + 0.5
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
-    return (x * (OUTPUT_SCALE * resolution)).astype(out_dtype)
+    return (x * (frames.POSITION_SCALE * resolution)).astype(out_dtype)
 
 
 def from_config(model_config, dtype=None) -> PRNet:

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxface import losses
+from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.face import uv as uv_lib
 from jaxface.models import LandmarkDiscriminator
@@ -63,7 +64,7 @@ class CycleTask:
     self.lmk_disc = LandmarkDiscriminator(norm=c.disc_norm)
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
                                         self.config.train.num_steps)
-    self.scale = 1.1 * self.resolution
+    self.scale = frames.POSITION_SCALE * self.resolution
 
   # --- state -----------------------------------------------------------------
 

@@ -49,6 +49,7 @@ import optax
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
 from jaxface.face import features as features_lib
+from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.models import FaceDiscriminator
 from jaxface.models import FaceGenerator
@@ -108,7 +109,7 @@ class FaceGenTask:
         dtype=recon.compute_dtype(self.config.model.dtype))
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
                                         self.config.train.num_steps)
-    self.scale = losses.POSITION_SCALE * self.resolution
+    self.scale = frames.POSITION_SCALE * self.resolution
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
     self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))

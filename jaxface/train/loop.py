@@ -39,6 +39,7 @@ import numpy as np
 import tqdm
 
 from jaxface.data import augment as augment_lib
+from jaxface.data import padding
 from jaxface.data import pipeline
 from jaxface.data import shards
 from jaxface.eval import plots
@@ -89,7 +90,10 @@ def _check_mix_dataset(config, info: dict) -> schemes.Scheme | None:
   if mix.batch_size <= 0:
     raise ValueError(f'config.mix.dir is set but config.mix.batch_size is '
                      f'{mix.batch_size}; give the 2D records per step')
-  mix_info = shards.read_dataset_info(mix.dir)
+  try:
+    mix_info = shards.read_dataset_info(mix.dir)
+  except shards.DatasetError as e:
+    raise shards.DatasetError(f'config.mix.dir: {e}') from e
   splits = mix_info['kinds'].get('recon', {})
   if mix.split not in splits:
     raise shards.DatasetError(
@@ -100,13 +104,19 @@ def _check_mix_dataset(config, info: dict) -> schemes.Scheme | None:
         f'config.mix.dir {mix.dir} holds {mix_info["resolution"]}-pixel '
         f'crops, config.data.dir {info["resolution"]}-pixel ones; convert '
         f'the 2D dataset with --resolution {info["resolution"]}')
-  with shards.RecordReader(mix.dir, 'recon', mix.split) as reader:
-    first = reader[0]
-  if 'scheme' not in first:
+  first = shards.first_record(mix.dir, 'recon', mix.split)
+  if first is None or 'scheme' not in first:
     raise shards.DatasetError(
-        f'config.mix.dir {mix.dir}: its records are not 2D records (no '
-        "'scheme' field; make them with `jaxface data convert-landmarks2d`)")
-  return schemes.get(first['scheme'])
+        f'config.mix.dir {mix.dir}: its first records are not 2D records '
+        "(no 'scheme' field; make them with `jaxface data "
+        "convert-landmarks2d`)")
+  scheme = schemes.get(first['scheme'])
+  if len(first['points2d']) != scheme.num_points:
+    raise shards.DatasetError(
+        f'config.mix.dir {mix.dir}: its records have '
+        f'{len(first["points2d"])} points, scheme {scheme.name!r} has '
+        f'{scheme.num_points}')
+  return scheme
 
 
 def _task_kind(task: str) -> str:
@@ -223,9 +233,7 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
       landmarks.append(batch['landmarks'])
       n = len(batch['index'])
       # Pad the (possibly partial) last batch to a multiple of the devices.
-      pad = (-n) % mesh.size
-      padded = {key: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
-                for key, v in batch.items()}
+      padded = padding.pad_batch(batch, n + (-n) % mesh.size)
       out = eval_step(state, pipeline.to_global_arrays(padded, mesh))
       for key, value in out.items():
         sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(value)[:n]))
@@ -267,25 +275,32 @@ def run(config, workdir: str) -> dict:
   repl = state_lib.replicated(mesh)
 
   train_it = _train_iterator(config, mixed=mix_scheme is not None)
-  initial_data_state = train_it.get_state()
-  first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
-  base_key = jax.random.key(config.seed)
-  state = jax.jit(task.init_state, out_shardings=repl)(base_key, first)
+  checkpointer = None
+  try:  # close the input workers (and orbax) if start-up fails
+    initial_data_state = train_it.get_state()
+    first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
+    base_key = jax.random.key(config.seed)
+    state = jax.jit(task.init_state, out_shardings=repl)(base_key, first)
 
-  checkpointer = checkpoint_lib.Checkpointer(
-      workdir, keep=config.train.keep_checkpoints,
-      best_metric=task.best_metric, best_mode=task.best_mode)
-  start = checkpointer.latest_step()
-  if start is not None:
-    state, data_state, _ = checkpointer.restore(
-        start, checkpoint_lib.abstract(state, repl))
-    train_it.set_state(data_state)
-    print(f'resumed from the checkpoint of step {start} in {workdir}')
-  else:
-    train_it.set_state(initial_data_state)  # start over after the peek
-    start = 0
-    if hasattr(task, 'load_pretrained'):
-      state = jax.device_put(task.load_pretrained(state), repl)
+    checkpointer = checkpoint_lib.Checkpointer(
+        workdir, keep=config.train.keep_checkpoints,
+        best_metric=task.best_metric, best_mode=task.best_mode)
+    start = checkpointer.latest_step()
+    if start is not None:
+      state, data_state, _ = checkpointer.restore(
+          start, checkpoint_lib.abstract(state, repl))
+      train_it.set_state(data_state)
+      print(f'resumed from the checkpoint of step {start} in {workdir}')
+    else:
+      train_it.set_state(initial_data_state)  # start over after the peek
+      start = 0
+      if hasattr(task, 'load_pretrained'):
+        state = jax.device_put(task.load_pretrained(state), repl)
+  except BaseException:
+    train_it.close()
+    if checkpointer is not None:
+      checkpointer.close()
+    raise
 
   def train_step(state, batch):
     key = jax.random.fold_in(base_key, state.step)
@@ -338,16 +353,18 @@ def run(config, workdir: str) -> dict:
   step = start
   # The steps' metrics stay on the device until a log, eval or checkpoint
   # step needs them (fetching each step would stall the dispatch of the
-  # next); `fetch_window` checks every step's loss before anything is saved.
+  # next); `fetch_window` moves them to the host and checks every step's
+  # loss before anything is saved; `values` holds them until the log.
   window: list[tuple[int, dict]] = []
+  values: dict[str, list[float]] = {}
   window_start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
                   disable=not config.train.progress, dynamic_ncols=True)
   preempted = False
 
-  def fetch_window() -> dict[str, list[float]]:
-    values: dict[str, list[float]] = {}
-    for at, metrics in jax.device_get(window):
+  def fetch_window() -> None:
+    fetched, window[:] = jax.device_get(window), []
+    for at, metrics in fetched:
       loss = float(metrics['loss'])
       if not math.isfinite(loss):
         raise TrainingError(
@@ -356,7 +373,6 @@ def run(config, workdir: str) -> dict:
             'is untouched')
       for key, value in metrics.items():
         values.setdefault(key, []).append(float(value))
-    return values
 
   with _Preemption() as preemption, contextlib.closing(writer):
     try:
@@ -366,12 +382,13 @@ def run(config, workdir: str) -> dict:
         step += 1
         window.append((step, metrics))
         bar.update(1)
+        preempt = preemption.requested  # read once: it may change mid-step
         log = step % config.train.log_every == 0 or step == num_steps
         evals = step % config.train.eval_every == 0 or step == num_steps
-        saves = (step % config.train.checkpoint_every == 0 or
-                 step == num_steps or preemption.requested)
-        if log or evals or saves:
-          values = fetch_window()
+        checkpoint = (step % config.train.checkpoint_every == 0 or
+                      step == num_steps)
+        if log or evals or checkpoint or preempt:
+          fetch_window()
         if log:
           seconds = time.perf_counter() - window_start
           means = {f'train/{k}': float(np.mean(v)) for k, v in values.items()}
@@ -382,11 +399,12 @@ def run(config, workdir: str) -> dict:
           writer.write_scalars(step, means)
           bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
                           img_s=f'{means["train/images_per_second"]:.1f}')
-          window, window_start = [], time.perf_counter()
+          values.clear()
+          window_start = time.perf_counter()
         eval_metrics = do_eval(step) if evals else None
-        if step % config.train.checkpoint_every == 0 or step == num_steps:
+        if checkpoint:
           save(step, eval_metrics)
-        if preemption.requested:
+        if preempt:
           save(step)
           preempted = True
           print(f'SIGTERM: saved the checkpoint of step {step}; stopping')

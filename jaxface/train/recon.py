@@ -19,6 +19,7 @@ import optax
 
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
+from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
@@ -157,7 +158,8 @@ class ReconTask:
     landmarks = uv_lib.sample_uv(pred, self.landmark_uv)
     out = {'nme': losses.nme(landmarks, batch['landmarks'])}
     if 'position_map' in batch:
-      err = ((pred - batch['position_map']) / (1.1 * self.resolution))**2
+      err = ((pred - batch['position_map']) / (
+          frames.POSITION_SCALE * self.resolution))**2
       weight = self.weight[None, :, :, None]
       out['position_loss'] = jnp.sum(err * weight, axis=(1, 2, 3)) / (
           jnp.sum(self.weight) * 3)

@@ -1,4 +1,4 @@
-"""The Basel Face Model (BFM) as face3d stores it, for the real-data converters.
+"""The Basel Face Model (BFM) as face3d stores it: loader and morphable model.
 
 jaxface reads the BFM in face3d's format (YadiraF/face3d,
 `examples/Data/BFM/generate.m` or `generate.py`), the one that PRNet's and
@@ -47,6 +47,7 @@ import os
 import numpy as np
 import scipy.io
 
+from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import uv as uv_lib
@@ -384,20 +385,17 @@ class BFM:
                              resolution: int) -> np.ndarray:
     """Frontal position map of model-frame `vertices` (n, 3) at a fixed scale.
 
-    As `data_pipelines.synthetic.canonical_position_map`: an orthographic
-    frontal view at (R - 1) / 255 pixels per millimetre (model units are
-    converted with `units_per_mm`), the mean face's eye centre at column
-    (R - 1) / 2 and row 0.39 (R - 1), z towards the camera shifted so that
-    the map's minimum over the face is 0. The BFM face (about 150 mm wide,
+    As `model.FaceModel.canonical_position_map`: the canonical frame of
+    `frames` ((R - 1) / 255 pixels per millimetre, model units converted
+    with `units_per_mm`), the mean face's eye centre at column (R - 1) / 2
+    and row 0.39 (R - 1), z towards the camera shifted so that the map's
+    minimum over the face is 0. The BFM face (about 150 mm wide,
     70 mm above and 125 mm below the eyes) then fills a similar part of the
     map as the synthetic head.
     """
-    k = (resolution - 1) / 255.0 / self.units_per_mm
-    centre = self.reference_points['eye_centre']
-    v = np.asarray(vertices, np.float64)
-    pts = np.stack([(resolution - 1) / 2 + k * (v[:, 0] - centre[0]),
-                    0.39 * (resolution - 1) - k * (v[:, 1] - centre[1]),
-                    k * v[:, 2]], 1)
+    pts = frames.canonical_points(np.asarray(vertices, np.float64),
+                                  resolution, self.units_per_mm,
+                                  self.reference_points['eye_centre'])
     position_map = self.position_map(pts, resolution)
     shift_z_to_zero(position_map, self.uv_raster(resolution).covered)
     return position_map
@@ -565,7 +563,7 @@ def _cached(path: str) -> BFM:
 
 
 def cached_bfm(directory: str | os.PathLike[str]) -> BFM:
-  """`load_bfm`, once per process and folder (for converter workers).
+  """`load_bfm`, once per process and folder (converters, evaluation).
 
   The real BFM is ~150 MB: converter workers load it once each from its
   path instead of receiving it with every task.
