@@ -227,6 +227,9 @@ def test_clear_errors_before_compiling(data, tmp_path):
     loop.run(_config(str(tmp_path / 'missing')), str(tmp_path / 'w1'))
   with pytest.raises(config_lib.ConfigError, match='optimiser'):
     _config(data, **{'optimiser.lr': 1})
+  with pytest.raises(ValueError, match='p_flip'):
+    loop.run(_config(data, **{'data.augmentation.p_flip': 2.0}),
+             str(tmp_path / 'w0'))
   with pytest.raises(ValueError, match='unknown task'):
     loop.run(_config(data, task='nope'), str(tmp_path / 'w2'))
   other = str(tmp_path / 'clips')
@@ -235,6 +238,19 @@ def test_clear_errors_before_compiling(data, tmp_path):
                        {'clips': {'train': 2}}, progress=False)
   with pytest.raises(shards.DatasetError, match="no 'recon' records"):
     loop.run(_config(other), str(tmp_path / 'w3'))
+
+
+def test_the_augmentation_config_reaches_the_pipeline(data):
+  config = _config(data, **{'data.augmentation.max_rotation_degrees': 10.0,
+                            'data.augmentation.scale_range': (0.8, 1.0),
+                            'data.augment': False})
+  augment = loop.augment_config(config)
+  assert augment.max_rotation_degrees == 10.0
+  assert augment.scale_range == (0.8, 1.0) and not augment.enabled
+  assert augment.p_flip == 0.5  # the default, from the default config
+  del config.data['augmentation']  # a config from before the field
+  assert loop.augment_config(config) == pipeline.augment_lib.AugmentConfig(
+      enabled=False)
 
 
 def test_recon_task_rejects_resolution_prnet_cannot_take():

@@ -1,6 +1,10 @@
 """The default config every experiment overrides (not run on its own)."""
 
+import dataclasses
+
 import ml_collections
+
+from jaxface.data import augment
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -15,6 +19,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.global_batch_size = 16
   config.data.eval_batch_size = 16
   config.data.augment = True
+  # The augmentations' ranges and probabilities (`augment.AugmentConfig`'s
+  # fields and defaults; used when data.augment is True).
+  config.data.augmentation = ml_collections.ConfigDict({
+      f.name: f.default for f in dataclasses.fields(augment.AugmentConfig)
+      if f.name != 'enabled'})
   config.data.worker_count = 0  # grain worker processes (0: threads only)
 
   # Mixed training (task prnet): each step also takes `batch_size` 2D

@@ -478,9 +478,8 @@ def record_scheme(data_dir: str, info: dict, split: str
   if split not in info.get('kinds', {}).get('recon', {}):
     return None
   try:
-    with shards.RecordReader(data_dir, 'recon', split) as reader:
-      record = reader[0] if len(reader) else None
-  except (shards.DatasetError, OSError, ValueError, IndexError):
+    record = shards.first_record(data_dir, 'recon', split)
+  except (shards.DatasetError, OSError):
     record = None
   if record is None:
     name = info.get('scheme')

@@ -25,6 +25,7 @@ of an uninterrupted run (the input iterator's state is in the checkpoint).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -154,9 +155,26 @@ def make_task(config, resolution: int,
   raise ValueError(f'unknown task {config.task!r}; available: {sorted(TASKS)}')
 
 
+def augment_config(config) -> augment_lib.AugmentConfig:
+  """config.data.augment (on / off) and config.data.augmentation (the
+  ranges and probabilities; configs without it get the defaults) as an
+  `AugmentConfig`; ValueError naming a bad field."""
+  fields = dict(config.data.get('augmentation') or {})
+  known = {f.name for f in dataclasses.fields(augment_lib.AugmentConfig)
+           } - {'enabled'}  # that is config.data.augment
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f'config.data.augmentation has unknown field(s) '
+                     f'{unknown}; it takes {sorted(known)}')
+  fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+            for k, v in fields.items()}
+  return augment_lib.AugmentConfig(enabled=bool(config.data.augment),
+                                   **fields)
+
+
 def _iterator(config, split: str, training: bool, batch_size: int,
               directory: str | None = None):
-  augment = augment_lib.AugmentConfig(enabled=bool(config.data.augment))
+  augment = augment_config(config)
   return pipeline.make_iterator(
       directory or config.data.dir, pipeline.PipelineConfig(
           kind=_task_kind(config.task), split=split,
