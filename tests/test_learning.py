@@ -29,6 +29,7 @@ def data(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_short_run_beats_the_mean_face(data, tmp_path):
   config = config_lib.apply_overrides(config_lib.load_config(workdirs.QUICK), [
       f'data.dir={data}', 'train.num_steps=800', 'train.eval_every=800',

@@ -64,6 +64,7 @@ def data(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(data, tmp_path):
   cmd = [sys.executable, '-m', 'jaxface.cli', 'train', *_args(data)]
   two = str(tmp_path / 'two')

@@ -116,6 +116,7 @@ def _wait_for_checkpoint(workdir, step, process, timeout=300):
   raise AssertionError('no checkpoint in time')
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_uninterrupted_parameters(
     data, tmp_path):
   steps, every = 12, 4
@@ -137,6 +138,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_parameters(
   assert loop.tree_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(data, tmp_path):
   workdir = str(tmp_path / 'preempt')
   p = _train_process(_args(data, 400, 2), workdir)

@@ -37,10 +37,11 @@ from jaxface.models import ResNetDiscriminator
 from jaxface.train import optim
 from jaxface.train import recon
 from jaxface.train import state as state_lib
+from jaxface.train import task as task_lib
 
 
 @dataclasses.dataclass
-class CycleTask:
+class CycleTask(task_lib.Task):
   """PRNet + ResNet-18 discriminator + landmark discriminator.
 
   `layout`: the UV layout of the dataset's position maps (None: the
@@ -54,6 +55,7 @@ class CycleTask:
   data_kind = 'recon'
   best_metric = 'nme'
   best_mode = 'min'
+  has_baseline = True
 
   def __post_init__(self):
     c = self.config.cycle

@@ -56,6 +56,7 @@ from jaxface.models import FaceGenerator
 from jaxface.train import optim
 from jaxface.train import recon
 from jaxface.train import state as state_lib
+from jaxface.train import task as task_lib
 
 
 def make_generator(config, resolution: int) -> FaceGenerator:
@@ -77,7 +78,7 @@ def batch_features(batch: dict) -> jax.Array:
 
 
 @dataclasses.dataclass
-class FaceGenTask:
+class FaceGenTask(task_lib.Task):
   """Conditional face GAN; built by `loop.make_task`.
 
   `layout` is the UV layout of the dataset's canonical position maps (None:

@@ -50,10 +50,8 @@ from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
 from jaxface.train import state as state_lib
+from jaxface.train import task as task_lib
 from jaxface.train import trained as trained_lib
-
-TASKS = {'prnet': 'recon', 'cycle': 'recon', 'facegen': 'multiview',
-         'progression': 'clips'}  # task -> record kind
 
 
 class TrainingError(RuntimeError):
@@ -121,15 +119,14 @@ def _check_mix_dataset(config, info: dict) -> schemes.Scheme | None:
 
 
 def _task_kind(task: str) -> str:
-  if task not in TASKS:
-    raise ValueError(f'unknown task {task!r}; available: {sorted(TASKS)}')
-  return TASKS[task]
+  return task_lib.task_class(task).data_kind
 
 
 def make_task(config, resolution: int,
               layout: layout_lib.UVLayout | None = None,
-              mix_scheme: schemes.Scheme | None = None):
-  """The task of `config.task` for data at `resolution` (pixels).
+              mix_scheme: schemes.Scheme | None = None) -> task_lib.Task:
+  """The task of `config.task` (`task.TASKS`) for data at `resolution`
+  (pixels).
 
   Args:
     config: the run's config.
@@ -139,20 +136,9 @@ def make_task(config, resolution: int,
       progression task has no position maps and ignores it.
     mix_scheme: the landmark scheme of config.mix's 2D records (prnet).
   """
+  cls = task_lib.task_class(config.task)
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
-  if config.task == 'prnet':
-    from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-    return recon.ReconTask(config, resolution, tx, layout, mix_scheme)
-  if config.task == 'cycle':
-    from jaxface.train import cycle  # pylint: disable=g-import-not-at-top
-    return cycle.CycleTask(config, resolution, tx, layout)
-  if config.task == 'facegen':
-    from jaxface.train import facegen  # pylint: disable=g-import-not-at-top
-    return facegen.FaceGenTask(config, resolution, tx, layout)
-  if config.task == 'progression':
-    from jaxface.train import progression  # pylint: disable=g-import-not-at-top
-    return progression.ProgressionTask(config, resolution, tx)
-  raise ValueError(f'unknown task {config.task!r}; available: {sorted(TASKS)}')
+  return cls.build(config, resolution, tx, layout, mix_scheme)
 
 
 def augment_config(config) -> augment_lib.AugmentConfig:
@@ -312,8 +298,7 @@ def run(config, workdir: str) -> dict:
     else:
       train_it.set_state(initial_data_state)  # start over after the peek
       start = 0
-      if hasattr(task, 'load_pretrained'):
-        state = jax.device_put(task.load_pretrained(state), repl)
+      state = jax.device_put(task.load_pretrained(state), repl)
   except BaseException:
     train_it.close()
     if checkpointer is not None:
@@ -346,7 +331,7 @@ def run(config, workdir: str) -> dict:
 
   def do_eval(step):
     metrics, batch, landmarks = evaluate(task, eval_step, state, config, mesh)
-    if hasattr(task, 'baseline') and 'nme_mean_face' not in summary:
+    if task.has_baseline and 'nme_mean_face' not in summary:
       baseline_it = _iterator(config, config.data.train_split, False,
                               config.data.eval_batch_size)
       try:

@@ -19,10 +19,11 @@ import optax
 from jaxface.data import inspect as inspect_lib
 from jaxface.models import ProgressionRNN
 from jaxface.train import state as state_lib
+from jaxface.train import task as task_lib
 
 
 @dataclasses.dataclass
-class ProgressionTask:
+class ProgressionTask(task_lib.Task):
   """Clip classification; built by `loop.make_task`."""
   config: Any
   resolution: int
@@ -32,6 +33,13 @@ class ProgressionTask:
   data_kind = 'clips'
   best_metric = 'loss'
   best_mode = 'min'
+
+  @classmethod
+  def build(cls, config, resolution, tx, layout=None, mix_scheme=None):
+    del layout  # clips have no position maps
+    if mix_scheme is not None:
+      raise ValueError("task 'progression' does not take config.mix")
+    return cls(config, resolution, tx)
 
   def __post_init__(self):
     m = self.config.model

@@ -26,6 +26,7 @@ from jaxface.face import uv as uv_lib
 from jaxface.models import PRNet
 from jaxface.models import prnet as prnet_lib
 from jaxface.train import state as state_lib
+from jaxface.train import task as task_lib
 
 
 def compute_dtype(name: str):
@@ -39,7 +40,7 @@ def compute_dtype(name: str):
 
 
 @dataclasses.dataclass
-class ReconTask:
+class ReconTask(task_lib.Task):
   """PRNet pretraining. Built by `loop.make_task` from the config and the
   dataset.
 
@@ -68,6 +69,11 @@ class ReconTask:
   data_kind = 'recon'
   best_metric = 'nme'
   best_mode = 'min'
+  has_baseline = True
+
+  @classmethod
+  def build(cls, config, resolution, tx, layout=None, mix_scheme=None):
+    return cls(config, resolution, tx, layout, mix_scheme)
 
   def __post_init__(self):
     if self.resolution % 32:
