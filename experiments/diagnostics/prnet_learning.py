@@ -44,6 +44,7 @@ VARIANTS = {
     'batch32': ['data.global_batch_size=32', 'train.num_steps=2000',
                 'optimizer.lr=3e-3'],
     'ema': ['train.ema_decay=0.995'],
+    'dense128': ['model.global_dim=128'],
     'lr4e-3': ['optimizer.lr=4e-3'],
 }
 

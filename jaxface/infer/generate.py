@@ -88,10 +88,11 @@ def _face_mesh(face: np.ndarray, head: str, size: int, resolution: int,
   `face_mask` (R, R) bool: the face region of the generator's UV layout."""
   from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
+  import scipy.special  # pylint: disable=g-import-not-at-top
   if head == 'uv':
     vertices, triangles, _ = mesh_io.position_map_to_mesh(face, face_mask)
     return vertices, triangles
-  probs = 1 / (1 + np.exp(-face[..., 0].astype(np.float64)))
+  probs = scipy.special.expit(face[..., 0].astype(np.float64))  # no overflow
   return metrics.occupancy_surface(probs, 0.5, resolution / size)
 
 
