@@ -229,6 +229,14 @@ def test_clear_errors_before_compiling(data, tmp_path):
     loop.run(_config(str(tmp_path / 'missing')), str(tmp_path / 'w1'))
   with pytest.raises(config_lib.ConfigError, match='optimiser'):
     _config(data, **{'optimiser.lr': 1})
+  for override, message in (('optimizer.lr', 'optimizer.lr must be > 0'),
+                            ('train.eval_every', 'eval_every must be'),
+                            ('train.log_every', 'log_every must be'),
+                            ('train.keep_checkpoints', 'keep_checkpoints')):
+    value = -1.0 if override == 'optimizer.lr' else 0
+    with pytest.raises(ValueError, match=message):
+      loop.run(_config(data, **{override: value}), str(tmp_path / 'w4'))
+  assert not os.path.exists(tmp_path / 'w4')  # refused before any write
   with pytest.raises(ValueError, match='p_flip'):
     loop.run(_config(data, **{'data.augmentation.p_flip': 2.0}),
              str(tmp_path / 'w0'))

@@ -58,6 +58,31 @@ class TrainingError(RuntimeError):
   """Training cannot go on (non-finite loss, ...)."""
 
 
+def _check_config(config) -> None:
+  """ValueError for config values that cannot make a sensible run, before
+  anything is written or compiled."""
+  problems = []
+  for name in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every',
+               'keep_checkpoints'):
+    value = config.train[name]
+    if not isinstance(value, int) or value < 1:
+      problems.append(f'config.train.{name} must be a whole number >= 1, got '
+                      f'{value!r}')
+  optimizers = {'optimizer': config.optimizer}
+  for task in ('cycle', 'facegen'):
+    if config.get(task) and config[task].get('disc_optimizer'):
+      optimizers[f'{task}.disc_optimizer'] = config[task].disc_optimizer
+  for name, optimizer in optimizers.items():
+    if not optimizer.lr > 0:
+      problems.append(f'config.{name}.lr must be > 0, got {optimizer.lr!r}')
+  for name in ('global_batch_size', 'eval_batch_size'):
+    if config.data[name] < 1:
+      problems.append(f'config.data.{name} must be >= 1, got '
+                      f'{config.data[name]!r}')
+  if problems:
+    raise ValueError('; '.join(problems))
+
+
 def _check_dataset(config) -> dict:
   """Reads dataset.json; clear errors for a missing or wrong dataset."""
   if not config.data.dir:
@@ -254,6 +279,7 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
 def run(config, workdir: str) -> dict:
   """Trains `config` in `workdir`; returns the summary (also saved)."""
   state_lib.maybe_initialize_distributed()
+  _check_config(config)
   info = _check_dataset(config)
   mix_scheme = _check_mix_dataset(config, info)
   os.makedirs(workdir, exist_ok=True)
