@@ -605,10 +605,6 @@ class MixedIterator:
     batch.update({MIX_PREFIX + k: v for k, v in next(self.mix).items()})
     return batch
 
-  @property
-  def skipped(self) -> int:
-    return self.main.skipped + self.mix.skipped
-
   def get_state(self) -> dict[str, Any]:
     return {'format': MIXED_STATE_FORMAT, 'main': self.main.get_state(),
             'mix': self.mix.get_state()}
