@@ -239,6 +239,9 @@ def convert_aflw2000(root: str | os.PathLike[str],
   Raises:
     ValueError: no BFM and not `landmarks_only`, no samples, bad options.
     bfm.BFMError: if the BFM cannot be loaded.
+    FileExistsError: `out_dir` holds a dataset and not `overwrite`.
+    files.FolderInUseError: another writer is writing `out_dir`.
+    writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   the300wlp.validate_options(resolution, workers, shard_size, limit)
@@ -265,18 +268,9 @@ def convert_aflw2000(root: str | os.PathLike[str],
   paths = discover(root)
   if limit is not None:
     paths = paths[:limit]
-  writing.prepare_output(out_dir, overwrite)
-  results = the300wlp.run_splits(
-      out_dir, [('recon', SPLIT, paths, _Make(bfm_dir, resolution))],
-      workers, shard_size, progress)
-  notes = [] if bfm is not None else [
-      'landmarks only: the records have no position maps']
-  conversion = the300wlp.Conversion(SOURCE, out_dir, results, None, notes,
-                                    root)
-  return the300wlp.finish(
-      conversion, seed=None, resolution=resolution,
-      root=os.path.abspath(root), limit=limit,
-      position_maps=bfm is not None,
+  info = dict(
+      seed=None, resolution=resolution, root=os.path.abspath(root),
+      limit=limit, position_maps=bfm is not None,
       bfm=None if bfm is None else {
           'path': bfm.path, 'num_vertices': bfm.num_vertices,
           'num_shape': bfm.num_shape, 'num_expression': bfm.num_expression},
@@ -284,3 +278,12 @@ def convert_aflw2000(root: str | os.PathLike[str],
       landmarks='pt3d_68 (x, y in image pixels, z depth), mapped into the '
                 'crop; z scaled like x, y and shifted with the position map',
       identity='the image number (imageNNNNN -> NNNNN)')
+  notes = [] if bfm is not None else [
+      'landmarks only: the records have no position maps']
+  with writing.dataset_output(out_dir, overwrite):
+    results = the300wlp.run_splits(
+        out_dir, [('recon', SPLIT, paths, _Make(bfm_dir, resolution))],
+        workers, shard_size, progress)
+    conversion = the300wlp.Conversion(SOURCE, out_dir, results, None, notes,
+                                      root)
+    return the300wlp.finish(conversion, **info)

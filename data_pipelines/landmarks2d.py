@@ -61,7 +61,6 @@ import math
 import os
 import re
 
-import cv2
 import numpy as np
 
 from data_pipelines import aflw21 as aflw21_lib
@@ -487,6 +486,8 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
     FileNotFoundError: an aflw21 root that is not one (the message lists
       the files expected).
     FileExistsError: `out_dir` holds a dataset and not `overwrite`.
+    files.FolderInUseError: another writer is writing `out_dir`.
+    writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   if input_format not in FORMATS:
@@ -503,14 +504,14 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
   if resolution % MODEL_MULTIPLE:
     notes.append(f'resolution {resolution} is not a multiple of '
                  f'{MODEL_MULTIPLE}: the PRNet model cannot train on it')
-  writing.prepare_output(out_dir, overwrite)
-  results = the300wlp.run_splits(
-      out_dir, [('recon', split, items[split], make)
-                for split in ('train', 'test')],
-      workers, shard_size, progress)
-  conversion = the300wlp.Conversion(source, out_dir, results, None, notes,
-                                    root)
-  return the300wlp.finish(
-      conversion, seed=None, resolution=resolution,
-      root=os.path.abspath(root), limit=limit, input_format=input_format,
-      crop=crop, scheme=SCHEME[input_format], position_maps=False, **info)
+  with writing.dataset_output(out_dir, overwrite):
+    results = the300wlp.run_splits(
+        out_dir, [('recon', split, items[split], make)
+                  for split in ('train', 'test')],
+        workers, shard_size, progress)
+    conversion = the300wlp.Conversion(source, out_dir, results, None, notes,
+                                      root)
+    return the300wlp.finish(
+        conversion, seed=None, resolution=resolution,
+        root=os.path.abspath(root), limit=limit, input_format=input_format,
+        crop=crop, scheme=SCHEME[input_format], position_maps=False, **info)

@@ -421,6 +421,11 @@ def synthesize(out_dir: str, config: SynthConfig,
                progress: bool = True, extra_info: dict | None = None) -> dict:
   """Writes a synthetic dataset: shards and dataset.json.
 
+  The folder is written as `writing.dataset_output` says: by one writer at
+  a time, all or nothing, and the leftovers of an interrupted run (shards
+  without a dataset.json, hidden partial files) are removed first, without
+  `overwrite`.
+
   Args:
     out_dir: output directory (created; an existing dataset there is only
       replaced with `overwrite`).
@@ -434,6 +439,12 @@ def synthesize(out_dir: str, config: SynthConfig,
 
   Returns:
     The dataset.json dict.
+
+  Raises:
+    ValueError: an unknown kind or split.
+    FileExistsError: `out_dir` holds a dataset and not `overwrite`.
+    files.FolderInUseError: another writer is writing `out_dir`.
+    writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
   # Imported here: `writing` starts processes, which the record-making code
   # above never needs.
@@ -444,7 +455,19 @@ def synthesize(out_dir: str, config: SynthConfig,
       raise ValueError(f'unknown record kind {kind!r}; kinds: {records.KINDS}')
     for split in splits:
       config.identity_pool(split)
-  writing.prepare_output(out_dir, overwrite)
+  with writing.dataset_output(out_dir, overwrite):
+    results = _write_splits(out_dir, config, counts, workers, shard_size,
+                            progress)
+    info = _dataset_info(config, results, extra_info)
+    shards.write_dataset_info(out_dir, info)
+  return info
+
+
+def _write_splits(out_dir: str, config: SynthConfig,
+                  counts: dict[str, dict[str, int]], workers: int,
+                  shard_size: int, progress: bool) -> list:
+  """Writes the records of `counts`; one `writing.SplitResult` per split."""
+  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   results = []
   pool = writing.make_pool(workers) if workers > 1 else None
   try:
@@ -458,8 +481,15 @@ def synthesize(out_dir: str, config: SynthConfig,
     if pool is not None:
       pool.terminate()
       pool.join()
+  return results
+
+
+def _dataset_info(config: SynthConfig, results: list,
+                  extra_info: dict | None) -> dict:
+  """The dataset.json dict of a synthetic dataset."""
+  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   model = _generator(config).model
-  info = writing.dataset_info(
+  return writing.dataset_info(
       results, source='synthetic', seed=config.seed,
       crop_jitter=config.crop_jitter,
       resolution=config.resolution,
@@ -472,5 +502,3 @@ def synthesize(out_dir: str, config: SynthConfig,
                   'expression_names': list(model.expression_names)},
       uv_layout=layout_lib.PROCEDURAL.to_json(),
       **(extra_info or {}))
-  shards.write_dataset_info(out_dir, info)
-  return info

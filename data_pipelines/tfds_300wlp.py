@@ -375,6 +375,8 @@ def convert(data_dir: str | os.PathLike[str] | None,
     ValueError: if no example could be converted (then no dataset.json is
       written), or an option is invalid.
     FileExistsError: if `out_dir` holds a dataset and not `overwrite`.
+    files.FolderInUseError: if another writer is writing `out_dir`.
+    writing.Interrupted: on Ctrl-C; nothing of `out_dir` is left.
     ImportError: if the300w_lp must be prepared and TensorFlow is absent.
   """
   # Imported here, as in the other converters: `writing` starts processes.
@@ -393,27 +395,27 @@ def convert(data_dir: str | os.PathLike[str] | None,
   layout = getattr(bfm, "uv_layout", None)
   layout_info = {"uv_layout": layout().to_json()} if callable(layout) else {}
   count = len(open_source(data_dir, split, download=download))
-  writing.prepare_output(out_dir, overwrite)
-  make = _Make(data_dir, split, bfm_dir, int(resolution), bool(perturb),
-               int(seed), loader)
-  result = writing.write_split(
-      out_dir, "recon", out_split, range(count), make, shard_size=shard_size,
-      workers=workers, skip_errors=True, progress=progress)
-  skipped = [{"kind": "recon", "split": out_split,
-              "item": f"tfds/{NAME}/{split}/{index}", "reason": reason}
-             for index, reason in result.skipped]
-  if not result.count:
-    raise ValueError(
-        f"none of the {count} {NAME} examples of {split!r} could be "
-        "converted; no dataset.json written. First problems: "
-        + "; ".join(f"{s['item']}: {s['reason']}" for s in skipped[:3]))
-  info = writing.dataset_info(
-      [result], source=DATASET_SOURCE, seed=int(seed),
-      resolution=int(resolution), perturb=bool(perturb),
-      tfds={"name": NAME, "version": str(_builder(data_dir).version),
-            "split": split, "data_dir": data_dir,
-            "tfds_version": tfds.__version__},
-      skipped={"recon": {out_split: len(skipped)}}, skipped_samples=skipped,
-      **layout_info)
-  shards.write_dataset_info(out_dir, info)
+  with writing.dataset_output(out_dir, overwrite):
+    make = _Make(data_dir, split, bfm_dir, int(resolution), bool(perturb),
+                 int(seed), loader)
+    result = writing.write_split(
+        out_dir, "recon", out_split, range(count), make, shard_size=shard_size,
+        workers=workers, skip_errors=True, progress=progress)
+    skipped = [{"kind": "recon", "split": out_split,
+                "item": f"tfds/{NAME}/{split}/{index}", "reason": reason}
+               for index, reason in result.skipped]
+    if not result.count:
+      raise ValueError(
+          f"none of the {count} {NAME} examples of {split!r} could be "
+          "converted; no dataset.json written. First problems: "
+          + "; ".join(f"{s['item']}: {s['reason']}" for s in skipped[:3]))
+    info = writing.dataset_info(
+        [result], source=DATASET_SOURCE, seed=int(seed),
+        resolution=int(resolution), perturb=bool(perturb),
+        tfds={"name": NAME, "version": str(_builder(data_dir).version),
+              "split": split, "data_dir": data_dir,
+              "tfds_version": tfds.__version__},
+        skipped={"recon": {out_split: len(skipped)}}, skipped_samples=skipped,
+        **layout_info)
+    shards.write_dataset_info(out_dir, info)
   return info

@@ -636,12 +636,9 @@ def validate_options(resolution: int, workers: int, shard_size: int,
 
 def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
                workers: int, shard_size: int, progress: bool) -> list:
-  """Writes (kind, split, items, make) in order; all or nothing.
-
-  If anything raises (including KeyboardInterrupt), the shards already
-  written by this call are removed too, so that no orphaned shards remain
-  (`writing.write_split` removes its own partial files).
-  """
+  """Writes (kind, split, items, make) in order, skipping the samples that
+  cannot be converted. Call it inside `writing.dataset_output`, which
+  removes what it wrote if it raises."""
   # Imported here: `writing` starts processes, which reading and
   # converting single samples never needs.
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
@@ -653,14 +650,6 @@ def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
         results.append(writing.write_split(
             out_dir, kind, split, items, make, shard_size=shard_size,
             workers=workers, skip_errors=True, progress=progress, pool=pool))
-  except BaseException:
-    for r in results:
-      for name in r.shards:
-        try:
-          os.remove(os.path.join(out_dir, name))
-        except FileNotFoundError:
-          pass
-    raise
   finally:
     if pool is not None:
       pool.terminate()
@@ -725,6 +714,8 @@ def convert_300wlp(root: str | os.PathLike[str],
     bfm.BFMError: if the BFM cannot be loaded.
     ValueError: if `root` holds no 300W-LP samples or an option is invalid.
     FileExistsError: if `out_dir` holds a dataset and not `overwrite`.
+    files.FolderInUseError: if another writer is writing `out_dir`.
+    writing.Interrupted: on Ctrl-C; nothing of `out_dir` is left.
   """
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   validate_options(resolution, workers, shard_size, limit)
@@ -767,17 +758,8 @@ def convert_300wlp(root: str | os.PathLike[str],
     notes.append(f'identity hash collisions (faces sharing an id): '
                  f'{sorted(collisions.values())[:5]}')
 
-  writing.prepare_output(out_dir, overwrite)
-  results = run_splits(out_dir, plan, workers, shard_size, progress)
-  one_sided = sum(reason.startswith(OneSidedViews.__name__)
-                  for r in results if r.kind == 'multiview'
-                  for _, reason in r.skipped)
-  if multiview:
-    notes.append(f'multiview: {len(groups)} original faces, {one_sided} '
-                 'skipped for lack of views on both sides of the front view')
-  conversion = Conversion(SOURCE, out_dir, results, None, notes, root)
-  return finish(
-      conversion, seed=seed if perturb else None, resolution=resolution,
+  info = dict(
+      seed=seed if perturb else None, resolution=resolution,
       root=os.path.abspath(root), perturb=perturb,
       test_fraction=test_fraction, limit=limit,
       bfm={'path': bfm.path, 'num_vertices': bfm.num_vertices,
@@ -788,4 +770,15 @@ def convert_300wlp(root: str | os.PathLike[str],
                'its view index); views and mirrored copies share it',
       extra_points='glabella and temples (head_left/right): fixed BFM '
                    'vertices; ears: jaw-contour ends (iBUG 0, 16)',
-      multiview_faces=len(groups), multiview_one_sided=one_sided)
+      multiview_faces=len(groups))
+  with writing.dataset_output(out_dir, overwrite):
+    results = run_splits(out_dir, plan, workers, shard_size, progress)
+    one_sided = sum(reason.startswith(OneSidedViews.__name__)
+                    for r in results if r.kind == 'multiview'
+                    for _, reason in r.skipped)
+    if multiview:
+      notes.append(f'multiview: {len(groups)} original faces, {one_sided} '
+                   'skipped for lack of views on both sides of the front '
+                   'view')
+    conversion = Conversion(SOURCE, out_dir, results, None, notes, root)
+    return finish(conversion, **info, multiview_one_sided=one_sided)

@@ -6,18 +6,26 @@ into atomically renamed shards (`jaxface.data.shards.ShardWriter`), so the
 output does not depend on the number of workers, a crash never leaves a
 half-written shard under a final name, and samples that cannot be made are
 skipped and listed instead of ending the run.
+
+A writer works inside `dataset_output`: one writer per folder, and a folder
+holds a whole dataset (dataset.json, written last, and its shards) or none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
-from typing import Any, Callable, Sequence
+import re
+import signal
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import tqdm
 
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 
@@ -54,9 +62,28 @@ _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
 def _init_worker():
+  # Ctrl-C is the parent's to handle (it stops the pool); a worker would
+  # print a traceback. Workers spawned later than make_pool need this.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   # One thread per worker process: the workers are the parallelism.
   import cv2  # pylint: disable=g-import-not-at-top
   cv2.setNumThreads(1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+  """Ignores SIGINT in the block (main thread only: elsewhere a no-op), so
+  that processes spawned in it start ignoring it: Python installs its
+  KeyboardInterrupt handler only where SIGINT is not ignored, so a Ctrl-C
+  while a worker imports cannot give a traceback either."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def make_pool(workers: int) -> multiprocessing.pool.Pool:
@@ -65,13 +92,15 @@ def make_pool(workers: int) -> multiprocessing.pool.Pool:
   BLAS thread limits only take effect if set before numpy loads, so they
   go into the environment the workers are spawned with. (Without them each
   worker's OpenBLAS spins a thread per core and two workers on two cores run
-  three times slower than one.)
+  three times slower than one.) The workers ignore SIGINT: Ctrl-C stops
+  the parent, which terminates the pool.
   """
   saved = {k: os.environ.get(k) for k in _THREAD_VARS}
   os.environ.update({k: '1' for k in _THREAD_VARS})
   try:
-    return multiprocessing.get_context('spawn').Pool(
-        workers, initializer=_init_worker)
+    with _sigint_ignored():
+      return multiprocessing.get_context('spawn').Pool(
+          workers, initializer=_init_worker)
   finally:
     for k, v in saved.items():
       if v is None:
@@ -87,7 +116,7 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
   """Makes one record per item and writes them as shards of `out_dir`.
 
   Args:
-    out_dir: dataset directory (must exist).
+    out_dir: dataset directory (must exist; write inside `dataset_output`).
     kind, split: which records these are.
     items: what `make` takes, one per record, in record order.
     make: item -> record fields (must be picklable when workers > 1).
@@ -126,7 +155,7 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
           if writer is not None:
             writer.close()
           # Temporary names; renamed below once the final count is known.
-          name = f'.{kind}-{split}.partial-{shard:05d}'
+          name = _partial_name(kind, split, shard)
           writer = shards.ShardWriter(os.path.join(out_dir, name))
           temp_names.append(name)
         writer.write(data)
@@ -160,20 +189,95 @@ def _remove(path: str) -> None:
     pass
 
 
-def prepare_output(out_dir: str, overwrite: bool) -> None:
-  """Creates `out_dir`; refuses to write over a dataset unless `overwrite`.
+class Interrupted(InterruptedError):
+  """Ctrl-C (SIGINT) stopped a dataset writer; what it wrote is removed."""
 
-  With `overwrite`, the old dataset.json and the shards it lists are removed
-  first, so the directory is never a mix of old and new data.
+
+@contextlib.contextmanager
+def dataset_output(out_dir: str, overwrite: bool) -> Iterator[None]:
+  """Makes the block the one writer of the dataset folder `out_dir`.
+
+  For the whole block it holds `files.FolderLock(out_dir, 'dataset')`. On
+  entry it refuses a folder that holds a dataset (a dataset.json) unless
+  `overwrite`, touching nothing; with `overwrite` it removes that dataset
+  (dataset.json first, then the shards it lists), so the folder is never a
+  mix of old and new data. Then it removes what interrupted writers left
+  (`_remove_unfinished`). Shards without a dataset.json are such leftovers,
+  never a dataset (dataset.json is written last), so writing into a folder
+  that holds only them needs no `overwrite`: running the same command
+  again after an interruption just works.
+
+  If the block raises, what it wrote is removed too (all or nothing), and
+  Ctrl-C (KeyboardInterrupt) becomes `Interrupted`, a one-line message.
+
+  Raises:
+    files.FolderInUseError: another writer holds the folder (the message
+      names it); nothing is touched.
+    FileExistsError: `out_dir` holds a dataset and not `overwrite`.
+    NotADirectoryError: `out_dir` is a file.
+    Interrupted: Ctrl-C in the block.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  with files.FolderLock(out_dir, 'dataset'):
+    has_dataset = os.path.exists(os.path.join(out_dir, shards.DATASET_INFO))
+    if has_dataset and not overwrite:
+      raise FileExistsError(
+          f'{out_dir} already holds a dataset ({shards.DATASET_INFO}); '
+          'pass --overwrite to replace it, or choose another --out')
+    try:
+      if has_dataset:
+        _remove_dataset(out_dir)
+      _remove_unfinished(out_dir)
+      yield
+    except KeyboardInterrupt:
+      complete = _remove_unfinished(out_dir)
+      raise Interrupted(
+          f'interrupted after {out_dir} was complete' if complete else
+          f'interrupted: nothing of {out_dir} is usable; run the same '
+          'command again') from None
+    except BaseException:
+      _remove_unfinished(out_dir)
+      raise
+
+
+def _partial_name(kind: str, split: str, shard: int) -> str:
+  """The hidden name of a shard of `write_split` before its final name."""
+  return f'.{kind}-{split}.partial-{shard:05d}'
+
+
+_KIND = '(?:' + '|'.join(records.KINDS) + ')'
+_PARTIAL = _KIND + r'-[^-./\\]+\.partial-\d{5}'
+_SHARD = _KIND + r'-[^-./\\]+\.array_record-\d{5}-of-\d{5}'  # shard_name's
+# What only an unfinished writer leaves: `_partial_name`s, and the temporary
+# files of ShardWriter and `files.write_atomic` (mkstemp's: '.', the target's
+# name, maybe '.', 8 random characters, '.tmp').
+_UNFINISHED = re.compile(
+    rf'\.{_PARTIAL}|\.(?:\.{_PARTIAL}|{_SHARD}|'
+    rf'{re.escape(shards.DATASET_INFO)})\.?[a-z0-9_]{{8}}\.tmp')
+_SHARD_NAME = re.compile(_SHARD)
+
+
+def _remove_unfinished(out_dir: str) -> bool:
+  """Removes what interrupted writers left in `out_dir`; returns whether it
+  holds a (whole) dataset.
+
+  That is: the hidden partial shards and temporary files that jaxface's
+  writers name, and, when there is no dataset.json, the shards (which no
+  dataset lists). Other files are never touched. Call it only as the
+  folder's one writer (`dataset_output`).
+  """
+  complete = os.path.exists(os.path.join(out_dir, shards.DATASET_INFO))
+  for name in os.listdir(out_dir):
+    path = os.path.join(out_dir, name)
+    if ((_UNFINISHED.fullmatch(name)
+         or (not complete and _SHARD_NAME.fullmatch(name)))
+        and not os.path.isdir(path)):
+      _remove(path)
+  return complete
+
+
+def _remove_dataset(out_dir: str) -> None:
+  """Removes out_dir's dataset.json, then the shards it lists."""
   info_path = os.path.join(out_dir, shards.DATASET_INFO)
-  if not os.path.exists(info_path):
-    return
-  if not overwrite:
-    raise FileExistsError(
-        f'{out_dir} already holds a dataset ({shards.DATASET_INFO}); pass '
-        '--overwrite to replace it, or choose another --out')
   # The listing is read without validation: a dataset with a shard deleted
   # by hand is not valid, but its other shards must still go.
   names = []

@@ -109,6 +109,8 @@ def _add_inspect(sub):
 def _inspect(args) -> int:
   from jaxface.data import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
+  if args.png:
+    _check_png_path(args.png)
   check = shards.check(args.directory, limit=args.limit)
   if args.json:
     print(json.dumps(check, indent=2, default=str))
@@ -125,6 +127,18 @@ def _inspect(args) -> int:
     inspect_lib.write_png(args.png, grid)
     print(f'wrote {args.png}')
   return 0 if check['ok'] else 1
+
+
+def _check_png_path(path: str) -> None:
+  """Raises unless `path` names a PNG file that can be written."""
+  from jaxface import files  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    raise IsADirectoryError(f'--png {path} is a folder; give a file name '
+                            'ending in .png')
+  if not path.lower().endswith('.png'):
+    raise ValueError(f'--png {path} must be a file name ending in .png')
+  files.check_output_folder(os.path.dirname(path) or '.',
+                            f'--png {path}: its folder')
 
 
 def _add_convert_300wlp(sub):
@@ -270,20 +284,36 @@ def _add_train(sub):
                  'experiments/configs/quickstart.py')
   p.add_argument('--workdir', required=True, help='checkpoints, metrics, '
                  'figures and the summary go here')
+  p.add_argument('--allow-config-change', action='store_true',
+                 help='resume even though optimizer/training values differ '
+                 'from the workdir\'s stored config.json (the model, task '
+                 'and data must still match)')
   p.set_defaults(func=_train, takes_overrides=True)
 
 
 def _train(args) -> int:
+  from jaxface import files  # pylint: disable=g-import-not-at-top
   from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  files.check_output_folder(args.workdir, '--workdir')
   config = config_lib.apply_overrides(config_lib.load_config(args.config),
                                       args.overrides)
-  summary = loop.run(config, args.workdir)
+  summary = loop.run(config, args.workdir,
+                     allow_config_change=args.allow_config_change)
   _print_summary(summary)
-  return 0
+  return _exit_status(summary)
+
+
+def _exit_status(summary: dict) -> int:
+  """0, or 130 (the shell's code for Ctrl-C) after a SIGINT stop; a SIGTERM
+  stop (preemption) is a normal exit for schedulers."""
+  return 130 if summary.get('stopped_by') == 'SIGINT' else 0
 
 
 def _print_summary(summary: dict) -> None:
+  if summary.get('stopped_by'):
+    print(f'stopped by {summary["stopped_by"]} at step {summary["steps"]} '
+          '(checkpoint saved; the same command resumes)')
   print(f'{"preempted at" if summary["preempted"] else "trained"} step '
         f'{summary["steps"]} in {summary["wall_seconds"]:.0f} s '
         f'({summary["images_per_second"]:.1f} images/s)')
@@ -315,6 +345,8 @@ def _quickstart(args) -> int:
   summary = quickstart.run(args.workdir, args.resolution, args.workers,
                            args.overrides)
   _print_summary(summary)
+  if summary.get('stopped_by'):
+    return _exit_status(summary)
   ev = summary['eval']
   print(f'68-landmark NME on the held-out synthetic faces: {ev["nme"]:.4f} '
         f'(the mean face fitted to the crop: {ev["nme_mean_face"]:.4f})')
@@ -395,6 +427,9 @@ def main(argv=None) -> int:
               records.RecordError, OSError)
   try:
     return args.func(args)
+  except InterruptedError as e:  # Ctrl-C, cleaned up by the command
+    print(f'jaxface: {e}', file=sys.stderr)
+    return 130
   except errors as e:
     print(f'jaxface: error: {e}', file=sys.stderr)
     return 2

@@ -10,7 +10,9 @@ import scipy.io
 
 import fabricate
 from data_pipelines import the300wlp
+from data_pipelines import writing
 from jaxface import cli
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.face import bfm as bfm_lib
@@ -89,8 +91,8 @@ def _read_all(directory, kind, split):
 
 
 def _no_partial_files(directory):
-  return [f for f in os.listdir(directory)
-          if f.startswith('.') or 'partial' in f or f.endswith('.tmp')]
+  return [f for f in os.listdir(directory) if f != files.LOCK_NAME and (
+      f.startswith('.') or 'partial' in f or f.endswith('.tmp'))]
 
 
 # --------------------------------------------------------------- fixtures
@@ -306,7 +308,8 @@ def test_nothing_usable_exits_non_zero(data, tmp_path, capsys):
   assert status != 0
   assert 'no usable 300W_LP sample' in captured.err
   assert 'AFW_1_1_0' in captured.out and 'no Pose_Para' in captured.out
-  assert os.listdir(out) == []  # no dataset.json, no shards, no temporaries
+  # No dataset.json, no shards, no temporaries: only the writer's lock.
+  assert os.listdir(out) == [files.LOCK_NAME]
   # A folder that is not 300W_LP at all: a clear message, nothing written.
   status = cli.main(['data', 'convert-300wlp', '--root', str(tmp_path),
                      '--bfm', data['bfm'], '--out', str(tmp_path / 'o2')])
@@ -331,10 +334,20 @@ def test_an_interrupted_run_leaves_no_files(data, tmp_path, monkeypatch,
   original = getattr(the300wlp, name)
   monkeypatch.setattr(the300wlp, name, interrupt)
   out = tmp_path / 'out'
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(writing.Interrupted, match='nothing of .* is usable'):
     the300wlp.convert_300wlp(data['root'], data['bfm'], str(out),
                              resolution=R, shard_size=2, progress=False)
-  assert os.listdir(out) == []
+  assert os.listdir(out) == [files.LOCK_NAME]
+
+
+def test_a_folder_another_writer_holds_is_refused(data, tmp_path, capsys):
+  out = tmp_path / 'out'
+  with files.FolderLock(str(out), 'dataset'):
+    assert cli.main(['data', 'convert-300wlp', '--root', data['root'],
+                     '--bfm', data['bfm'], '--out', str(out), '--workers',
+                     '1', '--resolution', str(R)]) == 2
+  assert f'in use by process {os.getpid()}' in capsys.readouterr().err
+  assert os.listdir(out) == [files.LOCK_NAME]
 
 
 def test_an_error_in_make_is_a_skip_not_a_crash(data, tmp_path,

@@ -9,6 +9,7 @@ import scipy.io
 import fabricate
 from data_pipelines import aflw2000
 from jaxface import cli
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.face import bfm as bfm_lib
@@ -62,7 +63,8 @@ def test_records_keep_pose_and_map_back_to_original_pixels(data, capsys):
   assert set(info['kinds']) == {'recon'}
   assert set(info['kinds']['recon']) == {'test'}
   assert shards.check(data['out'])['ok']
-  assert not [f for f in os.listdir(data['out']) if f.startswith('.')]
+  assert not [f for f in os.listdir(data['out'])
+              if f.startswith('.') and f != files.LOCK_NAME]
 
   model = scipy.io.loadmat(os.path.join(data['bfm'], 'BFM.mat'))['model'][
       0, 0]
@@ -144,11 +146,21 @@ def test_nothing_usable_and_wrong_root(data, tmp_path, capsys):
   captured = capsys.readouterr()
   assert status != 0 and 'no usable AFLW2000 sample' in captured.err
   assert 'image00001' in captured.out and 'missing .mat' in captured.out
-  assert os.listdir(out) == []
+  assert os.listdir(out) == [files.LOCK_NAME]
   status = cli.main(['data', 'convert-aflw2000', '--root', str(tmp_path),
                      '--out', str(tmp_path / 'o2'), '--landmarks-only'])
   err = capsys.readouterr().err
   assert status != 0 and 'did you mean --root' in err
+
+
+def test_a_folder_another_writer_holds_is_refused(data, tmp_path, capsys):
+  out = tmp_path / 'out'
+  with files.FolderLock(str(out), 'dataset'):
+    assert cli.main(['data', 'convert-aflw2000', '--root', data['root'],
+                     '--out', str(out), '--landmarks-only', '--workers',
+                     '1']) == 2
+  assert f'in use by process {os.getpid()}' in capsys.readouterr().err
+  assert os.listdir(out) == [files.LOCK_NAME]
 
 
 def test_read_sample_checks_shapes(data, tmp_path):

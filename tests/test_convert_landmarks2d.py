@@ -14,6 +14,7 @@ from data_pipelines import aflw21
 from data_pipelines import landmarks2d
 from data_pipelines import the300wlp
 from jaxface import cli
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.face import render
@@ -348,6 +349,16 @@ def test_pts_folder_converts_and_skips_bad_annotations(pts_folder, tmp_path):
     np.testing.assert_allclose(rec['face_box'], np.concatenate(
         [points.min(0), points.max(0)]), atol=1e-3)
     assert records.decode_jpeg(rec['image']).shape == (R, R, 3)
+
+
+def test_a_folder_another_writer_holds_is_refused(pts_folder, tmp_path):
+  out = tmp_path / 'out'
+  with files.FolderLock(str(out), 'dataset'):
+    with pytest.raises(files.FolderInUseError,
+                       match=f'in use by process {os.getpid()}'):
+      landmarks2d.convert_landmarks2d('pts', pts_folder['root'], out,
+                                      resolution=R, progress=False)
+  assert os.listdir(out) == [files.LOCK_NAME]
 
 
 def test_pts_test_fraction_splits_by_relative_path(pts_folder, tmp_path):

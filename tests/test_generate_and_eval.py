@@ -190,6 +190,9 @@ def test_eval_of_a_progression_workdir(data, tmp_path):
     report = json.load(f)
   assert report['count'] == 6 and 0 <= report['accuracy'] <= 1
   assert sum(r['count'] for r in report['per_kind'].values()) == 6
+  assert report['skipped_records'] == 0
+  with open(tmp_path / 'eval' / 'report.md') as f:
+    assert '6 records. 0 unreadable record(s) skipped.' in f.read()
 
 
 def test_eval_refuses_a_dataset_of_another_resolution(workdirs_made,
@@ -214,3 +217,47 @@ def test_eval_refuses_canonical_maps_of_another_uv_layout(data, workdirs_made,
   with pytest.raises(ValueError, match="in the 'procedural' UV layout; the "
                      "generator .* makes maps in the 'made_up' layout"):
     gen_eval.evaluate_facegen(workdir, data, progress=False)
+
+
+def test_generate_checks_out_and_boxes(photos, workdirs_made, tmp_path,
+                                       capsys):
+  paths, boxes, _ = photos
+  (tmp_path / 'file').write_text('a file')
+  assert cli.main(_generate_args(paths, boxes, workdirs_made,
+                                 tmp_path / 'file')) == 2
+  assert 'is a file, not a folder' in capsys.readouterr().err
+  # A link planted in --out is refused before any work, not written through.
+  outside = tmp_path / 'outside.json'
+  outside.write_text('precious')
+  out = tmp_path / 'out'
+  out.mkdir()
+  os.symlink(outside, out / 'features.json')
+  assert cli.main(_generate_args(paths, boxes, workdirs_made, out)) == 2
+  assert 'is a link' in capsys.readouterr().err
+  assert outside.read_text() == 'precious' and os.listdir(out) == [
+      'features.json']
+  # Boxes outside the photos are not used.
+  far = tmp_path / 'far.json'
+  far.write_text(json.dumps({os.path.basename(p): [[1000, 1000, 1100, 1100]]
+                             for p in paths.values()}))
+  assert cli.main(_generate_args(paths, str(far), workdirs_made,
+                                 tmp_path / 'far')) == 2
+  assert 'no usable box for' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('out', ['file', 'file/report.json', 'eval.json'])
+def test_eval_checks_out_before_measuring(data, workdirs_made, tmp_path,
+                                         monkeypatch, capsys, out):
+  from jaxface.eval import gen_eval  # pylint: disable=g-import-not-at-top
+
+  def measure(*args, **kwargs):
+    raise AssertionError('measured before checking --out')
+
+  monkeypatch.setattr(gen_eval, 'evaluate_facegen', measure)
+  (tmp_path / 'file').write_text('a file')
+  (tmp_path / 'eval.json').mkdir()
+  assert cli.main(['eval', '--workdir', workdirs_made['uv'], '--data', data,
+                   '--out', str(tmp_path / out), '--no-progress']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'jaxface: error: --out {tmp_path / out}')
+  assert ('is a folder' if out == 'eval.json' else 'is a file') in err

@@ -194,8 +194,9 @@ class _Stop(Exception):
 
 def test_loop_trains_in_the_dataset_s_layout_and_model_json_keeps_it(
     made_up_data, tmp_path, monkeypatch):
-  # The run stops where the input pipeline starts: by then the task is made
-  # and model.json written; compiling a step is not needed for either.
+  # The run stops where the metric writer starts: by then the task is made
+  # and model.json written; compiling a train step is not needed for
+  # either.
   made = []
   make_task = loop.make_task
 
@@ -207,7 +208,7 @@ def test_loop_trains_in_the_dataset_s_layout_and_model_json_keeps_it(
     raise _Stop()
 
   monkeypatch.setattr(loop, 'make_task', spy)
-  monkeypatch.setattr(loop, '_iterator', stop)
+  monkeypatch.setattr(loop.metrics_lib, 'MetricWriter', stop)
   config = _config(workdirs.QUICK, made_up_data, 'model.width=0.125')
   workdir = str(tmp_path / 'run')
   with pytest.raises(_Stop):

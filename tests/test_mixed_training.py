@@ -162,12 +162,15 @@ def test_mixed_run_logs_saves_and_resumes(datasets, tmp_path):
   assert all(np.isfinite(l['train/mix_points_loss'])
              for l in lines if 'train/loss' in l)
   again = loop.run(_config(data, points, **{'train.num_steps': 3}),
-                   str(tmp_path))
+                   str(tmp_path), allow_config_change=True)
   assert again['start_step'] == 2 and again['steps'] == 3
-  # A mixed run's checkpoint cannot resume an unmixed config.
+  # A mixed run's checkpoint cannot resume an unmixed config, even when
+  # config changes are allowed.
+  unmixed = _config(data, points, **{'train.num_steps': 4, 'mix.dir': ''})
+  with pytest.raises(ValueError, match=r"mix.dir: '.*' -> ''"):
+    loop.run(unmixed, str(tmp_path))
   with pytest.raises(ValueError, match='saved by a mixed run'):
-    loop.run(_config(data, points, **{'train.num_steps': 4, 'mix.dir': ''}),
-             str(tmp_path))
+    loop.run(unmixed, str(tmp_path), allow_config_change=True)
 
 
 def test_mix_errors_are_clear_before_compiling(datasets, tmp_path):

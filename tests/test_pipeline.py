@@ -344,6 +344,66 @@ def test_corrupted_records_are_counted_with_workers(corrupted_dataset):
   assert sorted(skipped_indices) == sorted(list(CORRUPTED) * 2)
 
 
+def test_corrupted_records_are_logged_once_with_workers(corrupted_dataset,
+                                                        caplog):
+  it = pipeline.make_iterator(corrupted_dataset, config(
+      num_epochs=2, worker_count=2, drop_remainder=False, shuffle=False))
+  with caplog.at_level(logging.WARNING):
+    list(it)
+  it.close()
+  assert sorted(_warned(caplog)) == sorted(CORRUPTED)
+  assert it.skipped_records == 4
+
+
+def _warned(caplog):
+  """The record indices of the corrupted-record warnings, in order."""
+  return [int(r.getMessage().split('corrupted record ')[1].split()[0])
+          for r in caplog.records if 'corrupted record ' in r.getMessage()]
+
+
+def test_corrupted_records_are_logged_and_counted_once(corrupted_dataset,
+                                                       caplog):
+  # Three epochs without shuffle: every skip is carried by a batch (the
+  # last record is good), and each corrupted record is met three times.
+  it = pipeline.make_iterator(corrupted_dataset, config(
+      num_epochs=3, shuffle=False, drop_remainder=False))
+  with caplog.at_level(logging.WARNING):
+    batches = list(it)
+  it.close()
+  assert len(batches) == 15
+  assert sorted(_warned(caplog)) == sorted(CORRUPTED)
+  assert it.skipped == 12 and it.skipped_records == 4
+
+
+def test_restored_iterator_keeps_the_skipped_records(corrupted_dataset,
+                                                     caplog):
+  cfg = config(shuffle=False)
+  it = pipeline.make_iterator(corrupted_dataset, cfg)
+  take(it, 6)  # The first epoch (20 good records) and a bit of the second.
+  state = json.loads(json.dumps(it.get_state()))
+  it.close()
+  assert it.skipped_records == 4
+  restored = pipeline.make_iterator(corrupted_dataset, cfg)
+  restored.set_state(state)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    take(restored, 10)  # Two more epochs.
+  restored.close()
+  assert restored.skipped_records == 4 and restored.skipped > it.skipped + 4
+  assert _warned(caplog) == []
+
+
+def test_mixed_iterator_counts_the_skipped_records_of_both(corrupted_dataset,
+                                                           dataset):
+  cfg = config(num_epochs=1, shuffle=False, drop_remainder=False)
+  mixed = pipeline.MixedIterator(
+      pipeline.make_iterator(corrupted_dataset, cfg),
+      pipeline.make_iterator(dataset, cfg))
+  take(mixed, 5)
+  mixed.close()
+  assert mixed.skipped_records == 4
+
+
 def test_records_without_position_maps(dataset, tmp_path):
   # AFLW2000-3D converted without a BFM has no position maps: batches come
   # without them, and augmentation still moves image and landmarks.

@@ -218,6 +218,22 @@ def test_markdown_says_what_was_skipped(setup):
   assert 'Pose error: not measured (no canonical)' in text
 
 
+def test_markdown_counts_the_skipped_records(setup, tmp_path):
+  _, _, report, per_image = setup
+  report = dict(report, skipped_records=3)
+  out = tmp_path / 'out'
+  out.mkdir()
+  # A link planted in the output folder is replaced, not written through.
+  outside = tmp_path / 'outside.md'
+  outside.write_text('precious')
+  os.symlink(outside, out / 'report.md')
+  paths = recon_eval.write_outputs(report, per_image, str(out))
+  with open(paths['markdown']) as f:
+    assert f'{NUM_TEST} images. 3 unreadable record(s) skipped.' in f.read()
+  assert outside.read_text() == 'precious'
+  assert not os.path.islink(paths['markdown'])
+
+
 def test_pose_of_a_procedural_model_on_other_sources(setup, tmp_path):
   # The procedural layout's canonical face serves real data too; the
   # report says that its frame is the procedural model's.

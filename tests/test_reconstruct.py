@@ -341,3 +341,94 @@ def test_load_boxes_lookup_and_errors(tmp_path):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
       detect.load_boxes(str(path))
+
+
+def test_boxes_outside_the_photo_or_too_small_write_no_face(workdir, tmp_path,
+                                                            capsys):
+  path = _write_rgb(tmp_path / 'gray.png', np.full((120, 160, 3), 128,
+                                                   np.uint8))
+  boxes = [[200, 150, 260, 210],  # wholly outside
+           [50, 40, 50.001, 90],  # 0.001 px wide
+           [0, 0, 1e12, 1e12],  # huge: almost all outside
+           [-10, -10, 40, 40]]  # 64 % inside: reconstructed
+  (tmp_path / 'boxes.json').write_text(json.dumps({'gray.png': boxes}))
+  out = tmp_path / 'out'
+  assert _main(['reconstruct', path, '--workdir', workdir, '--out', str(out),
+                '--boxes', str(tmp_path / 'boxes.json')]) == 0
+  assert 'skipping face 0: 0 % of the box is inside' in capsys.readouterr().out
+  with open(out / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['faces'] == 1 and summary['faces_skipped'] == 3
+  photo, = summary['photos']
+  skipped = photo['skipped_faces']
+  assert [s['face'] for s in skipped] == [0, 1, 2]
+  assert [s['box'] for s in skipped] == boxes[:3]
+  assert 'inside the 160 x 120 photo' in skipped[0]['reason']
+  assert '0.001 px on its shorter side' in skipped[1]['reason']
+  assert 'inside the 160 x 120 photo' in skipped[2]['reason']
+  # Face 3 keeps its index; the skipped ones have no files.
+  assert sorted(os.listdir(out)) == sorted(['summary.json'] + photo['files'])
+  assert sorted(photo['files']) == ['gray_face3.json', 'gray_face3.obj',
+                                    'gray_face3.ply', 'gray_face3_depth.png',
+                                    'gray_faces.png']
+  # Non-finite boxes are refused with a message before anything is written.
+  (tmp_path / 'nan.json').write_text('{"gray.png": [[NaN, 0, 10, 10]]}')
+  assert _main(['reconstruct', path, '--workdir', workdir, '--out',
+                str(tmp_path / 'out2'), '--boxes',
+                str(tmp_path / 'nan.json')]) == 2
+  assert 'boxes must be finite' in capsys.readouterr().err
+  assert not (tmp_path / 'out2').exists()
+
+
+def test_drawing_clips_huge_and_non_finite_coordinates():
+  photo = np.zeros((40, 50, 3), np.uint8)
+  mask = model_lib.face_region_mask(RESOLUTION)
+  pmap = np.full((RESOLUTION, RESOLUTION, 3), 1e12, np.float32)
+  pmap[::2] = np.nan
+  landmarks = np.full((68, 3), -1e12, np.float32)
+  landmarks[0] = [10, 20, 0]
+  face = reconstruct.FaceResult(
+      box=np.array([-1e12, 5.0, 1e12, 30.0]), crop_transform=np.eye(3),
+      position_map=pmap, landmarks=landmarks, pose=None)
+  drawn = reconstruct.draw_faces(photo, [face], mask)
+  assert drawn.shape == photo.shape
+  # The box's edges at y 5 and 30 cross the picture; landmark 0 is drawn.
+  assert drawn[5].any() and drawn[30].any()
+  assert tuple(drawn[20, 10]) == (0, 255, 0)
+
+
+def test_bad_canonical_is_a_clear_error(workdir, two_faces, tmp_path,
+                                        capsys):
+  path = _write_rgb(tmp_path / 'two.png', two_faces[0])
+  np.savez(tmp_path / 'maps.npz', canonical=np.zeros((RESOLUTION,
+                                                      RESOLUTION, 3)))
+  (tmp_path / 'notes.txt').write_text('not an array\n')
+  for name, message in (('missing.npz', 'does not exist'),
+                        ('maps.npz', 'is not a .npy array'),
+                        ('notes.txt', 'is not a .npy array')):
+    out = tmp_path / f'out_{name}'
+    assert _main(['reconstruct', path, '--workdir', workdir, '--out',
+                  str(out), '--canonical', str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('jaxface: error: canonical map') and message in err
+    assert 'pickle' not in err and not out.exists()
+
+
+def test_out_is_checked_and_links_in_it_are_not_written_through(
+    workdir, tmp_path, capsys):
+  path = _write_rgb(tmp_path / 'gray.png', np.full((60, 80, 3), 128,
+                                                   np.uint8))
+  (tmp_path / 'file').write_text('a file')
+  assert _main(['reconstruct', path, '--workdir', workdir, '--out',
+                str(tmp_path / 'file')]) == 2
+  assert (f'jaxface: error: --out {tmp_path / "file"} is a file, not a '
+          'folder') in capsys.readouterr().err
+  outside = tmp_path / 'outside.png'
+  outside.write_bytes(b'precious')
+  out = tmp_path / 'out'
+  out.mkdir()
+  os.symlink(outside, out / 'gray_faces.png')
+  assert _main(['reconstruct', path, '--workdir', workdir, '--out',
+                str(out)]) == 2
+  assert 'is a link' in capsys.readouterr().err
+  assert outside.read_bytes() == b'precious'

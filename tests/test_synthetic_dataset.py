@@ -8,6 +8,7 @@ import pytest
 
 from data_pipelines import synthetic
 from jaxface import cli
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 
@@ -44,7 +45,8 @@ def test_dataset_json_and_counts(dataset):
   assert info['kinds']['clips']['train']['count'] == 3
   report = shards.check(dataset)
   assert report['ok'] and not report['problems']
-  assert not [f for f in os.listdir(dataset) if f.startswith('.')]
+  assert not [f for f in os.listdir(dataset)
+              if f.startswith('.') and f != files.LOCK_NAME]
 
 
 def test_same_seed_gives_byte_identical_records_with_any_workers(
@@ -130,7 +132,7 @@ def test_cli_synth_and_refusal_to_overwrite(tmp_path, capsys):
   assert cli.main(args + ['--overwrite', '--seed', '3']) == 0
   assert _all_bytes(out) != before
   names = os.listdir(out)
-  assert sorted(names) == ['dataset.json', shards.shard_name(
+  assert sorted(names) == [files.LOCK_NAME, 'dataset.json', shards.shard_name(
       'recon', 'test', 0, 1), shards.shard_name('recon', 'train', 0, 1)]
 
 

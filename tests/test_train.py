@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
+from jaxface import files
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 from jaxface.train import loop
 from jaxface.train import recon
@@ -102,13 +105,11 @@ def _args(data, steps, every):
 
 
 def _wait_for_checkpoint(workdir, step, process, timeout=300):
-  path = os.path.join(workdir, 'checkpoints', str(step))
+  """Until `workdir` holds a complete checkpoint of `step` or later (orbax
+  renames a checkpoint's folder to its step when it is complete)."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    if os.path.isdir(path) and not any(
-        name.endswith('.orbax-checkpoint-tmp') for name in os.listdir(
-            os.path.dirname(path))):
-      # The step directory is renamed into place when complete.
+    if (checkpoint_lib.latest_step(workdir) or 0) >= step:
       return
     if process.poll() is not None:
       raise AssertionError(f'training ended early:\n{process.stdout.read()}')
@@ -136,24 +137,48 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_parameters(
   assert 'resumed from the checkpoint of step' in out
   a, b = loop.final_variables(straight), loop.final_variables(killed)
   assert loop.tree_equal(a, b)
+  # The replayed steps are logged once, as in the uninterrupted run.
+  for workdir in (straight, killed):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      logged = [json.loads(line)['step'] for line in f
+                if 'train/loss' in line]
+    assert logged == list(range(1, steps + 1)), workdir
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_zero(data, tmp_path):
-  workdir = str(tmp_path / 'preempt')
+@pytest.mark.parametrize('signum, status', [(signal.SIGTERM, 0),
+                                            (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_save_and_stop(data, tmp_path, signum, status):
+  # SIGTERM: preemption, a normal exit; SIGINT: Ctrl-C, the shell's 130.
+  workdir = str(tmp_path / 'stopped')
   p = _train_process(_args(data, 400, 2), workdir)
   _wait_for_checkpoint(workdir, 2, p)
-  p.send_signal(signal.SIGTERM)
+  p.send_signal(signum)
   out = p.communicate(timeout=300)[0]
-  assert p.returncode == 0, out
-  assert 'SIGTERM: saved the checkpoint of step' in out
+  assert p.returncode == status, out
+  assert f'{signum.name}: saved the checkpoint of step' in out
+  assert 'Traceback' not in out
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
-  assert summary['preempted'] and summary['steps'] < 400
-  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir,
-                                                         'checkpoints'))
-                 if s.isdigit())
-  assert steps[-1] == summary['steps']
+  assert summary['preempted'] and summary['stopped_by'] == signum.name
+  assert summary['steps'] < 400
+  assert checkpoint_lib.latest_step(workdir) == summary['steps']
+
+
+@pytest.mark.slow
+def test_a_second_train_on_a_workdir_in_use_is_refused(data, tmp_path):
+  workdir = str(tmp_path / 'shared')
+  first = _train_process(_args(data, 8, 4), workdir)
+  _wait_for_checkpoint(workdir, 4, first)
+  second = _train_process(_args(data, 8, 4) + ['--config.optimizer.lr=0.1'],
+                          workdir)
+  out = second.communicate(timeout=300)[0]
+  assert second.returncode == 2, out
+  assert f'is in use by process {first.pid}' in out
+  assert first.wait(timeout=600) == 0, first.stdout.read()
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['optimizer']['lr'] == 2e-3  # the first run's
+  assert checkpoint_lib.latest_step(workdir) == 8
 
 
 def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
@@ -369,3 +394,149 @@ def test_image_pool_mixes_old_fakes_once_full(data):
     swapped.append(float(jnp.mean(used != new)))
   # About half of each batch comes from the pool once it is full.
   assert 0.3 < np.mean(swapped) < 0.7, swapped
+
+
+# One writer, checks before writes, retention, failed saves (issue 13).
+
+
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory):
+  """A 2-step run's workdir (copy it before changing it)."""
+  workdir = str(tmp_path_factory.mktemp('trained') / 'run')
+  loop.run(_config(data), workdir)
+  return workdir
+
+
+def _contents(folder) -> dict:
+  """{relative path: bytes} of every file under `folder` but the lock."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      if name != files.LOCK_NAME:
+        path = os.path.join(root, name)
+        with open(path, 'rb') as f:
+          out[os.path.relpath(path, folder)] = f.read()
+  return out
+
+
+def test_a_workdir_in_use_is_refused_and_left_alone(data, trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  before = _contents(workdir)
+  with files.FolderLock(workdir, 'workdir'):
+    with pytest.raises(files.FolderInUseError,
+                       match=rf'workdir .* in use by process {os.getpid()}'):
+      loop.run(_config(data, **{'train.num_steps': 4}), workdir)
+  assert _contents(workdir) == before
+
+
+def test_a_refused_resume_leaves_the_workdir_byte_identical(
+    trained, tmp_path):
+  other = str(tmp_path / 'data64')
+  synthetic.synthesize(other, synthetic.SynthConfig(
+      resolution=64, identities=(('train', 4), ('test', 2))),
+                       {'recon': {'train': 8, 'test': 8}}, progress=False)
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  before = _contents(workdir)
+  with pytest.raises(ValueError, match='resolution 32 there, 64 now'):
+    loop.run(_config(other, **{'train.num_steps': 4}), workdir)
+  assert _contents(workdir) == before
+
+
+def test_a_changed_config_is_listed_and_needs_allow_config_change(
+    data, trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  before = _contents(workdir)
+  with pytest.raises(ValueError, match=r'optimizer.lr: 0.002 -> 1e\+30.*'
+                     '--allow-config-change'):
+    loop.run(_config(data, **{'optimizer.lr': 1e30}), workdir)
+  with pytest.raises(ValueError, match='another model.*model.width'):
+    loop.run(_config(data, **{'model.width': 0.25}), workdir,
+             allow_config_change=True)
+  assert _contents(workdir) == before
+  # Logging and checkpoint intervals may change; the steps need the flag.
+  config = _config(data, **{'train.num_steps': 4, 'train.log_every': 2})
+  with pytest.raises(ValueError, match=r'train.num_steps: 2 -> 4'):
+    loop.run(config, workdir)
+  summary = loop.run(config, workdir, allow_config_change=True)
+  assert summary['start_step'] == 2 and summary['steps'] == 4
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['train']['num_steps'] == 4
+
+
+def test_retention_keeps_the_last_n_of_every_kind_and_the_best(tmp_path):
+  checkpointer = checkpoint_lib.Checkpointer(
+      str(tmp_path), keep=2, best_metric='nme', asynchronous=False)
+  state = {'w': np.zeros(3, np.float32)}
+  # Periodic checkpoints with eval metrics, others (SIGTERM, between
+  # evals) without: step 1 is the best.
+  for step, metrics in ((1, {'nme': 0.1}), (2, None), (3, {'nme': 0.5}),
+                        (4, None), (5, {'nme': 0.4}), (6, None), (7, None)):
+    checkpointer.save(step, state, {}, {'step': step}, metrics)
+  checkpointer.close()
+  assert checkpoint_lib.latest_step(str(tmp_path)) == 7
+  assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints')
+                if s.isdigit()) == [1, 6, 7]
+
+
+def test_a_checkpoints_path_that_is_a_file_is_refused_before_compiling(
+    data, tmp_path):
+  os.makedirs(tmp_path / 'run')
+  (tmp_path / 'run' / 'checkpoints').write_text('not a folder')
+  with pytest.raises(NotADirectoryError, match='checkpoints is a file'):
+    loop.run(_config(data), str(tmp_path / 'run'))
+  assert sorted(os.listdir(tmp_path / 'run')) == ['.jaxface.lock',
+                                                  'checkpoints']
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes read-only folders')
+def test_a_read_only_workdir_is_refused_before_compiling(data, tmp_path):
+  os.makedirs(tmp_path / 'run' / 'checkpoints')
+  os.chmod(tmp_path / 'run' / 'checkpoints', 0o555)
+  try:
+    with pytest.raises(OSError, match='cannot write to .*checkpoints'):
+      loop.run(_config(data), str(tmp_path / 'run'))
+  finally:
+    os.chmod(tmp_path / 'run' / 'checkpoints', 0o755)
+
+
+def test_a_failed_save_stops_the_run_and_keeps_the_last_checkpoint(
+    data, tmp_path, monkeypatch):
+  save = checkpoint_lib.Checkpointer.save
+
+  def failing(self, step, *args, **kwargs):
+    if step == 4:
+      raise OSError(28, 'No space left on device')
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, 'save', failing)
+  config = _config(data, **{'train.num_steps': 6, 'train.eval_every': 100})
+  with pytest.raises(loop.TrainingError,
+                     match=r'checkpoint of step 4 failed .*No space left.*'
+                     r'last complete checkpoint \(step 2\)'):
+    loop.run(config, str(tmp_path))
+  monkeypatch.undo()
+  assert checkpoint_lib.latest_step(str(tmp_path)) == 2
+  assert loop.final_variables(str(tmp_path))[0]
+
+
+def test_a_nan_before_any_checkpoint_says_so(data, tmp_path, monkeypatch):
+  make_task = loop.make_task
+
+  def poisoned(config, resolution, *args):
+    task = make_task(config, resolution, *args)
+    train_step = task.train_step
+    def step(state, batch, key):
+      new, metrics = train_step(state, batch, key)
+      return new, {**metrics, 'loss': metrics['loss'] * jnp.nan}
+
+    task.train_step = step
+    return task
+
+  monkeypatch.setattr(loop, 'make_task', poisoned)
+  with pytest.raises(loop.TrainingError,
+                     match='step 1: the loss is nan; stopping. No checkpoint '
+                     'was saved'):
+    loop.run(_config(data), str(tmp_path))

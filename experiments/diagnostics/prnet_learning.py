@@ -46,6 +46,7 @@ VARIANTS = {
     'ema': ['train.ema_decay=0.995'],
     'dense128': ['model.global_dim=128'],
     'lr4e-3': ['optimizer.lr=4e-3'],
+    'l1': ['loss.position=l1'],
 }
 
 

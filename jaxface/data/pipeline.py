@@ -54,13 +54,16 @@ repeat forever (num_epochs=None) and count steps.
 
 Corrupted records (unreadable bytes, not a record, invalid fields, a JPEG
 that does not decode, arrays whose size differs from the dataset's) are
-skipped: they are logged (absl, WARNING, with the record's index and the
-error) in the process that meets them, and counted. The count must cross
-from worker processes, so each batch carries the indices of the records
-skipped while it was assembled, under a private key that the iterator
-removes; `PipelineIterator.skipped` is the running total (kept in the
-iterator state) and `skipped_indices` the most recent indices. Records
-skipped after the last batch of a finite run are logged, not counted.
+skipped and counted, and each is logged once per iterator (absl, WARNING,
+with the record's index and the error), not again in later epochs. The
+skips must cross from worker processes, so each batch carries the indices
+and errors of the records skipped while it was assembled, under private
+keys that the iterator removes; `PipelineIterator.skipped` is the running
+total of skips (a record skipped in two epochs counts twice),
+`skipped_records` the number of distinct records skipped (both kept in the
+iterator state), and `skipped_indices` the most recent indices. Records
+skipped after the last batch of a finite run are logged where they are
+met, not counted.
 A source that is not a dataset (no dataset.json, shards that are not
 ArrayRecord files) or whose first records are not jaxface records of the
 kind fails in `make_iterator` with a `shards.DatasetError`.
@@ -69,7 +72,8 @@ Checkpointing. `PipelineIterator.get_state()` is a small JSON-able dict:
 
   {'format': 'jaxface-pipeline', 'version': 1,
    'config': {...what must match to restore...},
-   'batches': int, 'skipped': int, 'grain': grain's iterator state}
+   'batches': int, 'skipped': int, 'skipped_record_indices': [int],
+   'grain': grain's iterator state}
 
 and `set_state` on an iterator made with the same config (and process
 index, process count, worker count) continues with exactly the batches the
@@ -110,9 +114,11 @@ from jaxface.data import shards
 STATE_FORMAT = 'jaxface-pipeline'
 STATE_VERSION = 1
 MIXED_STATE_FORMAT = 'jaxface-mixed'  # `MixedIterator`'s state
-# Key under which a batch carries the indices of the records skipped while
-# it was assembled, from the worker to PipelineIterator (which removes it).
+# Keys under which a batch carries the indices and errors of the records
+# skipped while it was assembled, from the worker to PipelineIterator (which
+# removes them).
 _SKIPPED_KEY = '_skipped_indices'
+_SKIPPED_ERRORS_KEY = '_skipped_errors'
 _AUGMENT_STREAM = 0xA6  # Separates augmentation rngs from other seeded uses.
 _CHECKED_RECORDS = 8  # make_iterator fails if none of these many decode.
 _RECENT_SKIPS = 100
@@ -390,14 +396,12 @@ class DecodeExample(grain.transforms.Map):
 
   def __init__(self, source: Any, kind: str, seed: int,
                augment_config: augment_lib.AugmentConfig | None,
-               expected_shapes: Mapping[str, tuple[int, ...]],
-               description: str):
+               expected_shapes: Mapping[str, tuple[int, ...]]):
     self.source = source
     self.kind = kind
     self.seed = seed
     self.augment_config = augment_config
     self.expected_shapes = dict(expected_shapes)
-    self.description = description
 
   def decode(self, epoch: int, index: int) -> dict[str, np.ndarray]:
     """The example of record `index` in `epoch`; RecordError if corrupted."""
@@ -424,9 +428,12 @@ class DecodeExample(grain.transforms.Map):
     try:
       return self.decode(epoch, index)
     except records.RecordError as e:
-      logging.warning('jaxface pipeline: skipping corrupted record %d of %s: '
-                      '%s', index, self.description, e)
       return Skipped(index, str(e))
+
+
+def _warn_skipped(index: int, error: str, description: str) -> None:
+  logging.warning('jaxface pipeline: skipping corrupted record %d of %s: %s',
+                  index, description, error)
 
 
 # ---------------------------------------------------------------- batching
@@ -441,18 +448,21 @@ class SkipAndBatchIterDataset(grain.IterDataset):
   """Drops `Skipped` elements and batches the rest, noting what it dropped.
 
   Each batch is `_stack`ed examples plus `_SKIPPED_KEY`: (k,) int64 indices
-  of the records skipped since the previous batch.
+  of the records skipped since the previous batch, and
+  `_SKIPPED_ERRORS_KEY`: (k,) str, their errors. Skips after the last batch
+  are logged here (with `description`), as no batch carries them.
   """
 
   def __init__(self, parent: grain.IterDataset, batch_size: int,
-               drop_remainder: bool):
+               drop_remainder: bool, description: str = ''):
     super().__init__(parent)
     self.batch_size = batch_size
     self.drop_remainder = drop_remainder
+    self.description = description
 
   def __iter__(self) -> grain.DatasetIterator:
     return _SkipAndBatchIterator(self._parent.__iter__(), self.batch_size,
-                                 self.drop_remainder)
+                                 self.drop_remainder, self.description)
 
   def __str__(self) -> str:
     return (f'SkipAndBatchIterDataset(batch_size={self.batch_size}, '
@@ -464,10 +474,11 @@ class _SkipAndBatchIterator(grain.DatasetIterator):
   holds no elements between batches."""
 
   def __init__(self, parent: grain.DatasetIterator, batch_size: int,
-               drop_remainder: bool):
+               drop_remainder: bool, description: str):
     super().__init__(parent)
     self._batch_size = batch_size
     self._drop_remainder = drop_remainder
+    self._description = description
 
   def __next__(self) -> dict[str, np.ndarray]:
     examples, skipped = [], []
@@ -476,14 +487,17 @@ class _SkipAndBatchIterator(grain.DatasetIterator):
         element = next(self._parent)
       except StopIteration:
         if self._drop_remainder or not examples:
+          for s in skipped:
+            _warn_skipped(s.index, s.error, self._description)
           raise
         break
       if isinstance(element, Skipped):
-        skipped.append(element.index)
+        skipped.append(element)
       else:
         examples.append(element)
     batch = _stack(examples)
-    batch[_SKIPPED_KEY] = np.asarray(skipped, np.int64)
+    batch[_SKIPPED_KEY] = np.asarray([s.index for s in skipped], np.int64)
+    batch[_SKIPPED_ERRORS_KEY] = np.asarray([s.error for s in skipped], str)
     return batch
 
   def get_state(self) -> dict[str, Any]:
@@ -508,34 +522,49 @@ class PipelineIterator(grain.DatasetIterator):
     batch_size: examples per batch of this process.
     num_records: records in the (kind, split).
     batches: batches returned so far (restored with the state).
-    skipped: corrupted records skipped so far (restored with the state).
+    skipped: skips of corrupted records so far, a record skipped in two
+      epochs counting twice (restored with the state).
     skipped_indices: indices of the most recent skipped records (this
       iterator's own, at most 100, not restored).
+    description: what is read, for messages.
   """
 
   def __init__(self, parent: grain.DatasetIterator, config: PipelineConfig,
                process_index: int, process_count: int, batch_size: int,
-               num_records: int):
+               num_records: int, description: str = ''):
     super().__init__(parent)
     self.config = config
     self.process_index = process_index
     self.process_count = process_count
     self.batch_size = batch_size
     self.num_records = num_records
+    self.description = description
     self.batches = 0
     self.skipped = 0
     self.skipped_indices: collections.deque[int] = collections.deque(
         maxlen=_RECENT_SKIPS)
+    self._skipped_records: set[int] = set()
     self._identity = _json_round_trip({
         'config': _config_dict(config),
         'process_index': process_index, 'process_count': process_count,
         'num_records': num_records})
 
+  @property
+  def skipped_records(self) -> int:
+    """Distinct corrupted records skipped so far (restored with the state);
+    each was logged once."""
+    return len(self._skipped_records)
+
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self._parent)
-    skipped = batch.pop(_SKIPPED_KEY)
-    self.skipped += len(skipped)
-    self.skipped_indices.extend(int(i) for i in skipped)
+    indices = batch.pop(_SKIPPED_KEY).tolist()
+    errors = batch.pop(_SKIPPED_ERRORS_KEY).tolist()
+    for index, error in zip(indices, errors):
+      if index not in self._skipped_records:
+        self._skipped_records.add(index)
+        _warn_skipped(index, error, self.description)
+    self.skipped += len(indices)
+    self.skipped_indices.extend(indices)
     self.batches += 1
     return batch
 
@@ -543,7 +572,9 @@ class PipelineIterator(grain.DatasetIterator):
     """A JSON-able dict: format, version, config, counters, grain state."""
     return {'format': STATE_FORMAT, 'version': STATE_VERSION,
             **self._identity, 'batches': self.batches,
-            'skipped': self.skipped, 'grain': self._parent.get_state()}
+            'skipped': self.skipped,
+            'skipped_record_indices': sorted(self._skipped_records),
+            'grain': self._parent.get_state()}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     """Restores `get_state()` of an iterator made with the same config.
@@ -575,6 +606,9 @@ class PipelineIterator(grain.DatasetIterator):
     self._parent.set_state(state['grain'])
     self.batches = int(state['batches'])
     self.skipped = int(state['skipped'])
+    # States saved before the key existed: their records are logged again.
+    self._skipped_records = {
+        int(i) for i in state.get('skipped_record_indices', ())}
     self.skipped_indices.clear()
 
   def __str__(self) -> str:
@@ -596,6 +630,11 @@ class MixedIterator:
 
   def __init__(self, main: PipelineIterator, mix: PipelineIterator):
     self.main, self.mix = main, mix
+
+  @property
+  def skipped_records(self) -> int:
+    """Distinct corrupted records skipped so far, of both iterators."""
+    return self.main.skipped_records + self.mix.skipped_records
 
   def __iter__(self):
     return self
@@ -726,11 +765,10 @@ def make_iterator(directory_or_source: Any, config: PipelineConfig,
     raise ValueError(f'{description}: {num_records} records cannot be '
                      f'shared by {process_count} process(es)')
   augment_config = config.augment if config.augments else None
-  decode = DecodeExample(source, config.kind, config.seed, augment_config, {},
-                         description)
+  decode = DecodeExample(source, config.kind, config.seed, augment_config, {})
   expected = _check_source(source, decode, description)
   decode = DecodeExample(source, config.kind, config.seed, augment_config,
-                         expected, description)
+                         expected)
 
   order = RecordOrder(num_records, process_index, process_count, config.seed,
                       config.shuffle)
@@ -739,13 +777,14 @@ def make_iterator(directory_or_source: Any, config: PipelineConfig,
   ds = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.read_threads,
       prefetch_buffer_size=config.read_buffer_size))
-  ds = SkipAndBatchIterDataset(ds, batch_size, config.drops_remainder)
+  ds = SkipAndBatchIterDataset(ds, batch_size, config.drops_remainder,
+                               description)
   if config.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.worker_count,
         per_worker_buffer_size=config.worker_buffer_size))
   return PipelineIterator(ds.__iter__(), config, process_index, process_count,
-                          batch_size, num_records)
+                          batch_size, num_records, description)
 
 
 def to_global_arrays(batch: Mapping[str, Any], mesh: jax.sharding.Mesh,

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from array_record.python import array_record_module
 import numpy as np
 
+from jaxface import files
 from jaxface.data import records
 
 DATASET_INFO = "dataset.json"
@@ -71,7 +72,8 @@ def shard_name(kind: str, split: str, index: int, count: int) -> str:
 
 
 def _hidden_temp(path: str) -> str:
-  """Creates an empty hidden file next to `path`; returns its path."""
+  """Creates an empty hidden file next to `path`; returns its path (a
+  shard streams into it: `files.write_atomic` takes the whole content)."""
   directory, name = os.path.split(os.path.abspath(path))
   fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp",
                               dir=directory)
@@ -204,21 +206,9 @@ def write_dataset_info(directory: str | os.PathLike[str],
   "format" and "schema_version" default to this jaxface's; all other keys are
   written as given.
   """
-  directory = os.fspath(directory)
   info = {"format": FORMAT, "schema_version": records.SCHEMA_VERSION, **info}
-  text = json.dumps(info, indent=2, default=_json_default) + "\n"
-  path = os.path.join(directory, DATASET_INFO)
-  temp = _hidden_temp(path)
-  try:
-    with open(temp, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  except BaseException:
-    _remove_quietly(temp)
-    raise
-  return path
+  return files.write_json(os.path.join(os.fspath(directory), DATASET_INFO),
+                          info, default=_json_default)
 
 
 def read_dataset_info(directory: str | os.PathLike[str]) -> dict[str, Any]:

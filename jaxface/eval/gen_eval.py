@@ -27,6 +27,9 @@ so a report is reproducible). Per generated face:
 Progression RNN (`progression` workdirs), on `clips` records: accuracy and
 cross-entropy overall and per kind of clip (true progressions, and each
 corruption of the false ones).
+
+Both reports count the unreadable records that were skipped
+('skipped_records'), and their Markdown says it.
 """
 
 from __future__ import annotations
@@ -41,13 +44,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxface import files
 from jaxface import losses
 from jaxface.data import padding
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.eval import inception
 from jaxface.eval import metrics
-from jaxface.eval import plots
 from jaxface.eval import recon_eval
 from jaxface.face import frames
 from jaxface.face import layout as layout_lib
@@ -176,8 +179,9 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
   face = layout.face_region(res)
   cols: dict[str, list] = {}
   fakes, reals = [], []
+  stats: dict[str, int] = {}
   for count, batch in recon_eval.split_batches(
-      data_dir, info, 'multiview', split, batch_size, limit, progress):
+      data_dir, info, 'multiview', split, batch_size, limit, progress, stats):
     padded = padding.pad_batch(batch, batch_size)
     feats = _batch_features(padded)
     true_map = padded['canonical_position_map']
@@ -217,7 +221,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
                   'source': info.get('source')},
       'count': int(sum(len(r) for r in reals)) if reals else len(
           per.get('iou', [])) // samples,
-      'samples_per_record': samples}
+      'skipped_records': stats['skipped'], 'samples_per_record': samples}
   for key, values in per.items():
     finite = values[np.isfinite(values)]
     report[key] = {'mean': float(finite.mean()) if finite.size else None,
@@ -265,8 +269,9 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
   eval_step = jax.jit(task.eval_step)
   info = shards.read_dataset_info(data_dir)
   accuracy, loss, corruption = [], [], []
+  stats: dict[str, int] = {}
   for count, batch in recon_eval.split_batches(
-      data_dir, info, 'clips', split, batch_size, limit, progress):
+      data_dir, info, 'clips', split, batch_size, limit, progress, stats):
     out = eval_step(state, padding.pad_batch(batch, batch_size))
     accuracy.append(np.asarray(out['accuracy'])[:count])
     loss.append(np.asarray(out['loss'])[:count])
@@ -284,7 +289,8 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
       'model': {'workdir': os.path.abspath(model.workdir),
                 'step': model.step},
       'dataset': {'path': os.path.abspath(data_dir), 'split': split},
-      'count': int(len(accuracy)), 'accuracy': float(accuracy.mean()),
+      'count': int(len(accuracy)), 'skipped_records': stats['skipped'],
+      'accuracy': float(accuracy.mean()),
       'loss': float(loss.mean()), 'per_kind': per_kind,
       'seconds': round(time.perf_counter() - start, 3)})
 
@@ -297,7 +303,8 @@ def markdown_table(report: dict) -> str:
   """A Markdown summary of `evaluate_facegen` / `evaluate_progression`."""
   m, d = report['model'], report['dataset']
   lines = [f'# {report["task"]}: {m["workdir"]} (step {m["step"]})', '',
-           f'{d["path"]} [{d["split"]}], {report["count"]} records', '',
+           f'{d["path"]} [{d["split"]}], {report["count"]} records.'
+           f'{recon_eval.skipped_note(report)}', '',
            '| metric | value |', '|---|---|']
   if report['task'] == 'progression':
     lines.append(f'| accuracy | {_fmt(report["accuracy"])} |')
@@ -340,7 +347,7 @@ def write_outputs(report: dict, out: str) -> dict[str, str]:
   else:
     paths = {'json': os.path.join(out, recon_eval.REPORT_NAME),
              'markdown': os.path.join(out, 'report.md')}
-  plots.write_atomic(paths['json'], (json.dumps(
+  files.write_atomic(paths['json'], (json.dumps(
       report, indent=2, allow_nan=False) + '\n').encode('utf-8'))
-  plots.write_atomic(paths['markdown'], markdown_table(report).encode('utf-8'))
+  files.write_atomic(paths['markdown'], markdown_table(report).encode('utf-8'))
   return paths

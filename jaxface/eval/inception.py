@@ -42,8 +42,8 @@ import optax
 import scipy.linalg
 import scipy.special
 
+from jaxface import files
 from jaxface.data import padding
-from jaxface.eval import plots
 from jaxface.face import frames
 from jaxface.face import identities as identities_lib
 from jaxface.face import model as model_lib
@@ -598,13 +598,13 @@ def save_classifier(bundle: ClassifierBundle, directory: str) -> None:
   flat['input_std'] = np.asarray(bundle.input_std, np.float32)
   buffer = io.BytesIO()
   np.savez(buffer, **flat)
-  plots.write_atomic(os.path.join(directory, PARAMS_FILE), buffer.getvalue())
+  files.write_atomic(os.path.join(directory, PARAMS_FILE), buffer.getvalue())
   meta = {'format': FORMAT, 'version': VERSION}
   meta.update({key: getattr(bundle, key) for key in _META_KEYS})
   meta['identities'] = [int(i) for i in bundle.identities]
   text = json.dumps(meta, indent=2,
                     default=lambda v: v.item()).encode()  # numpy scalars
-  plots.write_atomic(os.path.join(directory, META_FILE), text)
+  files.write_atomic(os.path.join(directory, META_FILE), text)
 
 
 def load_classifier(directory: str) -> ClassifierBundle:

@@ -504,7 +504,8 @@ def load_canonical(path: str | None, resolution: int) -> np.ndarray | None:
   map; None for None.
 
   Raises:
-    FileNotFoundError, ValueError: a missing, unreadable or wrong-shaped map.
+    FileNotFoundError, ValueError: a missing, unreadable or wrong-shaped map,
+      or a file that is not a .npy array (an .npz archive, text, a pickle).
   """
   if path is None:
     return None
@@ -512,13 +513,24 @@ def load_canonical(path: str | None, resolution: int) -> np.ndarray | None:
     return canonical_reference(resolution, bfm_dir=path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'canonical map {path} does not exist')
+  want = (f'a ({resolution}, {resolution}, 3) array saved with numpy.save, '
+          'or a BFM folder')
+  with open(path, 'rb') as f:
+    magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+  # np.load would open an .npz archive, or try anything else as a pickle.
+  if magic != np.lib.format.MAGIC_PREFIX:
+    raise ValueError(f'canonical map {path} is not a .npy array; want {want}')
   try:
-    canonical = np.load(path)
+    canonical = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise ValueError(f'canonical map {path} is not a .npy array: {e}') from e
+    raise ValueError(f'canonical map {path} is not a readable .npy array '
+                     f'({e}); want {want}') from None
   if canonical.shape != (resolution, resolution, 3):
     raise ValueError(f'canonical map {path} has shape {canonical.shape}; '
                      f'the model needs ({resolution}, {resolution}, 3)')
+  if not np.issubdtype(canonical.dtype, np.number) or not np.isfinite(
+      canonical).all():
+    raise ValueError(f'canonical map {path} must hold finite numbers')
   return canonical
 
 

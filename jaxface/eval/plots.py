@@ -3,17 +3,16 @@
 `ced_plot` draws the CED curves of per-image errors (the fraction of images
 whose NME is at most each threshold), as in AFLW2000-3D's figures, with
 axes, ticks, a grid and a legend giving each curve's mean and AUC. Files are
-written atomically (`write_atomic`).
+written atomically (`files.write_atomic`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import cv2
 import numpy as np
 
+from jaxface import files
 from jaxface.eval import metrics
 
 # Figure size (width, height) in pixels.
@@ -29,34 +28,6 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MARGINS = (72, 44, 24, 64)
 _X_TICKS = 5
 _Y_TICKS = 5
-
-
-def write_atomic(path: str, data: bytes) -> str:
-  """Writes `data` to `path` through a hidden temporary file, fsync and
-  `os.replace`.
-
-  Readers never see a partial file; the folder is created if needed; the
-  file gets the permissions of any file created under the user's umask
-  (mkstemp's would be private). Returns the path.
-  """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, temp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path),
-                              suffix='.tmp')
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
-  except BaseException:
-    if os.path.exists(temp):
-      os.remove(temp)
-    raise
-  return path
 
 
 def _text(image, text, origin, scale=0.45, colour=_BLACK, anchor='left'):
@@ -164,7 +135,7 @@ def ced_plot(curves: dict[str, np.ndarray], path: str,
   ok, encoded = cv2.imencode('.png', image)
   if not ok:
     raise OSError(f'could not encode the figure for {path}')
-  return write_atomic(path, encoded.tobytes())
+  return files.write_atomic(path, encoded.tobytes())
 
 
 LEARNING_CURVE = 'learning_curve.png'
@@ -233,4 +204,4 @@ def learning_curve_plot(records: list[dict], path: str, title: str = '',
     fig.savefig(buffer, format='png')
   finally:
     plt.close(fig)
-  return write_atomic(path, buffer.getvalue())
+  return files.write_atomic(path, buffer.getvalue())

@@ -50,6 +50,7 @@ import jax
 import numpy as np
 import tqdm
 
+from jaxface import files
 from jaxface.data import padding
 from jaxface.data import pipeline
 from jaxface.data import shards
@@ -733,8 +734,8 @@ def _degrees(value) -> str:
 
 
 def markdown_table(report: dict) -> str:
-  """The report as Markdown: the NME table by yaw bin, then dense NME and
-  pose error lines.
+  """The report as Markdown: the images measured and the unreadable records
+  skipped, the NME table by yaw bin, then dense NME and pose error lines.
 
   NMEs are shown in percent, pose errors in degrees. A report on 2D
   records (`is_points_report`): the visible-point NME table instead, and
@@ -752,7 +753,7 @@ def markdown_table(report: dict) -> str:
   lines = [
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
       f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
-      f'{report["count"]} images.{resized}', '',
+      f'{report["count"]} images.{skipped_note(report)}{resized}', '',
       '| NME (%) | ' + ' | '.join(f'yaw {b}' for b in bins)
       + ' | mean of bins | all |',
       '|---|' + '---:|' * (len(bins) + 2)]
@@ -789,6 +790,14 @@ def markdown_table(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def skipped_note(report: dict) -> str:
+  """' N unreadable record(s) skipped.' (the report's 'skipped_records'), for
+  its Markdown; '' for a report without the count."""
+  if report.get('skipped_records') is None:
+    return ''
+  return f' {report["skipped_records"]} unreadable record(s) skipped.'
+
+
 def is_points_report(report: dict) -> bool:
   """Whether a report is of 2D records (`evaluate_reconstruction`)."""
   return report.get('dataset', {}).get('scheme') is not None
@@ -806,7 +815,7 @@ def _points_markdown(report: dict, resized: str) -> str:
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
       f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
       f'{report["count"]} images, 2D records of the {points["scheme"]} '
-      f'scheme.{resized}', '']
+      f'scheme.{skipped_note(report)}{resized}', '']
   if by_yaw:
     lines += ['| NME (%) | ' + ' | '.join(f'yaw {b}' for b in bins)
               + ' | mean of bins | all |',
@@ -919,8 +928,8 @@ def write_outputs(report: dict, per_image: dict[str, np.ndarray],
              'ced': os.path.join(out, 'ced.png'),
              'per_image': os.path.join(out, 'per_image.npz')}
   text = json.dumps(json_safe(report), indent=2, allow_nan=False) + '\n'
-  plots.write_atomic(paths['json'], text.encode('utf-8'))
-  plots.write_atomic(paths['markdown'],
+  files.write_atomic(paths['json'], text.encode('utf-8'))
+  files.write_atomic(paths['markdown'],
                      markdown_table(report).encode('utf-8'))
   data = report.get('dataset', {})
   errors, name = _ced_errors(per_image)
@@ -930,5 +939,5 @@ def write_outputs(report: dict, per_image: dict[str, np.ndarray],
                        f'({report.get("count", 0)} images)')
   buffer = io.BytesIO()
   np.savez(buffer, **{k: np.asarray(v) for k, v in per_image.items()})
-  plots.write_atomic(paths['per_image'], buffer.getvalue())
+  files.write_atomic(paths['per_image'], buffer.getvalue())
   return paths

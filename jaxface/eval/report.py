@@ -19,12 +19,15 @@ What is measured follows the workdir's task:
 
 The report is written as JSON with a Markdown table next to it (and the
 plots), by default into WORKDIR/eval/ (./eval-NAME/ for --model NAME).
+Where it goes is checked before measuring.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from jaxface import files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--no-progress', action='store_true')
 
 
+def check_out(out: str, flag: str = '--out') -> None:
+  """Raises unless the report can be written to `out`, a folder or a path
+  ending in .json (`recon_eval.write_outputs`); `flag` names it in the
+  message."""
+  if not out.endswith('.json'):
+    files.check_output_folder(out, flag)
+    return
+  if os.path.isdir(out):
+    raise IsADirectoryError(f'{flag} {out} is a folder; a report path ending '
+                            'in .json must be a file')
+  files.check_output_folder(os.path.dirname(out) or '.',
+                            f'{flag} {out}: its folder')
+
+
 def run(args) -> int:
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   if args.batch_size < 1:
@@ -67,6 +84,7 @@ def run(args) -> int:
   model = trained_lib.load_model(args.workdir, args.model, args.step)
   out = args.out or (os.path.join(args.workdir, 'eval') if args.workdir
                      else f'eval-{args.model}')
+  check_out(out, '--out' if args.out else 'the report folder')
   progress = not args.no_progress
   print(f'measuring {args.workdir or args.model} (task {model.task}, step '
         f'{model.step}) on {args.data} [{args.split}]')

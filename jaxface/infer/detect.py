@@ -4,6 +4,8 @@ A face box is [x0, y0, x1, y1] in the photo's pixels (x right, y down), as
 OpenCV's Haar face detector draws it: roughly square, from the eyebrows to
 just below the mouth. Boxes given in a JSON file (`load_boxes`) are taken
 in the same sense; `box_from_landmarks` turns 68 landmarks into such a box.
+`box_problem` says why a box is too small or too far outside its photo to
+reconstruct (MIN_BOX_SIDE, MIN_BOX_INSIDE).
 
 PRNet trains on crops centred on the 68 landmarks' bounding box with a side
 of 1.5 x the mean of its width and height (`render.prnet_crop`). A face
@@ -43,6 +45,13 @@ CROP_SIDE = 1.35
 # large photos, and faces smaller than DETECT_MIN_FRACTION of it are noise.
 DETECT_MAX_SIDE = 1280
 DETECT_MIN_FRACTION = 0.04
+
+# A face box is reconstructed only when at least MIN_BOX_INSIDE of its area
+# lies in the photo and its shorter side is at least MIN_BOX_SIDE pixels
+# (`box_problem`): otherwise its crop is mostly padding, or a few pixels
+# blown up, and the network would still "find" a face in it.
+MIN_BOX_INSIDE = 0.5
+MIN_BOX_SIDE = 8.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,6 +137,31 @@ def check_boxes(boxes, where: str) -> np.ndarray:
     raise ValueError(f'{where}: box {arr[bad][0].tolist()} is empty; want '
                      'x1 > x0 and y1 > y0')
   return arr
+
+
+def box_problem(box, width: int, height: int) -> str | None:
+  """Why a face box cannot be reconstructed in a `width` x `height` photo
+  (too small, or too little of it inside; see MIN_BOX_INSIDE), or None.
+
+  Args:
+    box: [x0, y0, x1, y1] in the photo's pixels; any floats, non-finite
+      and huge ones included.
+  """
+  # Python floats: a huge box's area overflows to inf without a warning.
+  x0, y0, x1, y1 = (float(v) for v in np.asarray(box, np.float64))
+  if not np.isfinite([x0, y0, x1, y1]).all():
+    return 'the box has non-finite coordinates'
+  side = min(x1 - x0, y1 - y0)
+  if side < MIN_BOX_SIDE:
+    return (f'the box is {side:.3g} px on its shorter side; it must be at '
+            f'least {MIN_BOX_SIDE:g} px')
+  inside = (max(0.0, min(x1, width) - max(x0, 0.0)) *
+            max(0.0, min(y1, height) - max(y0, 0.0)))
+  fraction = inside / ((x1 - x0) * (y1 - y0))
+  if fraction < MIN_BOX_INSIDE:
+    return (f'{100 * fraction:.3g} % of the box is inside the {width} x '
+            f'{height} photo; at least {100 * MIN_BOX_INSIDE:.0f} % must be')
+  return None
 
 
 def load_boxes(path: str) -> dict[str, np.ndarray]:

@@ -19,6 +19,9 @@ Files in --out:
   are pixels of the canonical frame ((R - 1) / 255 pixels per mm);
 - `faces.png`: the three crops, then a picture of each generated face.
 
+Files are written only inside --out: an output path that is a link is
+refused (`files.output_path`) before any work.
+
 "Left" is the view showing the face's left side (iBUG points 0-8, 36-41):
 the person turned to the image right.
 """
@@ -30,6 +33,8 @@ import json
 import os
 
 import numpy as np
+
+from jaxface import files as files_lib
 
 VIEWS = ('front', 'left', 'right')
 
@@ -68,6 +73,11 @@ def _view_points(reconstructor, path: str, boxes) -> dict:
     found = detect.boxes_for(boxes, path)
     if found is None or not len(found):
       raise ValueError(f'--boxes has no box for {path}')
+    kept, skipped = reconstruct.usable_boxes(found, image.shape)
+    if not kept:
+      raise ValueError(f'--boxes has no usable box for {path}: '
+                       + '; '.join(s['reason'] for s in skipped))
+    found = found[kept]
   else:
     found = detect.detect_faces(image)
     if not len(found):
@@ -113,6 +123,10 @@ def run(args) -> int:
   for view in VIEWS:
     if not os.path.isfile(getattr(args, view)):
       raise FileNotFoundError(f'--{view} {getattr(args, view)} is not a file')
+  files_lib.check_output_folder(args.out, '--out')
+  seeds = list(range(args.seed, args.seed + args.num))
+  paths = {name: files_lib.output_path(args.out, name) for name in (
+      [f'face_{s}.obj' for s in seeds] + ['faces.png', 'features.json'])}
   gan = trained_lib.load(args.workdir)
   generator, variables = trained_lib.facegen(gan)
   reconstructor = reconstruct.Reconstructor.from_trained(
@@ -130,7 +144,6 @@ def run(args) -> int:
   if not bool(jnp.all(jnp.isfinite(feats))):
     raise ValueError('the features of these photos are not finite (a face '
                      'was not found well enough); check the boxes')
-  seeds = list(range(args.seed, args.seed + args.num))
   noise = jnp.stack([jax.random.normal(jax.random.key(s),
                                        (generator.noise_dim,)) for s in seeds])
   faces = np.asarray(jax.jit(generator.apply)(
@@ -144,7 +157,7 @@ def run(args) -> int:
   for s, face in zip(seeds, faces):
     vertices, triangles = _face_mesh(face, generator.head, generator.size,
                                      res, face_mask)
-    path = os.path.join(args.out, f'face_{s}.obj')
+    path = paths[f'face_{s}.obj']
     mesh_io.write_obj(path, vertices, triangles)
     written.append(path)
     picture = (inspect_lib.position_map_picture(face, face_mask)
@@ -152,24 +165,22 @@ def run(args) -> int:
                else facegen_lib.voxel_depth_picture(face[..., 0] > 0))
     tiles.append(cv2.resize(picture, (128, 128),
                             interpolation=cv2.INTER_NEAREST))
-  inspect_lib.write_png(os.path.join(args.out, 'faces.png'),
-                        np.concatenate(tiles, axis=1))
-  with open(os.path.join(args.out, 'features.json'), 'w') as f:
-    json.dump({
-        'features': {n: float(named[n]) for n in features_lib.FEATURE_NAMES},
-        'views': {v: {'photo': getattr(args, v),
-                      'box': [float(x) for x in views[v]['box']],
-                      'landmarks': np.asarray(views[v]['landmarks']).tolist(),
-                      'extra_points': np.asarray(views[v]['extra']).tolist()}
-                  for v in VIEWS},
-        'seeds': seeds, 'head': generator.head,
-        'generator': {'workdir': os.path.abspath(args.workdir),
-                      'step': gan.step},
-        'reconstruction': trained_lib.describe(reconstructor.trained)},
-              f, indent=1)
+  inspect_lib.write_png(paths['faces.png'], np.concatenate(tiles, axis=1))
+  features = {
+      'features': {n: float(named[n]) for n in features_lib.FEATURE_NAMES},
+      'views': {v: {'photo': getattr(args, v),
+                    'box': [float(x) for x in views[v]['box']],
+                    'landmarks': np.asarray(views[v]['landmarks']).tolist(),
+                    'extra_points': np.asarray(views[v]['extra']).tolist()}
+                for v in VIEWS},
+      'seeds': seeds, 'head': generator.head,
+      'generator': {'workdir': os.path.abspath(args.workdir),
+                    'step': gan.step},
+      'reconstruction': trained_lib.describe(reconstructor.trained)}
+  files_lib.write_atomic(paths['features.json'],
+                         json.dumps(features, indent=1))
   print(f'{len(written)} face(s) from {", ".join(getattr(args, v) for v in VIEWS)}:')
   for path in written:
     print(f'  {path}')
-  print(f'  {os.path.join(args.out, "faces.png")}, '
-        f'{os.path.join(args.out, "features.json")}')
+  print(f'  {paths["faces.png"]}, {paths["features.json"]}')
   return 0

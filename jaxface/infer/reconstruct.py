@@ -9,7 +9,8 @@ pose (JSON), the dense face mesh with colours from the photo (OBJ), a point
 cloud (PLY) and a depth image, and per photo a picture of every face's
 landmarks and outline.
 
-Files in --out, for face k of photo STEM.ext (k from 0, left to right):
+Files in --out, for face k of photo STEM.ext (k from 0: the Haar
+detections left to right, or the photo's boxes in --boxes in their order):
 
 - `STEM_facek.json`: `landmarks_2d` (68, 2) and `landmarks_3d` (68, 3) in
   the photo's pixels, `pose` {yaw, pitch, roll} in degrees (3DDFA's
@@ -29,8 +30,14 @@ Files in --out, for face k of photo STEM.ext (k from 0, left to right):
   and z_max;
 - `STEM_faces.png`: the photo with every face's box, mesh outline and
   landmarks drawn;
-- `summary.json`: the photos read, their faces and files, and the inputs
-  skipped with the reason.
+- `summary.json`: the photos read, their faces and files, the faces
+  skipped (`skipped_faces` per photo, counted in `faces_skipped`) and the
+  inputs skipped, each with the reason.
+
+A face whose box is too small or lies mostly outside the photo
+(`detect.box_problem`) is skipped: no files are written for it. Files are
+written only inside --out: an output path that is a link is refused
+(`files.output_path`).
 
 Coordinates are the photo's pixels: x right, y down, z towards the viewer
 in the same pixel units, with an arbitrary offset (the map's minimum z is
@@ -48,6 +55,7 @@ import time
 
 import numpy as np
 
+from jaxface import files as files_lib
 from jaxface.data import padding
 
 
@@ -301,6 +309,9 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
 
   Returns:
     The JSON written, as a dict.
+
+  Raises:
+    ValueError: one of its paths in `out_dir` is a link.
   """
   import cv2  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
@@ -309,12 +320,13 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
   files = {k: f'{name}{suffix}' for k, suffix in (
       ('json', '.json'), ('obj', '.obj'), ('ply', '.ply'),
       ('depth', '_depth.png'))}
-  path = lambda key: os.path.join(out_dir, files[key])  # noqa: E731
-  mesh_io.write_obj(path('obj'), vertices, triangles, colors)
-  mesh_io.write_ply(path('ply'), vertices, np.zeros((0, 3), np.int32), colors)
+  paths = {k: files_lib.output_path(out_dir, v) for k, v in files.items()}
+  mesh_io.write_obj(paths['obj'], vertices, triangles, colors)
+  mesh_io.write_ply(paths['ply'], vertices, np.zeros((0, 3), np.int32),
+                    colors)
   depth, z_min, z_max = depth_image(vertices, triangles, *image_rgb.shape[:2])
-  if not cv2.imwrite(path('depth'), depth):
-    raise OSError(f'could not write {path("depth")}')
+  if not cv2.imwrite(paths['depth'], depth):
+    raise OSError(f'could not write {paths["depth"]}')
   record = dict(info, **{
       'frame': 'photo pixels: x right, y down, z towards the viewer; the '
                'OBJ and PLY store (x, -y, z)',
@@ -333,8 +345,7 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
                              'z_min) / (z_max - z_min))'},
       'files': files,
   })
-  with open(path('json'), 'w') as f:
-    json.dump(record, f, indent=1)
+  files_lib.write_atomic(paths['json'], json.dumps(record, indent=1))
   return record
 
 
@@ -348,13 +359,24 @@ def draw_faces(image_rgb: np.ndarray, faces: list[FaceResult],
   thick = max(1, round(max(out.shape[:2]) / 500))
   outline = _outline(face_mask)
   for face in faces:
-    x0, y0, x1, y1 = np.round(face.box).astype(int)
+    x0, y0, x1, y1 = _drawable(face.box, out.shape)
     cv2.rectangle(out, (x0, y0), (x1, y1), (0, 128, 255), thick)
-    ring = face.position_map[outline[:, 0], outline[:, 1], :2]
-    cv2.polylines(out, [np.round(ring).astype(np.int32)], True,
-                  (255, 230, 0), thick, cv2.LINE_AA)
-    out = inspect.draw_landmarks(out, face.landmarks)
+    ring = _drawable(face.position_map[outline[:, 0], outline[:, 1], :2],
+                     out.shape)
+    cv2.polylines(out, [ring], True, (255, 230, 0), thick, cv2.LINE_AA)
+    out = inspect.draw_landmarks(
+        out, _drawable(face.landmarks[:, :2], out.shape))
   return out
+
+
+def _drawable(points, shape) -> np.ndarray:
+  """Pixel coordinates as int32 for OpenCV, which fails beyond int32:
+  rounded and clipped to [-4 S, 4 S] (S: the longer side of the (H, W, ...)
+  image `shape`), NaN to -4 S."""
+  limit = 4 * max(shape[:2])
+  points = np.nan_to_num(np.asarray(points, np.float64), nan=-limit,
+                         posinf=limit, neginf=-limit)
+  return np.round(np.clip(points, -limit, limit)).astype(np.int32)
 
 
 # ------------------------------------------------------------------- CLI ----
@@ -411,6 +433,22 @@ def read_image(path: str) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def usable_boxes(boxes: np.ndarray, shape) -> tuple[list[int], list[dict]]:
+  """The indices of the (N, 4) `boxes` that can be reconstructed in a photo
+  of `shape` (H, W, ...), and the others as {'face': index, 'box',
+  'reason'} (`detect.box_problem`)."""
+  from jaxface.infer import detect  # pylint: disable=g-import-not-at-top
+  kept, skipped = [], []
+  for k, box in enumerate(boxes):
+    reason = detect.box_problem(box, shape[1], shape[0])
+    if reason is None:
+      kept.append(k)
+    else:
+      skipped.append({'face': k, 'box': np.asarray(box).tolist(),
+                      'reason': reason})
+  return kept, skipped
+
+
 def _unique(stem: str, used: set[str]) -> str:
   name, k = stem, 1
   while name in used:
@@ -426,6 +464,7 @@ def run(args) -> int:
   from jaxface.infer import detect  # pylint: disable=g-import-not-at-top
   if args.batch_size < 1:
     raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+  files_lib.check_output_folder(args.out, '--out')
   boxes = detect.load_boxes(args.boxes) if args.boxes else None
   files, skipped = list_inputs(args.images)
   for s in skipped:
@@ -458,16 +497,20 @@ def run(args) -> int:
     listed = face_boxes is not None
     if not listed:
       face_boxes = np.zeros((0, 4))
-    faces = model.reconstruct(image, face_boxes)
+    kept, skipped_faces = usable_boxes(face_boxes, image.shape)
+    for s in skipped_faces:
+      print(f'{path}: skipping face {s["face"]}: {s["reason"]}')
+    faces = model.reconstruct(image, face_boxes[kept])
     stem = _unique(os.path.splitext(os.path.basename(path))[0], used)
     entry = {'path': path, 'size': [image.shape[1], image.shape[0]],
-             'faces': len(faces), 'files': []}
-    for k, face in enumerate(faces):
+             'faces': len(faces), 'skipped_faces': skipped_faces,
+             'files': []}
+    for k, face in zip(kept, faces):
       record = write_face(args.out, f'{stem}_face{k}', image, face,
                           model.face_mask, dict(info, source=path, face=k))
       entry['files'] += list(record['files'].values())
     picture = f'{stem}_faces.png'
-    inspect.write_png(os.path.join(args.out, picture),
+    inspect.write_png(files_lib.output_path(args.out, picture),
                       draw_faces(image, faces, model.face_mask))
     entry['files'].append(picture)
     photos.append(entry)
@@ -475,15 +518,17 @@ def run(args) -> int:
     if faces:
       print(f'{where}: {len(faces)} face(s) in '
             f'{time.perf_counter() - start:.2f} s')
-    else:
+    elif not skipped_faces:
       print(f'{where}: no face found' + (
           '' if listed else f' (no boxes for it in {args.boxes})'))
   summary = dict(info, photos=photos, skipped=skipped,
-                 faces=sum(p['faces'] for p in photos))
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
-  print(f'{len(photos)} photo(s), {summary["faces"]} face(s), '
-        f'{len(skipped)} skipped; wrote {args.out}')
+                 faces=sum(p['faces'] for p in photos),
+                 faces_skipped=sum(len(p['skipped_faces']) for p in photos))
+  files_lib.write_atomic(files_lib.output_path(args.out, 'summary.json'),
+                         json.dumps(summary, indent=1))
+  print(f'{len(photos)} photo(s), {summary["faces"]} face(s) '
+        f'({summary["faces_skipped"]} skipped), {len(skipped)} input(s) '
+        f'skipped; wrote {args.out}')
   if not photos:
     print('nothing could be read')
     return 1

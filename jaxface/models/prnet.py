@@ -44,6 +44,8 @@ DECODER = ((512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1),
            (128, 1), (64, 2), (64, 1), (64, 1), (32, 2), (32, 1), (16, 2),
            (16, 1), (3, 1), (3, 1), (3, 1))
 HEADS = ('prnet', 'conv')
+# Five stride-2 stages: a side must halve five times.
+RESOLUTION_MULTIPLE = 32
 
 
 def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
@@ -120,9 +122,9 @@ class PRNet(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     resolution = images.shape[1]
-    if images.shape[1] != images.shape[2] or resolution % 32:
+    if images.shape[1] != images.shape[2] or resolution % RESOLUTION_MULTIPLE:
       raise ValueError(f'PRNet needs square inputs with a side divisible by '
-                       f'32, got {images.shape[1:3]}')
+                       f'{RESOLUTION_MULTIPLE}, got {images.shape[1:3]}')
     x = images.astype(self.dtype or images.dtype)
     if self.coords:
       x = _with_coordinate_channels(x)

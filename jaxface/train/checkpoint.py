@@ -2,8 +2,11 @@
 
 A checkpoint holds the train state (all networks, optimizer states, step),
 the input iterator's state (JSON), and metadata (the config, the step, the
-last metrics). The newest `keep` checkpoints are kept, plus the best by the
-eval metric. Saving is asynchronous; `wait()` blocks until it is on disk.
+last metrics). The newest `keep` checkpoints of every kind (periodic, final,
+SIGTERM) are kept, plus the best by the eval metric among those that have
+it. Saving is asynchronous; `wait()` blocks until it is on disk. orbax
+writes a checkpoint into a temporary folder and renames it to its step
+when complete, so a folder named by a number is a whole checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class Checkpointer:
     if best_metric:
       policies.append(cm.BestN(
           get_metric_fn=lambda m: m[best_metric], n=1,
-          reverse=best_mode == 'max', keep_checkpoints_without_metrics=True))
+          # BestN keeps the end of the sorted list: for 'min', sort down.
+          reverse=best_mode == 'min', keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=asynchronous, create=True)
@@ -91,8 +95,21 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self._manager.wait_until_finished()
+    finally:
+      self._manager.close()
+
+
+def latest_step(workdir: str) -> int | None:
+  """The step of `workdir`'s newest complete checkpoint (None: none), read
+  from the folder names without opening orbax (nothing is created)."""
+  folder = os.path.join(workdir, 'checkpoints')
+  try:
+    steps = [int(name) for name in os.listdir(folder) if name.isdigit()]
+  except (FileNotFoundError, NotADirectoryError):
+    return None
+  return max(steps, default=None)
 
 
 def abstract(tree: Any, sharding) -> Any:

@@ -14,9 +14,14 @@ records for eval and inference. With `config.mix`, each batch also carries
 2D records of a landmark scheme from a second dataset
 (`pipeline.MixedIterator`; see `recon.ReconTask`).
 
-Faults: SIGTERM (preemption) saves a checkpoint and returns normally; a
-non-finite loss raises `TrainingError` naming the step and the value, and
-saves nothing (the last good checkpoint stays as it was); a run killed
+Faults: SIGTERM (preemption) and SIGINT (Ctrl-C; a second one interrupts
+at once) save a checkpoint and return normally (`summary['stopped_by']`);
+a non-finite loss, or a checkpoint that cannot be written, raises
+`TrainingError` naming the step, and the last complete checkpoint stays as
+it was; a second `run` on a workdir in use is refused (`files.FolderLock`);
+a resume whose model or data differ from the workdir's is refused before
+anything is written, and one whose other config values differ needs
+`allow_config_change`; a run killed
 between checkpoints and started again in the same workdir resumes from the
 last checkpoint and, on the same machine and seed, ends with the parameters
 of an uninterrupted run (the input iterator's state is in the checkpoint).
@@ -39,6 +44,7 @@ import jax
 import numpy as np
 import tqdm
 
+from jaxface import files
 from jaxface.data import augment as augment_lib
 from jaxface.data import padding
 from jaxface.data import pipeline
@@ -221,27 +227,38 @@ class _NoWriter:
     pass
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+class _StopSignals:
+  """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag the loop
+  checks between steps; `signal_name` says which came first. A second
+  SIGINT interrupts at once (a user who means it)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signal_name = None
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signal_name is not None
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      self._previous = None
+    for signum in self.SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread
+        pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.signal_name == 'SIGINT' and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = self.signal_name or signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
@@ -276,19 +293,118 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
           np.concatenate(landmarks))
 
 
-def run(config, workdir: str) -> dict:
-  """Trains `config` in `workdir`; returns the summary (also saved)."""
+# Config keys a resumed run may change freely: how often it logs, measures
+# and saves, and how it shows progress. Other changes are listed and need
+# `allow_config_change`; `task` and `model.*` can never change.
+_FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
+                   'train.checkpoint_every', 'train.keep_checkpoints',
+                   'train.eval_batches', 'data.worker_count',
+                   'data.eval_batch_size')
+_FIXED_ON_RESUME = ('task', 'model.')
+
+
+def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'a.b': value} of a nested dict."""
+  if not isinstance(tree, dict):
+    return {prefix[:-1]: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flat(value, f'{prefix}{key}.'))
+  return out
+
+
+def _check_resume(config, workdir: str, model_info: dict,
+                  allow_config_change: bool) -> None:
+  """Before a resume writes anything: the workdir's model.json and
+  config.json against this run's. ValueError listing what differs."""
+  path = os.path.join(workdir, trained_lib.MODEL_INFO)
+  if os.path.exists(path):
+    stored = trained_lib.read_model_info(workdir)
+    if stored != model_info:
+      diff = {k: (stored.get(k), model_info[k]) for k in model_info
+              if stored.get(k) != model_info[k]}
+      raise ValueError(
+          f'{workdir} holds a model trained on other data: '
+          + '; '.join(f'{k} {a!r} there, {b!r} now' for k, (a, b)
+                      in diff.items() if k != 'uv_layout')
+          + ('; another UV layout' if 'uv_layout' in diff else '')
+          + '. Resume with the same data, or train in a new workdir')
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      stored = _flat(json.load(f))
+  except ValueError as e:
+    raise ValueError(f'{path} is not valid JSON ({e}); move it away to '
+                     'resume without comparing configs') from e
+  current = _flat(json.loads(config.to_json_best_effort()))
+  changed = sorted(k for k in set(stored) | set(current)
+                   if stored.get(k, '<unset>') != current.get(k, '<unset>')
+                   and k not in _FREE_ON_RESUME)
+  fixed = [k for k in changed if k == 'task' or k.startswith('model.')]
+  describe = lambda keys: ', '.join(  # noqa: E731
+      f'{k}: {stored.get(k, "<unset>")!r} -> {current.get(k, "<unset>")!r}'
+      for k in keys)
+  if fixed:
+    raise ValueError(f'{workdir} holds a run of another model ({describe(fixed)}); '
+                     'train it in a new workdir')
+  if changed and not allow_config_change:
+    raise ValueError(
+        f'resuming {workdir} with a changed config ({describe(changed)}); '
+        'pass --allow-config-change to resume with these values, or train in '
+        'a new workdir')
+  if changed:
+    print(f'resuming with a changed config: {describe(changed)}')
+
+
+def _check_writable(workdir: str) -> None:
+  """OSError naming the first of the workdir's folders that cannot be
+  written (found now, before compiling, not at the first checkpoint)."""
+  for folder in (workdir, os.path.join(workdir, 'checkpoints')):
+    if not os.path.exists(folder):
+      continue
+    if not os.path.isdir(folder):
+      raise NotADirectoryError(f'{folder} is a file, not a folder')
+    try:  # a real write: permissions, read-only mounts, a full disk
+      with tempfile.TemporaryFile(dir=folder):
+        pass
+    except OSError as e:
+      raise OSError(f'cannot write to {folder}: {e.strerror or e}') from e
+
+
+def run(config, workdir: str, allow_config_change: bool = False) -> dict:
+  """Trains `config` in `workdir`; returns the summary (also saved).
+
+  Everything is checked before the first write: the config, the datasets,
+  that the workdir is writable and, for a resume, that the stored model
+  and config match (`allow_config_change` lets values other than the task
+  and the model differ). Process 0 holds the workdir's lock
+  (`files.FolderLock`) for the whole run.
+  """
   state_lib.maybe_initialize_distributed()
   _check_config(config)
   info = _check_dataset(config)
   mix_scheme = _check_mix_dataset(config, info)
-  os.makedirs(workdir, exist_ok=True)
   # With several processes (hosts) the workdir is shared; process 0 writes
   # its files, orbax coordinates the checkpoints.
   lead = jax.process_index() == 0
-  if lead:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  lock = (files.FolderLock(workdir, 'workdir') if lead
+          else contextlib.nullcontext())
+  with lock:
+    _check_writable(workdir)
+    layout = layout_lib.layout_of_dataset(info)
+    model_info = trained_lib.model_info(config.task, int(info['resolution']),
+                                        layout)
+    if checkpoint_lib.latest_step(workdir) is not None:
+      _check_resume(config, workdir, model_info, allow_config_change)
+    return _train(config, workdir, info, mix_scheme, model_info, lead)
+
+
+def _train(config, workdir: str, info: dict,
+           mix_scheme: schemes.Scheme | None, model_info: dict,
+           lead: bool) -> dict:
+  """`run` after its checks, with the lock held."""
   mesh = state_lib.make_mesh()
   sizes = {'data.global_batch_size': config.data.global_batch_size}
   if mix_scheme:
@@ -299,9 +415,6 @@ def run(config, workdir: str) -> dict:
                        f'number of devices ({mesh.size})')
   layout = layout_lib.layout_of_dataset(info)
   task = make_task(config, int(info['resolution']), layout, mix_scheme)
-  if lead:
-    trained_lib.write_model_info(workdir, config.task,
-                                 int(info['resolution']), layout)
   repl = state_lib.replicated(mesh)
 
   train_it = _train_iterator(config, mixed=mix_scheme is not None)
@@ -325,6 +438,13 @@ def run(config, workdir: str) -> dict:
       train_it.set_state(initial_data_state)  # start over after the peek
       start = 0
       state = jax.device_put(task.load_pretrained(state), repl)
+    # Only now, with every check passed and the state restored: a refused
+    # resume leaves the workdir as it was.
+    if lead:
+      files.write_atomic(os.path.join(workdir, 'config.json'),
+                         config.to_json_best_effort(indent=2))
+      files.write_json(os.path.join(workdir, trained_lib.MODEL_INFO),
+                       model_info)
   except BaseException:
     train_it.close()
     if checkpointer is not None:
@@ -338,7 +458,9 @@ def run(config, workdir: str) -> dict:
   train_step = jax.jit(train_step, in_shardings=(repl, None),
                        out_shardings=(repl, repl), donate_argnums=0)
   eval_step = jax.jit(task.eval_step, out_shardings=repl)
-  writer = metrics_lib.MetricWriter(workdir) if lead else _NoWriter()
+  # Steps after `start` that a killed run logged are replayed: dropped.
+  writer = (metrics_lib.MetricWriter(workdir, resume_step=start) if lead
+            else _NoWriter())
   num_steps = config.train.num_steps
   summary: dict[str, Any] = {'workdir': os.path.abspath(workdir),
                              'start_step': start}
@@ -347,13 +469,28 @@ def run(config, workdir: str) -> dict:
 
   saved = {'step': start}
 
+  def last_good() -> str:
+    try:
+      checkpointer.wait()  # a save still in flight
+    except Exception:  # pylint: disable=broad-except
+      pass  # it failed: it is not complete, which the folder names show
+    step = checkpoint_lib.latest_step(workdir)  # complete ones only
+    return (f'The last complete checkpoint (step {step}) in {workdir} is '
+            'untouched' if step is not None
+            else f'No checkpoint was saved in {workdir}')
+
   def save(step, metrics=None):
     if saved['step'] == step:
       return
+    try:
+      checkpointer.save(step, state, train_it.get_state(),
+                        {'step': step, 'config': json.loads(
+                            config.to_json_best_effort())}, metrics)
+    except Exception as e:  # orbax raises many kinds
+      raise TrainingError(
+          f'saving the checkpoint of step {step} failed ({type(e).__name__}: '
+          f'{e}); stopping. {last_good()}') from e
     saved['step'] = step
-    checkpointer.save(step, state, train_it.get_state(),
-                      {'step': step, 'config': json.loads(
-                          config.to_json_best_effort())}, metrics)
 
   def do_eval(step):
     metrics, batch, landmarks = evaluate(task, eval_step, state, config, mesh)
@@ -389,7 +526,7 @@ def run(config, workdir: str) -> dict:
   window_start = time.perf_counter()
   bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
                   disable=not config.train.progress, dynamic_ncols=True)
-  preempted = False
+  stopped_by, finished = None, False
 
   def fetch_window() -> None:
     fetched, window[:] = jax.device_get(window), []
@@ -397,13 +534,11 @@ def run(config, workdir: str) -> dict:
       loss = float(metrics['loss'])
       if not math.isfinite(loss):
         raise TrainingError(
-            f'step {at}: the loss is {loss}; stopping. The last good '
-            f'checkpoint (step {checkpointer.latest_step()}) in {workdir} '
-            'is untouched')
+            f'step {at}: the loss is {loss}; stopping. {last_good()}')
       for key, value in metrics.items():
         values.setdefault(key, []).append(float(value))
 
-  with _Preemption() as preemption, contextlib.closing(writer):
+  with _StopSignals() as signals, contextlib.closing(writer):
     try:
       while step < num_steps:
         batch = pipeline.to_global_arrays(next(train_it), mesh)
@@ -411,12 +546,12 @@ def run(config, workdir: str) -> dict:
         step += 1
         window.append((step, metrics))
         bar.update(1)
-        preempt = preemption.requested  # read once: it may change mid-step
+        stop = signals.signal_name  # read once: it may change mid-step
         log = step % config.train.log_every == 0 or step == num_steps
         evals = step % config.train.eval_every == 0 or step == num_steps
         checkpoint = (step % config.train.checkpoint_every == 0 or
                       step == num_steps)
-        if log or evals or checkpoint or preempt:
+        if log or evals or checkpoint or stop:
           fetch_window()
         if log:
           seconds = time.perf_counter() - window_start
@@ -433,18 +568,32 @@ def run(config, workdir: str) -> dict:
         eval_metrics = do_eval(step) if evals else None
         if checkpoint:
           save(step, eval_metrics)
-        if preempt:
+        if stop:
           save(step)
-          preempted = True
-          print(f'SIGTERM: saved the checkpoint of step {step}; stopping')
+          stopped_by = stop
+          bar.close()
+          print(f'{stop}: saved the checkpoint of step {step}; stopping')
           break
+      try:
+        checkpointer.wait()  # the last asynchronous save
+      except Exception as e:  # orbax raises many kinds
+        raise TrainingError(
+            f'writing the checkpoint of step {saved["step"]} failed '
+            f'({type(e).__name__}: {e}). {last_good()}') from e
+      finished = True
     finally:
       bar.close()
-      checkpointer.close()
       train_it.close()
+      try:
+        checkpointer.close()
+      except Exception:  # after a failure, the first error is the one to see
+        if finished:
+          raise
   seconds = time.perf_counter() - wall
-  summary.update({'steps': step, 'preempted': preempted,
-                  'wall_seconds': seconds,
+  summary.update({'steps': step, 'preempted': stopped_by is not None,
+                  # distinct unreadable records this process skipped
+                  'skipped_records': int(train_it.skipped_records),
+                  'stopped_by': stopped_by, 'wall_seconds': seconds,
                   'images_per_second': (step - start) * batch_size / max(
                       seconds, 1e-9),
                   'checkpoints': checkpointer.directory})
@@ -456,8 +605,8 @@ def run(config, workdir: str) -> dict:
       name = os.path.basename(os.path.abspath(workdir))
       summary['learning_curve'] = plots.learning_curve_plot(
           records, curve, title=f'{config.task}: {name}')
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2, default=float)
+    files.write_json(os.path.join(workdir, 'summary.json'), summary,
+                     default=float)
   return summary
 
 

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from jaxface import files
 from jaxface.data import shards
 
 QUICKSTART_COUNTS = {'recon': {'train': 3000, 'test': 256}}
@@ -68,9 +69,22 @@ def write_test_mesh(run_dir: str, data: str, resolution: int) -> str:
   return path
 
 
+def check_arguments(workdir: str, resolution: int) -> None:
+  """Raises unless the workdir can be written and PRNet takes crops of side
+  `resolution` (a positive multiple of 32): before anything is rendered."""
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  multiple = prnet.RESOLUTION_MULTIPLE
+  if resolution < multiple or resolution % multiple:
+    raise ValueError(f'--resolution must be a positive multiple of '
+                     f'{multiple} (PRNet halves it five times), got '
+                     f'{resolution}')
+  files.check_output_folder(workdir, '--workdir')
+
+
 def run(workdir: str, resolution: int, workers: int, overrides=()) -> dict:
   from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  check_arguments(workdir, resolution)
   data = os.path.join(workdir, 'data')
   run_dir = os.path.join(workdir, 'run')
   config = config_lib.load_config(config_path())
@@ -78,5 +92,6 @@ def run(workdir: str, resolution: int, workers: int, overrides=()) -> dict:
       config, [f'data.dir={data}', *overrides])
   ensure_data(data, resolution, workers)
   summary = loop.run(config, run_dir)
-  summary['mesh'] = write_test_mesh(run_dir, data, resolution)
+  if not summary.get('stopped_by'):  # a stopped run has no final model
+    summary['mesh'] = write_test_mesh(run_dir, data, resolution)
   return summary

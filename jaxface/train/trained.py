@@ -28,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxface import files
 from jaxface import pretrained as pretrained_lib
 from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
@@ -63,20 +64,26 @@ class TrainedModel:
   pretrained: str | None = None
 
 
-def write_model_info(workdir: str, task: str, resolution: int,
-                     layout: layout_lib.UVLayout | None = None) -> None:
-  """Writes model.json: {task, resolution, uv_layout (`UVLayout.to_json`)}.
+def model_info(task: str, resolution: int,
+               layout: layout_lib.UVLayout | None = None) -> dict:
+  """model.json's content: {task, resolution, uv_layout
+  (`UVLayout.to_json`)}.
 
   Args:
-    workdir: the training workdir.
     task: config.task.
     resolution: side of the training images (pixels).
     layout: the UV layout of the training data; None: the procedural one.
   """
   layout = layout_lib.PROCEDURAL if layout is None else layout
-  with open(os.path.join(workdir, MODEL_INFO), 'w') as f:
-    json.dump({'task': task, 'resolution': int(resolution),
-               'uv_layout': layout.to_json()}, f, indent=2)
+  return {'task': task, 'resolution': int(resolution),
+          'uv_layout': layout.to_json()}
+
+
+def write_model_info(workdir: str, task: str, resolution: int,
+                     layout: layout_lib.UVLayout | None = None) -> None:
+  """Writes model.json (`model_info`) atomically."""
+  files.write_json(os.path.join(workdir, MODEL_INFO),
+                   model_info(task, resolution, layout))
 
 
 def read_model_info(workdir: str) -> dict:

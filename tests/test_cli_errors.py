@@ -1,0 +1,87 @@
+"""Bad command-line inputs give one `jaxface: error:` line and exit 2, and
+are caught before any work: `data inspect --png`, `train` and `quickstart`.
+(`reconstruct`, `generate` and `eval` are tested with their other tests.)"""
+
+import os
+
+import pytest
+
+from data_pipelines import synthetic
+from jaxface import cli
+from jaxface import files
+import workdirs
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('data') / 'data')
+  synthetic.synthesize(out, synthetic.SynthConfig(
+      resolution=32, identities=(('train', 2), ('test', 1))),
+                       {'recon': {'train': 2, 'test': 1}}, progress=False)
+  return out
+
+
+@pytest.fixture
+def no_rendering(monkeypatch):
+  """Makes rendering a dataset fail the test."""
+
+  def synthesize(*args, **kwargs):
+    raise AssertionError('rendered before checking the arguments')
+
+  monkeypatch.setattr(synthetic, 'synthesize', synthesize)
+
+
+def _error(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.startswith('jaxface: error: ') and err.count('\n') == 1, err
+  return err
+
+
+@pytest.mark.parametrize('name, message', [
+    ('folder', 'is a folder; give a file name ending in .png'),
+    ('grid.jpg', 'must be a file name ending in .png'),
+    ('grid', 'must be a file name ending in .png'),
+    ('file/grid.png', 'its folder'),
+])
+def test_inspect_png_must_name_a_png_file(dataset, tmp_path, capsys, name,
+                                          message):
+  (tmp_path / 'folder').mkdir()
+  (tmp_path / 'file').write_text('a file')
+  png = str(tmp_path / name)
+  assert cli.main(['data', 'inspect', dataset, '--png', png]) == 2
+  err = _error(capsys)
+  assert f'--png {png}' in err and message in err
+
+
+def test_train_workdir_that_is_a_file(dataset, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  workdir.write_text('a file')
+  assert cli.main(['train', '--config', workdirs.QUICK, '--workdir',
+                   str(workdir), f'--config.data.dir={dataset}']) == 2
+  assert (f'--workdir {workdir} is a file, not a folder') in _error(capsys)
+  assert workdir.read_text() == 'a file'
+
+
+def test_quickstart_checks_before_rendering(tmp_path, capsys, no_rendering):
+  workdir = tmp_path / 'qs'
+  assert cli.main(['quickstart', '--workdir', str(workdir), '--resolution',
+                   '63', '--workers', '1']) == 2
+  assert '--resolution must be a positive multiple of 32' in _error(capsys)
+  assert not workdir.exists()
+  workdir.write_text('a file')
+  assert cli.main(['quickstart', '--workdir', str(workdir), '--workers',
+                   '1']) == 2
+  assert f'--workdir {workdir} is a file, not a folder' in _error(capsys)
+
+
+def test_check_output_folder(tmp_path):
+  files.check_output_folder(str(tmp_path / 'new' / 'deeper'), '--out')
+  assert not (tmp_path / 'new').exists()  # nothing is made
+  (tmp_path / 'file').write_text('a file')
+  with pytest.raises(NotADirectoryError, match='is a file, not a folder'):
+    files.check_output_folder(str(tmp_path / 'file'), '--out')
+  with pytest.raises(NotADirectoryError, match='cannot be made: .* is a file'):
+    files.check_output_folder(str(tmp_path / 'file' / 'x'), '--out')
+  os.symlink(tmp_path / 'gone', tmp_path / 'dangling')
+  with pytest.raises(NotADirectoryError, match='is not a folder'):
+    files.check_output_folder(str(tmp_path / 'dangling'), '--out')
