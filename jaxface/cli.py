@@ -437,19 +437,16 @@ def main(argv=None) -> int:
 
 def _config_overrides(parser, extra: list[str]) -> list[str]:
   """--config.a.b=value (or --config.a.b value) -> ['a.b=value', ...]."""
-  overrides, k = [], 0
-  while k < len(extra):
-    arg = extra[k]
+  overrides, args = [], iter(extra)
+  for arg in args:
     if not arg.startswith('--config.'):
       parser.error(f'unrecognized argument {arg!r} (config overrides look '
                    'like --config.optimizer.lr=1e-4)')
-    body = arg[len('--config.'):]
-    if '=' not in body:
-      if k + 1 >= len(extra):
-        parser.error(f'{arg} needs a value')
-      body, k = f'{body}={extra[k + 1]}', k + 1
-    overrides.append(body)
-    k += 1
+    key, equals, value = arg[len('--config.'):].partition('=')
+    value = value if equals else next(args, None)
+    if value is None:
+      parser.error(f'{arg} needs a value')
+    overrides.append(f'{key}={value}')
   return overrides
 
 

@@ -453,6 +453,43 @@ def test_ced_plot_draws_curves(tmp_path):
   assert cv2.imread(small).shape == (240, 320, 3)
 
 
+def test_ced_plot_legend_axes_and_errors(tmp_path, monkeypatch):
+  drawn = []
+  save = plots._save
+  monkeypatch.setattr(plots, '_save',
+                      lambda fig, path: drawn.append(fig) or save(fig, path))
+  # a's AUC@5%: (1/3 x 0.02 + 2/3 x 0.03) / 0.05; NaN counts as a failure.
+  plots.ced_plot({'a': [0.0, 0.02, np.nan], 'b': [], 'c': [np.inf]},
+                 str(tmp_path / 'ced.png'), max_error=0.05, title='AFLW')
+  (ax,) = drawn[0].axes
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+      'a: mean 1.00%, AUC@5% 0.533', 'b: no images',
+      'c: mean n/a, AUC@5% 0.000']
+  assert ax.get_xlim() == (0, 5) and ax.get_ylim() == (0, 100)
+  assert [t.get_text() for t in ax.get_xticklabels()] == [
+      '0', '1', '2', '3', '4', '5']
+  assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+      'NME (%)', 'images (%)', 'AFLW')
+  for bad in (0.0, -0.1, np.nan):
+    with pytest.raises(ValueError, match='max_error must be positive'):
+      plots.ced_plot({'a': [0.0]}, str(tmp_path / 'bad.png'), max_error=bad)
+  assert not (tmp_path / 'bad.png').exists()
+
+
+def test_learning_curve_plot(tmp_path):
+  records = [{'step': 0, 'train/loss': 2.0}, {'step': 10, 'train/loss': 1.0},
+             {'step': 10, 'eval/nme': 0.2, 'eval/nme_mean_face': 0.3}]
+  path = plots.learning_curve_plot(records, str(tmp_path / 'lc.png'))
+  image = cv2.imread(path)
+  assert image.shape == (450, 720, 3)
+  tab_blue, tab_red = (180, 119, 31), (40, 39, 214)  # BGR.
+  for colour in (tab_blue, tab_red):
+    assert np.all(image == colour, axis=-1).sum() > 50, colour
+  with pytest.raises(ValueError, match="no 'train/loss' or 'eval/nme'"):
+    plots.learning_curve_plot([{'step': 1, 'other': 1.0}],
+                              str(tmp_path / 'none.png'))
+
+
 def test_load_canonical_from_a_npy_file_and_its_errors(tmp_path):
   good = np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
   np.save(tmp_path / 'c.npy', good)

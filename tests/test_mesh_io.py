@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -140,7 +142,8 @@ def test_obj_file_content(tmp_path):
   rows, faces = _parse_obj_text(path)
   assert rows.shape == (18, 6) and faces.shape == (17, 3)
   np.testing.assert_allclose(rows[:, :3], v)
-  np.testing.assert_allclose(rows[:, 3:], c, atol=1e-6)
+  # Colours are stored as uint8 steps, written as floats in [0, 1].
+  np.testing.assert_allclose(rows[:, 3:], np.round(c * 255) / 255, atol=1e-7)
   np.testing.assert_array_equal(faces, t + 1)  # 1-based, winding kept.
   mesh_io.write_obj(path, v, t, c)  # y_up=True by default.
   rows, faces = _parse_obj_text(path)
@@ -161,6 +164,7 @@ def test_round_trip(tmp_path, fmt, with_colors):
   else:
     mesh_io.write_ply(path, v, t, c, binary=(fmt == "ply_binary"))
     read = mesh_io.read_ply
+  assert os.listdir(tmp_path) == [path.name]  # No temporary file is left.
   v2, t2, c2 = read(path)
   assert v2.dtype == np.float32 and t2.dtype == np.int32
   np.testing.assert_array_equal(v2, v)
@@ -168,48 +172,34 @@ def test_round_trip(tmp_path, fmt, with_colors):
   if c is None:
     assert c2 is None
   else:
-    # PLY stores uchar colours: within half a step of 1/255.
-    atol = 1e-6 if fmt == "obj" else 0.5 / 255 + 1e-6
-    np.testing.assert_allclose(c2, c, atol=atol)
+    # Files store uint8 colours: within half a step of 1/255.
+    np.testing.assert_allclose(c2, c, atol=0.5 / 255 + 1e-6)
   # Read as stored (y up): y negated and winding reversed.
   v3, t3, _ = read(path, y_up=False)
   np.testing.assert_array_equal(v3, v * np.float32([1, -1, 1]))
   np.testing.assert_array_equal(t3, t[:, [0, 2, 1]])
 
 
-def test_binary_ply_layout(tmp_path):
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_header(tmp_path, binary):
   v, t, c = _mesh()
   path = tmp_path / "m.ply"
-  mesh_io.write_ply(path, v, t, c, y_up=False)
-  data = path.read_bytes()
-  head, body = data.split(b"end_header\n", 1)
-  lines = head.decode("ascii").splitlines()
-  assert lines[:2] == ["ply", "format binary_little_endian 1.0"]
-  assert [l for l in lines if not l.startswith("comment")][2:] == [
-      "element vertex 18", "property float x", "property float y",
-      "property float z", "property uchar red", "property uchar green",
-      "property uchar blue", "element face 17",
-      "property list uchar int vertex_indices"]
-  vert_t = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                     ("r", "u1"), ("g", "u1"), ("b", "u1")])
-  face_t = np.dtype([("n", "u1"), ("i", "<i4", (3,))])
-  assert len(body) == 18 * 15 + 17 * 13
-  vert = np.frombuffer(body, vert_t, 18)
-  face = np.frombuffer(body, face_t, 17, 18 * 15)
-  np.testing.assert_array_equal(np.stack([vert["x"], vert["y"], vert["z"]],
-                                         1), v)
-  np.testing.assert_array_equal(vert["r"], np.round(c[:, 0] * 255))
-  assert np.all(face["n"] == 3)
-  np.testing.assert_array_equal(face["i"], t)
+  mesh_io.write_ply(path, v, t, c, y_up=False, binary=binary)
+  head = path.read_bytes().split(b"end_header\n", 1)[0].decode("ascii")
+  lines = head.splitlines()
+  encoding = "binary_little_endian" if binary else "ascii"
+  assert lines[1] == f"format {encoding} 1.0"
+  assert {"element vertex 18", "element face 17", "property uchar red",
+          "property uchar green", "property uchar blue"} <= set(lines)
+  mesh_io.write_ply(path, v, t, y_up=False, binary=binary)
+  assert "uchar red" not in path.read_bytes().split(b"end_header")[0].decode()
 
 
-def test_ascii_ply_header(tmp_path):
+def test_ascii_ply_body(tmp_path):
   v, t, _ = _mesh()
   path = tmp_path / "m.ply"
   mesh_io.write_ply(path, v, t, binary=False, y_up=False)
   text = path.read_text().splitlines()
-  assert text[1] == "format ascii 1.0"
-  assert "property uchar red" not in text
   body = text[text.index("end_header") + 1:]
   assert len(body) == 18 + 17
   np.testing.assert_allclose([float(x) for x in body[0].split()], v[0])
@@ -271,18 +261,47 @@ def test_uint8_colors_accepted(tmp_path):
   np.testing.assert_allclose(c2, c8 / 255.0, atol=1e-7)
 
 
-def test_readers_accept_quads_and_slashes(tmp_path):
-  obj = tmp_path / "quad.obj"
-  obj.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\n"
-                 "vt 0 0\nf 1/1 2/1 3/1 4/1\n")
-  v, t, c = mesh_io.read_obj(obj, y_up=False)
-  assert v.shape == (4, 3) and c is None
-  np.testing.assert_array_equal(t, [[0, 1, 2], [0, 2, 3]])
-  ply = tmp_path / "quad.ply"
-  ply.write_text("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\n"
-                 "property float y\nproperty float z\nelement face 1\n"
-                 "property list uchar int vertex_indices\nend_header\n"
-                 "0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")
-  v, t, c = mesh_io.read_ply(ply, y_up=False)
-  np.testing.assert_array_equal(v[2], [1, 1, 0])
-  np.testing.assert_array_equal(t, [[0, 1, 2], [0, 2, 3]])
+@pytest.mark.parametrize("with_colors", [True, False])
+def test_ply_point_cloud(tmp_path, with_colors):
+  # `jaxface reconstruct` writes its PLY without faces.
+  v, _, c = _mesh()
+  c = c if with_colors else None
+  path = tmp_path / "points.ply"
+  mesh_io.write_ply(path, v, np.zeros((0, 3), np.int32), c)
+  v2, t2, c2 = mesh_io.read_ply(path)
+  np.testing.assert_array_equal(v2, v)
+  assert t2.shape == (0, 3) and t2.dtype == np.int32
+  if c is None:
+    assert c2 is None
+  else:
+    np.testing.assert_allclose(c2, c, atol=0.5 / 255 + 1e-6)
+
+
+_PLY_HEAD = ("ply\nformat {} 1.0\nelement vertex 3\nproperty float x\n"
+             "property float y\nproperty float z\nelement face 1\n"
+             "property list uchar int vertex_indices\nend_header\n")
+_BAD_FILES = {
+    "empty.obj": "",
+    "bad_index.obj": "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n",
+    "two_coordinates.obj": "v 0 0\nv 1 0\nv 0 1\n",
+    "empty.ply": "",
+    "not.ply": "solid cube\n",
+    "truncated.ply": _PLY_HEAD.format("binary_little_endian") + "\0\0",
+    "bad_index.ply": (_PLY_HEAD.format("ascii")
+                      + "0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n"),
+}
+
+
+def test_readers_name_missing_files(tmp_path):
+  for read in (mesh_io.read_obj, mesh_io.read_ply):
+    with pytest.raises(FileNotFoundError, match="missing"):
+      read(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_FILES))
+def test_readers_reject_malformed_files(tmp_path, name):
+  path = tmp_path / name
+  path.write_text(_BAD_FILES[name])
+  read = mesh_io.read_obj if name.endswith(".obj") else mesh_io.read_ply
+  with pytest.raises(ValueError, match=name):
+    read(path)

@@ -1,7 +1,10 @@
-"""Position map -> triangle mesh, and minimal OBJ / PLY writers and readers.
+"""Position map -> triangle mesh, and OBJ / PLY files through trimesh.
 
 Meshes are numpy arrays: vertices (N, 3) float32, triangles (F, 3) int32
-0-based vertex indices, colors (N, 3) float32 RGB in [0, 1] or None.
+0-based vertex indices, colors (N, 3) float32 RGB in [0, 1] or None. Files
+store colours as uint8 RGB (PLY adds an opaque alpha), so they come back
+within half a step of 1/255; OBJ stores coordinates with 8 decimals (exact
+for pixel-sized float32 values, within 1e-8 near 0).
 
 In memory, vertices are in jaxface's image frame: x right, y down (pixels),
 z depth towards the camera. Viewers (MeshLab, Blender, trimesh) use y up, so
@@ -15,20 +18,14 @@ towards the camera still do. The readers undo exactly this with the same
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
+import trimesh
 
+from jaxface import files
 from jaxface.face import uv
 
 PathLike = str | os.PathLike
-
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
 
 
 def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -154,50 +151,48 @@ def _flip(vertices, triangles, y_up: bool):
   return flipped, triangles[:, [0, 2, 1]]
 
 
-def _prepare_path(path: PathLike) -> str:
-  path = os.fspath(path)
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  return path
+def _export(path: PathLike, vertices, triangles, colors, y_up: bool,
+            file_type: str, **options) -> None:
+  """Validates, flips and writes a mesh atomically with trimesh."""
+  v, t, c = _validate(vertices, triangles, colors)
+  v, t = _flip(v, t, y_up)
+  c8 = None if c is None else np.round(c * 255.0).astype(np.uint8)
+  mesh = trimesh.Trimesh(v, t, vertex_colors=c8, process=False)
+  data = mesh.export(file_type=file_type, **options)
+  files.write_atomic(os.fspath(path), data)
 
 
 def write_obj(path: PathLike, vertices: np.ndarray, triangles: np.ndarray,
               colors: np.ndarray | None = None, y_up: bool = True) -> None:
   """Writes a Wavefront OBJ, with per-vertex colours as `v x y z r g b`.
 
+  Coordinates have 8 decimals; colours are uint8 steps written as floats.
+
   Args:
-    path: output file; missing parent directories are created.
+    path: output file; missing parent directories are created, and readers
+      see the old file or the new one, never a part.
     vertices: (N, 3) positions in the image frame (x right, y down, z depth).
     triangles: (F, 3) 0-based vertex indices (written 1-based).
-    colors: optional (N, 3) RGB, float in [0, 1] or uint8.
+    colors: optional (N, 3) RGB, float in [0, 1] (rounded to 0..255) or uint8.
     y_up: write (x, -y, z) with reversed winding (see the module docstring).
 
   Raises:
     ValueError: on wrong shapes, non-finite values, out-of-range indices.
   """
-  v, t, c = _validate(vertices, triangles, colors)
-  v, t = _flip(v, t, y_up)
-  path = _prepare_path(path)
-  with open(path, "w") as f:
-    f.write("# written by jaxface\n")
-    if c is None:
-      np.savetxt(f, v, fmt="v %.9g %.9g %.9g")
-    else:
-      np.savetxt(f, np.concatenate([v, c], 1),
-                 fmt="v %.9g %.9g %.9g %.6g %.6g %.6g")
-    np.savetxt(f, t + 1, fmt="f %d %d %d")
+  _export(path, vertices, triangles, colors, y_up, "obj",
+          header="written by jaxface")
 
 
 def write_ply(path: PathLike, vertices: np.ndarray, triangles: np.ndarray,
               colors: np.ndarray | None = None, y_up: bool = True,
               binary: bool = True) -> None:
-  """Writes a PLY: float x y z [uchar red green blue], int triangle lists.
+  """Writes a PLY: float x y z [uchar red green blue alpha], int triangles.
 
   Args:
-    path: output file; missing parent directories are created.
+    path: output file; missing parent directories are created, and readers
+      see the old file or the new one, never a part.
     vertices: (N, 3) positions in the image frame (x right, y down, z depth).
-    triangles: (F, 3) 0-based vertex indices.
+    triangles: (F, 3) 0-based vertex indices; (0, 3) writes a point cloud.
     colors: optional (N, 3) RGB, float in [0, 1] (rounded to 0..255) or uint8.
     y_up: write (x, -y, z) with reversed winding (see the module docstring).
     binary: binary little endian (default) or ascii.
@@ -205,65 +200,47 @@ def write_ply(path: PathLike, vertices: np.ndarray, triangles: np.ndarray,
   Raises:
     ValueError: on wrong shapes, non-finite values, out-of-range indices.
   """
-  v, t, c = _validate(vertices, triangles, colors)
-  v, t = _flip(v, t, y_up)
-  path = _prepare_path(path)
-  header = ["ply",
-            f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
-            "comment written by jaxface",
-            f"element vertex {len(v)}",
-            "property float x", "property float y", "property float z"]
-  fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-  if c is not None:
-    header += ["property uchar red", "property uchar green",
-               "property uchar blue"]
-    fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-  header += [f"element face {len(t)}",
-             "property list uchar int vertex_indices", "end_header"]
-  vert = np.empty(len(v), np.dtype(fields))
-  vert["x"], vert["y"], vert["z"] = v[:, 0], v[:, 1], v[:, 2]
-  if c is not None:
-    c8 = np.round(c * 255.0).astype(np.uint8)
-    vert["red"], vert["green"], vert["blue"] = c8[:, 0], c8[:, 1], c8[:, 2]
-  with open(path, "wb") as f:
-    f.write(("\n".join(header) + "\n").encode("ascii"))
-    if binary:
-      face = np.empty(len(t), np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
-      face["n"] = 3
-      face["i"] = t
-      f.write(vert.tobytes())
-      f.write(face.tobytes())
-    else:
-      if c is None:
-        np.savetxt(f, v, fmt="%.9g %.9g %.9g")
-      else:
-        np.savetxt(f, np.concatenate([v.astype(np.float64), c8], 1),
-                   fmt="%.9g %.9g %.9g %d %d %d")
-      np.savetxt(f, t, fmt="3 %d %d %d")
+  _export(path, vertices, triangles, colors, y_up, "ply",
+          encoding="binary" if binary else "ascii")
 
 
-def _fan(polygon: list[int]) -> list[list[int]]:
-  """Triangulates one convex polygon face (a, b, c, d, ...) as a fan."""
-  return [[polygon[0], polygon[k], polygon[k + 1]]
-          for k in range(1, len(polygon) - 1)]
-
-
-def _finish(vertices, triangles, colors, y_up: bool):
-  v = np.asarray(vertices, np.float32).reshape(-1, 3)
-  t = np.asarray(triangles, np.int64).reshape(-1, 3)
+def _load(path: PathLike, file_type: str, y_up: bool, **options
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """Reads a mesh or point cloud with trimesh; see `read_obj`."""
+  name = file_type.upper()
+  with open(path, "rb") as f:  # FileNotFoundError names the path.
+    try:
+      loaded = trimesh.load(f, file_type=file_type, process=False, **options)
+      if isinstance(loaded, trimesh.Scene) and loaded.geometry:
+        # An OBJ with several materials: one part per material.
+        loaded = trimesh.util.concatenate(tuple(loaded.geometry.values()))
+    except Exception as e:  # trimesh raises many kinds on malformed files.
+      raise ValueError(f"{path} is not a readable {name} file: {e!r}") from e
+  if not isinstance(loaded, (trimesh.Trimesh, trimesh.PointCloud)):
+    raise ValueError(f"{path} holds no {name} vertices.")
+  v = np.asarray(loaded.vertices)
+  if v.ndim != 2 or v.shape[1] != 3:
+    raise ValueError(f"{path}: {name} vertices must have 3 coordinates.")
+  if isinstance(loaded, trimesh.PointCloud):  # A file without faces.
+    t = np.zeros((0, 3), np.int64)
+    c = loaded.colors if len(loaded.colors) else None
+  else:
+    t = np.asarray(loaded.faces, np.int64).reshape(-1, 3)
+    c = loaded.visual.vertex_colors if loaded.visual.kind == "vertex" else None
   if t.size and (t.min() < 0 or t.max() >= len(v)):
-    raise ValueError("face indices out of range in the file.")
-  v, t = _flip(v, t.astype(np.int32), y_up)
-  c = None if colors is None else np.asarray(colors, np.float32).reshape(-1, 3)
+    raise ValueError(f"{path}: {name} face indices out of range.")
+  v, t = _flip(v.astype(np.float32), t.astype(np.int32), y_up)
+  if c is not None:
+    c = np.asarray(c)[:, :3].astype(np.float32) / np.float32(255.0)
   return v, t, c
 
 
 def read_obj(path: PathLike, y_up: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-  """Reads `v` (with optional r g b) and `f` lines of an OBJ file.
+  """Reads an OBJ's vertices (with optional r g b) and faces.
 
-  Faces may be `f a b c`, `f a/ta/na ...` or negative (relative) indices;
-  polygons are fan-triangulated. Other lines are ignored.
+  Every vertex is kept, in file order, used by a face or not; polygons are
+  triangulated.
 
   Args:
     path: the file.
@@ -272,37 +249,18 @@ def read_obj(path: PathLike, y_up: bool = True
 
   Returns:
     vertices (N, 3) float32, triangles (F, 3) int32 0-based, colors (N, 3)
-    float32 or None when no vertex has a colour.
+    float32 in [0, 1] (uint8 steps) or None when no vertex has a colour.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    ValueError: the file is malformed or holds no vertices.
   """
-  verts, cols, tris = [], [], []
-  with open(path) as f:
-    for line in f:
-      parts = line.split()
-      if not parts:
-        continue
-      if parts[0] == "v":
-        values = [float(p) for p in parts[1:]]
-        if len(values) not in (3, 4, 6, 7):
-          raise ValueError(f"unsupported OBJ vertex line: {line!r}")
-        verts.append(values[:3])
-        if len(values) >= 6:
-          cols.append(values[-3:])
-      elif parts[0] == "f":
-        idx = [int(p.split("/")[0]) for p in parts[1:]]
-        idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
-        tris += _fan(idx)
-  if cols and len(cols) != len(verts):
-    raise ValueError("OBJ has colours on some vertices only.")
-  return _finish(verts, tris, cols if cols else None, y_up)
+  return _load(path, "obj", y_up, maintain_order=True)
 
 
 def read_ply(path: PathLike, y_up: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
   """Reads vertices, faces and vertex colours of an ascii or binary PLY.
-
-  Supports scalar vertex properties (x, y, z, red, green, blue; others are
-  skipped), one list property of `face` (polygons are fan-triangulated), and
-  other elements with scalar properties (skipped).
 
   Args:
     path: the file.
@@ -310,96 +268,11 @@ def read_ply(path: PathLike, y_up: bool = True
       (x, -y, z) with reversed winding, i.e. the image frame.
 
   Returns:
-    vertices (N, 3) float32, triangles (F, 3) int32 0-based, colors (N, 3)
-    float32 in [0, 1] (uchar colours / 255) or None.
+    vertices (N, 3) float32, triangles (F, 3) int32 0-based ((0, 3) for a
+    point cloud), colors (N, 3) float32 in [0, 1] (uint8 steps) or None.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    ValueError: the file is malformed or holds no vertices.
   """
-  with open(path, "rb") as f:
-    data = f.read()
-  end = re.search(rb"end_header\r?\n", data)
-  if not data.startswith(b"ply") or end is None:
-    raise ValueError(f"{path} is not a PLY file.")
-  fmt = None
-  elements = []  # [name, count, [(prop name, dtype str | (count, item))]]
-  for line in data[:end.start()].decode("ascii").splitlines():
-    parts = line.split()
-    if not parts or parts[0] in ("ply", "comment", "obj_info"):
-      continue
-    if parts[0] == "format":
-      fmt = parts[1]
-    elif parts[0] == "element":
-      elements.append([parts[1], int(parts[2]), []])
-    elif parts[0] == "property":
-      if parts[1] == "list":
-        elements[-1][2].append(
-            (parts[4], (_PLY_TYPES[parts[2]], _PLY_TYPES[parts[3]])))
-      else:
-        elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
-  if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-    raise ValueError(f"unsupported PLY format {fmt!r}.")
-  order = ">" if fmt == "binary_big_endian" else "<"
-  body = data[end.end():]
-
-  # Scalar properties -> {element: {property: (count,) array}}; the list
-  # property of an element -> {element: list of index lists}.
-  columns, lists = {}, {}
-  if fmt == "ascii":
-    tokens = body.split()
-    pos = 0
-    for name, count, props in elements:
-      values = {p: [] for p, k in props if not isinstance(k, tuple)}
-      rows = []
-      for _ in range(count):
-        for p, kind in props:
-          if isinstance(kind, tuple):
-            n = int(tokens[pos])
-            rows.append([int(x) for x in tokens[pos + 1:pos + 1 + n]])
-            pos += 1 + n
-          else:
-            values[p].append(float(tokens[pos]))
-            pos += 1
-      columns[name] = {p: np.asarray(x, np.float64) for p, x in values.items()}
-      lists[name] = rows
-  else:
-    pos = 0
-    for name, count, props in elements:
-      kinds = [k for _, k in props]
-      if not any(isinstance(k, tuple) for k in kinds):
-        dtype = np.dtype([(p, order + k) for p, k in props])
-        arr = np.frombuffer(body, dtype, count, pos)
-        pos += dtype.itemsize * count
-        columns[name] = {p: arr[p].astype(np.float64) for p, _ in props}
-        continue
-      if len(props) != 1:
-        raise ValueError(f"PLY element {name!r}: a list property must be the "
-                         "element's only property here.")
-      count_t, item_t = (np.dtype(order + k) for k in kinds[0])
-      # Fast path: all triangles. Records before the first non-triangle are
-      # aligned, so that one's count is read correctly and fails the check.
-      fixed = np.dtype([("n", count_t), ("i", item_t, (3,))])
-      if len(body) - pos >= fixed.itemsize * count:
-        arr = np.frombuffer(body, fixed, count, pos)
-        if np.all(arr["n"] == 3):
-          lists[name] = arr["i"].tolist()
-          pos += fixed.itemsize * count
-          continue
-      rows = []
-      for _ in range(count):
-        n = int(np.frombuffer(body, count_t, 1, pos)[0])
-        pos += count_t.itemsize
-        rows.append(np.frombuffer(body, item_t, n, pos).tolist())
-        pos += item_t.itemsize * n
-      lists[name] = rows
-
-  vertex = columns.get("vertex")
-  if vertex is None or not all(p in vertex for p in "xyz"):
-    raise ValueError("PLY has no vertex element with x, y, z.")
-  vertices = np.stack([vertex[p] for p in "xyz"], 1)
-  colors = None
-  if all(p in vertex for p in ("red", "green", "blue")):
-    kind = dict(elements[[e[0] for e in elements].index("vertex")][2])["red"]
-    scale = 255.0 if kind == "u1" else 1.0
-    colors = np.stack([vertex[p] for p in ("red", "green", "blue")], 1) / scale
-  triangles = []
-  for polygon in lists.get("face", []):
-    triangles += _fan(list(polygon))
-  return _finish(vertices, triangles, colors, y_up)
+  return _load(path, "ply", y_up)
