@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -540,3 +541,29 @@ def test_a_nan_before_any_checkpoint_says_so(data, tmp_path, monkeypatch):
                      match='step 1: the loss is nan; stopping. No checkpoint '
                      'was saved'):
     loop.run(_config(data), str(tmp_path))
+
+
+def test_each_step_is_traced_once_per_run_and_resume(data, tmp_path,
+                                                     monkeypatch):
+  # A retrace (a shape, dtype, weak type or sharding that changes between
+  # calls) costs a compile each time; here it fails the test. The eval
+  # split's 16 records in batches of 10 end with a partial batch.
+  make_task = loop.make_task
+
+  def guarded(*args):
+    task = make_task(*args)
+    task.train_step = chex.assert_max_traces(task.train_step, n=1)
+    task.eval_step = chex.assert_max_traces(task.eval_step, n=1)
+    return task
+
+  monkeypatch.setattr(loop, 'make_task', guarded)
+  overrides = {'train.eval_every': 2, 'train.eval_batches': 0,
+               'data.eval_batch_size': 10, 'train.checkpoint_every': 2}
+  chex.clear_trace_counter()
+  loop.run(_config(data, **{'train.num_steps': 3, **overrides}),
+           str(tmp_path))
+  chex.clear_trace_counter()  # a new process would start from nothing
+  summary = loop.run(_config(data, **{'train.num_steps': 5, **overrides}),
+                     str(tmp_path), allow_config_change=True)
+  assert summary['start_step'] == 3 and summary['steps'] == 5
+  chex.clear_trace_counter()

@@ -269,6 +269,10 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
   """
   it = _iterator(config, config.data.eval_split, False,
                  config.data.eval_batch_size)
+  # Every batch of this process, the last partial one too, padded to one
+  # size (a multiple of its devices): one compile.
+  size = -(-config.data.eval_batch_size // jax.process_count())
+  size += (-size) % jax.local_device_count()
   sums: dict[str, float] = {}
   count, first, landmarks = 0, None, []
   try:
@@ -278,8 +282,7 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
       first = first or batch
       landmarks.append(batch['landmarks'])
       n = len(batch['index'])
-      # Pad the (possibly partial) last batch to a multiple of the devices.
-      padded = padding.pad_batch(batch, n + (-n) % mesh.size)
+      padded = padding.pad_batch(batch, size)
       out = eval_step(state, pipeline.to_global_arrays(padded, mesh))
       for key, value in out.items():
         sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(value)[:n]))
