@@ -53,6 +53,7 @@ def _batch(data, kind='multiview'):
     it.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('head', ['uv', 'voxel'])
 def test_two_steps_of_each_head(multiview, tmp_path, head):
   summary = loop.run(_config(multiview, **{'facegen.head': head}),
@@ -84,6 +85,7 @@ def test_sgd_with_momentum_is_the_default_optimizer():
   assert config.facegen.disc_optimizer.name == 'sgd'
 
 
+@pytest.mark.slow
 def test_generator_losses_go_down_on_a_fixed_batch(multiview):
   # Without the adversarial and perceptual terms (which depend on a moving
   # discriminator) the generator's loss must fall on a fixed batch.
@@ -114,6 +116,7 @@ def test_features_of_the_true_face_fit_it_better_than_a_random_face(
   assert float(own) < float(other)
 
 
+@pytest.mark.slow
 def test_ema_of_generator_weights(multiview):
   config = _config(multiview, **{'train.ema_decay': 0.5})
   task = loop.make_task(config, 32)

@@ -121,6 +121,7 @@ def real_points(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('source', ['synthetic', 'aflw21'])
 def test_a_short_mixed_run_lowers_the_2d_loss_on_a_fixed_batch(
     datasets, source, request):
@@ -153,6 +154,7 @@ def test_a_short_mixed_run_lowers_the_2d_loss_on_a_fixed_batch(
   assert after[1.0] < 0.6 * after[0.0]
 
 
+@pytest.mark.slow
 def test_mixed_run_logs_saves_and_resumes(datasets, tmp_path):
   data, points = datasets
   summary = loop.run(_config(data, points), str(tmp_path))

@@ -218,6 +218,7 @@ def _to_float64(tree):
       else x, tree)
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device_step(data):
   # In float64, so that equality is exact up to 1e-7: in float32 the
   # reduction order of the sharded batch changes the last bits, which a
@@ -311,6 +312,7 @@ def _progression_config(data, **overrides):
   return _tiny(PROGRESSION, data, **{'model.hidden': 16, **overrides})
 
 
+@pytest.mark.slow
 def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
   summary = loop.run(_progression_config(clips), str(tmp_path))
   assert summary['steps'] == 2
@@ -337,6 +339,7 @@ def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
 CYCLE = os.path.join(REPO, 'experiments', 'configs', 'cycle_gan.py')
 
 
+@pytest.mark.slow
 def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, tmp_path):
   pretrained = str(tmp_path / 'pretrained')
   loop.run(_config(data), pretrained)
