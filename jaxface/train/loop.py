@@ -261,6 +261,48 @@ class _StopSignals:
       signal.signal(signum, previous)
 
 
+def _due(step: int, every: int, last: int) -> bool:
+  """Whether a periodic action (log, eval, checkpoint) runs after `step`:
+  every `every` steps, and after the last step."""
+  return step % every == 0 or step == last
+
+
+class _MetricWindow:
+  """The metrics of the steps since the last fetch, left on the device
+  (fetching each step would stall the dispatch of the next); `fetch` moves
+  them to the host and checks every step's loss, `means` averages what was
+  fetched since the last log."""
+
+  def __init__(self):
+    self._pending: list[tuple[int, dict]] = []
+    self._values: dict[str, list[float]] = {}
+    self._since = time.perf_counter()
+
+  def add(self, step: int, metrics: dict) -> None:
+    self._pending.append((step, metrics))
+
+  def fetch(self, last_good) -> None:
+    """Raises TrainingError at the first non-finite loss, naming its step
+    and what `last_good()` says of the checkpoints."""
+    fetched, self._pending = jax.device_get(self._pending), []
+    for step, metrics in fetched:
+      loss = float(metrics['loss'])
+      if not math.isfinite(loss):
+        raise TrainingError(
+            f'step {step}: the loss is {loss}; stopping. {last_good()}')
+      for key, value in metrics.items():
+        self._values.setdefault(key, []).append(float(value))
+
+  def means(self, images_per_step: int) -> dict[str, float]:
+    """'train/NAME' means since the last call, and the images/s."""
+    seconds = max(time.perf_counter() - self._since, 1e-9)
+    means = {f'train/{k}': float(np.mean(v)) for k, v in self._values.items()}
+    means['train/images_per_second'] = (
+        len(self._values['loss']) * images_per_step / seconds)
+    self._values, self._since = {}, time.perf_counter()
+    return means
+
+
 def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
                                                              np.ndarray]:
   """Mean eval metrics over the eval split (or `eval_batches` batches).
@@ -518,28 +560,23 @@ def _train(config, workdir: str, info: dict,
 
   learning_rate = optim.make_schedule(config.optimizer,
                                       config.train.num_steps)
+
+  def log(step):
+    means = window.means(batch_size)
+    # The rate of this step's update (optax counts updates from 0).
+    means['train/learning_rate'] = float(learning_rate(step - 1))
+    writer.write_scalars(step, means)
+    bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
+                    img_s=f'{means["train/images_per_second"]:.1f}')
+
+  periods = {'log': config.train.log_every, 'eval': config.train.eval_every,
+             'checkpoint': config.train.checkpoint_every}
   wall = time.perf_counter()
   step = start
-  # The steps' metrics stay on the device until a log, eval or checkpoint
-  # step needs them (fetching each step would stall the dispatch of the
-  # next); `fetch_window` moves them to the host and checks every step's
-  # loss before anything is saved; `values` holds them until the log.
-  window: list[tuple[int, dict]] = []
-  values: dict[str, list[float]] = {}
-  window_start = time.perf_counter()
+  window = _MetricWindow()
   bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
                   disable=not config.train.progress, dynamic_ncols=True)
   stopped_by, finished = None, False
-
-  def fetch_window() -> None:
-    fetched, window[:] = jax.device_get(window), []
-    for at, metrics in fetched:
-      loss = float(metrics['loss'])
-      if not math.isfinite(loss):
-        raise TrainingError(
-            f'step {at}: the loss is {loss}; stopping. {last_good()}')
-      for key, value in metrics.items():
-        values.setdefault(key, []).append(float(value))
 
   with _StopSignals() as signals, contextlib.closing(writer):
     try:
@@ -547,29 +584,17 @@ def _train(config, workdir: str, info: dict,
         batch = pipeline.to_global_arrays(next(train_it), mesh)
         state, metrics = train_step(state, batch)
         step += 1
-        window.append((step, metrics))
+        window.add(step, metrics)
         bar.update(1)
         stop = signals.signal_name  # read once: it may change mid-step
-        log = step % config.train.log_every == 0 or step == num_steps
-        evals = step % config.train.eval_every == 0 or step == num_steps
-        checkpoint = (step % config.train.checkpoint_every == 0 or
-                      step == num_steps)
-        if log or evals or checkpoint or stop:
-          fetch_window()
-        if log:
-          seconds = time.perf_counter() - window_start
-          means = {f'train/{k}': float(np.mean(v)) for k, v in values.items()}
-          means['train/images_per_second'] = len(values['loss']) * (
-              batch_size) / max(seconds, 1e-9)
-          # The rate of this step's update (optax counts updates from 0).
-          means['train/learning_rate'] = float(learning_rate(step - 1))
-          writer.write_scalars(step, means)
-          bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
-                          img_s=f'{means["train/images_per_second"]:.1f}')
-          values.clear()
-          window_start = time.perf_counter()
-        eval_metrics = do_eval(step) if evals else None
-        if checkpoint:
+        due = {name: _due(step, every, num_steps)
+               for name, every in periods.items()}
+        if stop or any(due.values()):
+          window.fetch(last_good)  # the loss checked before any save
+        if due['log']:
+          log(step)
+        eval_metrics = do_eval(step) if due['eval'] else None
+        if due['checkpoint']:
           save(step, eval_metrics)
         if stop:
           save(step)
