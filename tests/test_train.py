@@ -570,3 +570,37 @@ def test_each_step_is_traced_once_per_run_and_resume(data, tmp_path,
                      str(tmp_path), allow_config_change=True)
   assert summary['start_step'] == 3 and summary['steps'] == 5
   chex.clear_trace_counter()
+
+
+@pytest.mark.parametrize('with_pool', [False, True])
+def test_checkpoints_from_before_the_extra_slot_resume(tmp_path, with_pool):
+  # Before TrainState.extra, the cycle task kept its image pool in
+  # batch_stats['pool'] and other tasks had no such field.
+  pool = {'maps': np.full((2, 4), 7, np.float32),
+          'count': np.asarray(2, np.int32)}
+  old = {'step': np.asarray(5, np.int32), 'params': {'w': np.ones(3,
+                                                                   np.float32)},
+         'batch_stats': {'gen': {'mean': np.zeros(3, np.float32)}},
+         'opt_state': {'mu': np.zeros(3, np.float32)}, 'ema_params': {}}
+  if with_pool:
+    old['batch_stats']['pool'] = pool
+  checkpointer = checkpoint_lib.Checkpointer(str(tmp_path),
+                                             asynchronous=False)
+  checkpointer.save(5, old, {'batches': 5}, {'step': 5})
+  new = state_lib.TrainState(
+      step=old['step'], params=old['params'],
+      batch_stats={'gen': old['batch_stats']['gen']},
+      opt_state=old['opt_state'], ema_params={},
+      extra={'pool': jax.tree.map(np.zeros_like, pool)} if with_pool else {})
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state, data_state, meta = checkpointer.restore(
+      5, checkpoint_lib.abstract(new, device))
+  checkpointer.close()
+  assert isinstance(state, state_lib.TrainState)
+  assert int(state.step) == 5 and data_state == {'batches': 5}
+  assert set(state.batch_stats) == {'gen'}
+  if with_pool:
+    np.testing.assert_array_equal(state.extra['pool']['maps'], pool['maps'])
+    assert int(state.extra['pool']['count']) == 2
+  else:
+    assert state.extra == {}

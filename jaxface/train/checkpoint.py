@@ -63,25 +63,36 @@ class Checkpointer:
       abstract_state: a pytree of jax.ShapeDtypeStruct (with shardings) of
         the state to restore into.
     """
+    stored = set(self._stored_tree(step).keys())
+    before_extra = hasattr(abstract_state, 'extra') and 'extra' not in stored
+    target = _without_extra(abstract_state) if before_extra else abstract_state
     restored = self._manager.restore(
         step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.StandardRestore(target),
             data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-    return restored['state'], dict(restored['data']), dict(restored['meta'])
+    state = restored['state']
+    if before_extra:
+      state = _with_extra(abstract_state, state)
+    return state, dict(restored['data']), dict(restored['meta'])
 
-  def restore_state_and_meta(self, step: int) -> tuple[Any, dict]:
-    """(train state, metadata) of checkpoint `step`, on this process's first
-    device, whatever devices saved it (a run on 8 GPUs is evaluated on a
-    laptop)."""
+  def _stored_tree(self, step: int) -> Any:
+    """The metadata tree (structure, shapes, dtypes) of checkpoint `step`'s
+    train state."""
     path = os.path.join(self.directory, str(step), 'state')
     absl_logger = logging.getLogger('absl')
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # A warning about a file not needed.
     try:
       with ocp.StandardCheckpointer() as reader:
-        tree = reader.metadata(path).item_metadata
+        return reader.metadata(path).item_metadata
     finally:
       absl_logger.setLevel(level)
+
+  def restore_state_and_meta(self, step: int) -> tuple[Any, dict]:
+    """(train state, metadata) of checkpoint `step`, on this process's first
+    device, whatever devices saved it (a run on 8 GPUs is evaluated on a
+    laptop)."""
+    tree = self._stored_tree(step)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
@@ -99,6 +110,32 @@ class Checkpointer:
       self._manager.wait_until_finished()
     finally:
       self._manager.close()
+
+
+# Checkpoints written before the train state had its `extra` slot: the
+# cycle task kept its image pool in batch_stats['pool'], which now lives in
+# extra['pool']; other tasks had nothing there.
+
+
+def _without_extra(abstract_state: Any) -> dict:
+  """The restore target of a checkpoint from before `extra`."""
+  target = {name: getattr(abstract_state, name) for name in (
+      'step', 'params', 'batch_stats', 'opt_state', 'ema_params')}
+  if 'pool' in abstract_state.extra:
+    target['batch_stats'] = {**target['batch_stats'],
+                             'pool': abstract_state.extra['pool']}
+  return target
+
+
+def _with_extra(abstract_state: Any, restored: dict) -> Any:
+  """`restored` (a `_without_extra` target) as the train state."""
+  restored = dict(restored)
+  extra = {}
+  if 'pool' in abstract_state.extra:
+    stats = dict(restored['batch_stats'])
+    extra['pool'] = stats.pop('pool')
+    restored['batch_stats'] = stats
+  return type(abstract_state)(**restored, extra=extra)
 
 
 def latest_step(workdir: str) -> int | None:

@@ -15,7 +15,8 @@ pretraining phase) or from scratch. Each step runs two pure phase functions:
 
 Layout of the state: params / opt_state {'gen', 'disc'} where 'disc' holds
 both discriminators; batch_stats {'gen': PRNet's BatchNorm, 'disc':
-spectral-norm vectors (if any), 'pool': {'maps', 'landmarks', 'count'}}.
+spectral-norm vectors (if any)}; extra: {'pool': {'maps', 'landmarks',
+'count'}}.
 """
 
 from __future__ import annotations
@@ -85,11 +86,10 @@ class CycleTask(task_lib.Task):
             'count': jnp.zeros((), jnp.int32)}
     return state_lib.TrainState(
         step=gen.step, params={'gen': gen.params, 'disc': disc_params},
-        batch_stats={'gen': gen.batch_stats, 'disc': disc_stats,
-                     'pool': pool},
+        batch_stats={'gen': gen.batch_stats, 'disc': disc_stats},
         opt_state={'gen': gen.opt_state,
                    'disc': self.disc_tx.init(disc_params)},
-        ema_params=gen.ema_params)
+        ema_params=gen.ema_params, extra={'pool': pool})
 
   def load_pretrained(self, state) -> state_lib.TrainState:
     """PRNet's parameters and statistics from `cycle.init_from`, if set.
@@ -173,8 +173,8 @@ class CycleTask(task_lib.Task):
 
   def discriminator_step(self, state, batch, fake_maps, fake_lmk, key):
     kind = self.config.cycle.gan_loss
-    maps, lmk, pool = self._pool(state.batch_stats['pool'], fake_maps,
-                                 fake_lmk, key)
+    maps, lmk, pool = self._pool(state.extra['pool'], fake_maps, fake_lmk,
+                                 key)
 
     def loss_fn(disc_params):
       real_r, real_l, stats = self._judge(
@@ -194,8 +194,8 @@ class CycleTask(task_lib.Task):
     return state.replace(
         params={**state.params, 'disc': params},
         opt_state={**state.opt_state, 'disc': opt},
-        batch_stats={**state.batch_stats, 'disc': stats, 'pool': pool}
-    ), metrics
+        batch_stats={**state.batch_stats, 'disc': stats},
+        extra={**state.extra, 'pool': pool}), metrics
 
   def generator_step(self, state, batch):
     cfg, c = self.config, self.config.cycle

@@ -31,12 +31,16 @@ class TrainState:
     batch_stats: BatchNorm / spectral-norm state (same structure, or {}).
     opt_state: optimizer state(s).
     ema_params: exponential moving average of `params` ({} when off).
+    extra: other state a task carries from step to step, neither
+      parameters nor statistics: the cycle task's image pool ({} for the
+      others).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   ema_params: Any
+  extra: Any = flax.struct.field(default_factory=dict)
 
 
 def maybe_initialize_distributed() -> None:
