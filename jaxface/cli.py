@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
   _add_module_command(sub, 'export', 'jaxface.pretrained',
                       'ship a trained PRNet workdir as a named model of the '
                       'package')
+  _add_module_command(sub, 'bench', 'jaxface.bench',
+                      'measure speed: train step, inference, input pipeline, '
+                      'synthetic rendering')
   _add_models(sub)
   return parser
 

@@ -1,0 +1,490 @@
+"""Speed of jaxface on this machine: `jaxface bench`.
+
+  jaxface bench [--what train,infer,pipeline,synth] [--width 1.0]
+      [--resolution 256] [--batch 4] [--infer-batch 1,32]
+      [--dtype float32|bfloat16] [--repeats 5] [--warmup 1] [--json OUT.json]
+
+Each measurement runs `warmup` untimed times, then `repeats` timed times on
+the default device (one device, the first), and reports the median and the
+spread (min-max) of the repeats' wall times, images/s (images per repeat /
+median), the FLOPs per image that XLA counts in the compiled program
+(`Compiled.cost_analysis()`: convolutions as executed, elementwise ops too)
+and the fraction of the device's peak FLOP/s that this reaches, where the
+peak is known (`PEAKS`, or --peak-flops); '-' where not.
+
+- train: one step of `jaxface train`'s PRNet pretraining task
+  (`loop.make_task` with experiments/configs/prnet_pretrain.py: forward in
+  training mode, weighted position-map loss, backward, Adam), jitted as the
+  loop does with the state donated, on a fixed random batch of `batch`
+  images. Compilation is timed once, apart.
+- infer: per infer batch B, the jitted network in eval mode on B crops
+  (`forward`), and `Reconstructor.reconstruct` on a 1024 x 768 photo with B
+  face boxes (`reconstruct`: crop, network, landmarks, mapping back, pose;
+  no detection, no files). Batch 1 is latency, larger batches throughput.
+- pipeline: records/s of the training input pipeline
+  (`pipeline.make_iterator`, the prnet_pretrain config's augmentation,
+  --workers processes, batches of `batch`) after `warmup` batches (worker
+  start-up excluded), `records` records per repeat, on --data or on a
+  temporary synthetic dataset at the resolution; and its ratio to the
+  train step's images/s (the input pipeline should deliver >= 5x).
+- synth: records/s of making and serialising synthetic `recon` records at
+  the resolution in this process, pinned to one core (the face model is
+  built first; no process start, no shard writing).
+
+The PRNet's parameters stay float32; --dtype is its compute dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shlex
+import statistics
+import tempfile
+import time
+
+from jaxface import files
+
+WHAT = ('train', 'infer', 'pipeline', 'synth')
+MODELS = ('prnet',)
+DTYPES = ('float32', 'bfloat16')
+PHOTO_SIZE = (768, 1024)  # (height, width) of the reconstruct photo
+
+# Peak dense FLOP/s by device kind (`jax.devices()[0].device_kind` contains
+# the key; the first match wins) and compute dtype. Vendor figures, without
+# structured sparsity:
+# - NVIDIA H100 SXM and H200 (same chip and clocks): BF16 989.4 TFLOP/s,
+#   TF32 494.7 TFLOP/s (NVIDIA H100 and H200 Tensor Core GPU datasheets list
+#   1,979 and 989 "with sparsity", twice the dense rate); H100 PCIe: 756.5,
+#   378. A100: BF16 312, TF32 156 (A100 datasheet). float32 uses the TF32
+#   figure: at JAX's default precision XLA runs float32 convolutions and
+#   matmuls on the TF32 tensor cores (the FP32 non-tensor rate, 67 TFLOP/s
+#   on H100 SXM, applies only at precision 'highest').
+# - Google Cloud TPU system architecture pages, bfloat16 per chip: v4 275,
+#   v5e 197, v5p 459, v6e (Trillium) 918 TFLOP/s. float32 depends on the
+#   matmul precision: unknown here.
+# CPUs vary too much to list: pass --peak-flops.
+PEAKS = (
+    ('H100 PCIe', {'bfloat16': 756.5e12, 'float32': 378e12},
+     'NVIDIA H100 PCIe datasheet, dense'),
+    ('H100', {'bfloat16': 989.4e12, 'float32': 494.7e12},
+     'NVIDIA H100 SXM datasheet, dense (float32: TF32)'),
+    ('H200', {'bfloat16': 989.4e12, 'float32': 494.7e12},
+     'NVIDIA H200 datasheet, dense (float32: TF32)'),
+    ('A100', {'bfloat16': 312e12, 'float32': 156e12},
+     'NVIDIA A100 datasheet, dense (float32: TF32)'),
+    ('TPU v4', {'bfloat16': 275e12}, 'Cloud TPU v4, bfloat16'),
+    ('TPU v5 lite', {'bfloat16': 197e12}, 'Cloud TPU v5e, bfloat16'),
+    ('TPU v5e', {'bfloat16': 197e12}, 'Cloud TPU v5e, bfloat16'),
+    ('TPU v5', {'bfloat16': 459e12}, 'Cloud TPU v5p, bfloat16'),
+    ('TPU v6', {'bfloat16': 918e12}, 'Cloud TPU v6e, bfloat16'),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--what', default=','.join(WHAT),
+                      help='comma-separated measurements (default: '
+                      '%(default)s)')
+  parser.add_argument('--model', default='prnet', choices=MODELS)
+  parser.add_argument('--width', type=float, default=1.0,
+                      help='channel multiplier (default: %(default)s)')
+  parser.add_argument('--resolution', type=int, default=256,
+                      help='crop side in pixels, a multiple of 32')
+  parser.add_argument('--batch', type=int, default=4,
+                      help='images per train step and pipeline batch')
+  parser.add_argument('--infer-batch', default='1,32',
+                      help='comma-separated inference batches (default: '
+                      '%(default)s)')
+  parser.add_argument('--dtype', default='float32', choices=DTYPES,
+                      help='compute dtype (parameters stay float32)')
+  parser.add_argument('--repeats', type=int, default=5,
+                      help='timed runs of each measurement (default: 5)')
+  parser.add_argument('--warmup', type=int, default=1,
+                      help='untimed runs before them (default: 1)')
+  parser.add_argument('--records', type=int, default=64,
+                      help='records per repeat of pipeline and synth')
+  parser.add_argument('--workers', type=int, default=0,
+                      help='pipeline worker processes (default: 0)')
+  parser.add_argument('--data', default=None,
+                      help='a dataset with recon train records for the '
+                      'pipeline (default: a temporary synthetic one)')
+  parser.add_argument('--peak-flops', type=float, default=None,
+                      help="the device's peak FLOP/s, for devices not in "
+                      'the table (e.g. a CPU)')
+  parser.add_argument('--json', default=None, help='also write the results '
+                      'to this JSON file')
+
+
+def _ints(text: str, flag: str) -> list[int]:
+  try:
+    return [int(v) for v in text.split(',')]
+  except ValueError:
+    raise ValueError(f'{flag} must be comma-separated whole numbers, got '
+                     f'{text!r}') from None
+
+
+def check_args(args) -> None:
+  """Raises ValueError naming the first bad option; sets `args.what_list`
+  and `args.infer_batches`."""
+  what = [w.strip() for w in args.what.split(',') if w.strip()]
+  unknown = [w for w in what if w not in WHAT]
+  if unknown or not what:
+    raise ValueError(f'--what: unknown measurement(s) {unknown or [""]}; '
+                     f'choose from {",".join(WHAT)}')
+  args.what_list = [w for w in WHAT if w in what]
+  args.infer_batches = _ints(args.infer_batch, '--infer-batch')
+  for flag, value, low in (
+      ('--batch', args.batch, 1), ('--repeats', args.repeats, 1),
+      ('--warmup', args.warmup, 0), ('--records', args.records, 1),
+      ('--workers', args.workers, 0),
+      *(('--infer-batch', b, 1) for b in args.infer_batches)):
+    if value < low:
+      raise ValueError(f'{flag} must be >= {low}, got {value}')
+  if args.resolution < 32 or args.resolution % 32:
+    raise ValueError(f'--resolution must be a positive multiple of 32 '
+                     f'(PRNet), got {args.resolution}')
+  if not args.width > 0:
+    raise ValueError(f'--width must be > 0, got {args.width}')
+  if args.peak_flops is not None and not args.peak_flops > 0:
+    raise ValueError(f'--peak-flops must be > 0, got {args.peak_flops}')
+  if args.json is not None:
+    if os.path.isdir(args.json):
+      raise IsADirectoryError(f'--json {args.json} is a folder')
+    files.check_output_folder(os.path.dirname(args.json) or '.',
+                              f'--json {args.json}: its folder')
+
+
+# --- measuring ---------------------------------------------------------------
+
+
+def time_repeats(fn, repeats: int, warmup: int) -> list[float]:
+  """Seconds of each of `repeats` calls of `fn()` (which must wait for its
+  results) after `warmup` untimed calls."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def xla_flops(compiled) -> float | None:
+  """FLOPs of one call of a `jax.stages.Compiled`, as XLA counts them in
+  the optimised program (None if it gives none)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older JAX: one dict per program.
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None
+
+
+def peak_flops(device_kind: str, dtype: str,
+               override: float | None = None) -> tuple[float | None, str]:
+  """(peak FLOP/s or None, where the figure comes from) of a device."""
+  if override:
+    return override, '--peak-flops'
+  for key, peaks, source in PEAKS:
+    if key in device_kind and dtype in peaks:
+      return peaks[dtype], source
+    if key in device_kind:
+      break
+  return None, f'unknown for {device_kind!r} in {dtype}'
+
+
+def measurement(name: str, what: str, images: int, seconds: list[float],
+                flops: float | None = None, peak: float | None = None,
+                **extra) -> dict:
+  """One row: `images` per repeat, the repeats' `seconds`, and `flops` per
+  repeat (XLA's, or None); `peak` FLOP/s or None."""
+  median = statistics.median(seconds)
+  return {'name': name, 'what': what, 'images': images,
+          'seconds': seconds, 'median_s': median, 'min_s': min(seconds),
+          'max_s': max(seconds), 'images_per_s': images / median,
+          'flops_per_image': flops / images if flops else None,
+          'peak_fraction': flops / median / peak if flops and peak else None,
+          **extra}
+
+
+def train_config(width: float, dtype: str, batch: int):
+  """The prnet_pretrain config at this width, compute dtype and batch."""
+  from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(root, 'experiments', 'configs', 'prnet_pretrain.py')
+  return config_lib.apply_overrides(config_lib.load_config(path), [
+      f'model.width={width}', f'model.dtype={dtype}',
+      f'data.global_batch_size={batch}'])
+
+
+def random_batch(batch: int, resolution: int) -> dict:
+  """A recon batch as the pipeline gives it: image (B, R, R, 3) in [0, 1],
+  position_map (B, R, R, 3) and landmarks (B, 68, 3) in pixels, float32."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  shape = (batch, resolution, resolution, 3)
+  return {'image': rng.uniform(size=shape).astype(np.float32),
+          'position_map': rng.uniform(0, resolution, shape).astype(
+              np.float32),
+          'landmarks': rng.uniform(0, resolution, (batch, 68, 3)).astype(
+              np.float32)}
+
+
+def bench_train(args, peak: float | None) -> dict:
+  """The train step's row (`compile_s`: lowering + compilation)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  config = train_config(args.width, args.dtype, args.batch)
+  task = loop.make_task(config, args.resolution)
+  batch = jax.device_put(random_batch(args.batch, args.resolution))
+  key = jax.random.key(config.seed)
+  state = jax.jit(task.init_state)(key, batch)
+
+  def step(state, batch):
+    return task.train_step(state, batch, jax.random.fold_in(key, state.step))
+
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def run_step():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready((holder[0], metrics))
+
+  seconds = time_repeats(run_step, args.repeats, args.warmup)
+  return measurement('train', f'train step, batch {args.batch}', args.batch,
+                     seconds, xla_flops(compiled), peak,
+                     compile_s=compile_s)
+
+
+def bench_infer(args, peak: float | None) -> list[dict]:
+  """Rows of the jitted forward and of `Reconstructor.reconstruct`, per
+  infer batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  from jaxface.train import recon  # pylint: disable=g-import-not-at-top
+  config = train_config(args.width, args.dtype, args.batch)
+  model = prnet.from_config(config.model, recon.compute_dtype(args.dtype))
+  r = args.resolution
+  variables = jax.jit(model.init)(jax.random.key(0),
+                                  np.zeros((1, r, r, 3), np.float32))
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  rng = np.random.default_rng(0)
+  photo = rng.integers(0, 256, PHOTO_SIZE + (3,), np.uint8)
+  rows = []
+  for b in args.infer_batches:
+    images = jax.device_put(random_batch(b, r)['image'])
+    start = time.perf_counter()
+    compiled = forward.lower(variables, images).compile()
+    compile_s = time.perf_counter() - start
+    seconds = time_repeats(
+        lambda c=compiled, x=images: jax.block_until_ready(c(variables, x)),
+        args.repeats, args.warmup)
+    rows.append(measurement(f'forward_b{b}', f'forward, batch {b}', b,
+                            seconds, xla_flops(compiled), peak,
+                            compile_s=compile_s))
+    reconstructor = reconstruct.Reconstructor(model, variables, r, b)
+    boxes = _face_boxes(rng, b)
+    seconds = time_repeats(lambda m=reconstructor, x=boxes: m.reconstruct(
+        photo, x), args.repeats, max(args.warmup, 1))  # >= 1: compiles
+    rows.append(measurement(f'reconstruct_b{b}',
+                            f'reconstruct, {b} face(s)', b, seconds))
+  return rows
+
+
+def _face_boxes(rng, count: int):
+  """(count, 4) random 160-pixel face boxes inside the photo."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  height, width = PHOTO_SIZE
+  x0 = rng.uniform(0, width - 160, count)
+  y0 = rng.uniform(0, height - 160, count)
+  return np.stack([x0, y0, x0 + 160, y0 + 160], axis=1)
+
+
+def bench_pipeline(args, train_rate: float | None) -> dict:
+  """The input pipeline's row; `vs_train`: its images/s / the train
+  step's (None without a train measurement)."""
+  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory(prefix='jaxface_bench_') as temp:
+    data = args.data
+    if data is None:
+      from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+      data = os.path.join(temp, 'data')
+      synthetic.synthesize(
+          data, synthetic.SynthConfig(resolution=args.resolution),
+          {'recon': {'train': max(args.records, args.batch)}},
+          workers=min(2, os.cpu_count() or 1), progress=False)
+    seconds, images = _pipeline_seconds(data, args)
+    resolution = shards.read_dataset_info(data)['resolution']
+  row = measurement('pipeline', f'pipeline, {args.workers} worker(s), '
+                    f'batch {args.batch}', images, seconds,
+                    data=args.data or 'temporary synthetic dataset',
+                    resolution=resolution)
+  row['vs_train'] = row['images_per_s'] / train_rate if train_rate else None
+  return row
+
+
+def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
+  """(seconds of each repeat, images per repeat) of the training pipeline
+  on `data`, after `warmup` batches (at least 1: worker start-up)."""
+  from jaxface.data import pipeline  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  config = train_config(args.width, args.dtype, args.batch)
+  it = pipeline.make_iterator(data, pipeline.PipelineConfig(
+      kind='recon', split='train', global_batch_size=args.batch,
+      worker_count=args.workers, augment=loop.augment_config(config),
+      training=True, seed=0), process_index=0, process_count=1)
+  batches = math.ceil(args.records / args.batch)
+  try:
+    for _ in range(max(args.warmup, 1)):
+      next(it)
+    seconds = time_repeats(lambda: [next(it) for _ in range(batches)],
+                           args.repeats, 0)
+  finally:
+    it.close()
+  return seconds, batches * args.batch
+
+
+def bench_synth(args) -> dict:
+  """The synthetic renderer's row: records made and serialised on one
+  core (this process pinned to it, cv2 on one thread)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import records  # pylint: disable=g-import-not-at-top
+  gen = synthetic.Generator(synthetic.SynthConfig(resolution=args.resolution))
+  counter = iter(range(1 << 62))
+
+  def make():
+    for _ in range(args.records):
+      records.serialize('recon', gen.make('recon', 'train', next(counter)))
+
+  pin = hasattr(os, 'sched_setaffinity')
+  cores, threads = (os.sched_getaffinity(0) if pin else None,
+                    cv2.getNumThreads())
+  try:
+    if pin:
+      os.sched_setaffinity(0, {min(cores)})
+    cv2.setNumThreads(1)
+    seconds = time_repeats(make, args.repeats, args.warmup)
+  finally:
+    cv2.setNumThreads(threads)
+    if pin:
+      os.sched_setaffinity(0, cores)
+  return measurement('synth', f'synth, {args.records} records, one core',
+                     args.records, seconds)
+
+
+# --- reporting ---------------------------------------------------------------
+
+
+def machine() -> dict:
+  """The device, the host and the versions behind the figures."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  cpu = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  return {'platform': device.platform, 'device_kind': device.device_kind,
+          'device_count': jax.device_count(), 'cpu': cpu,
+          'cpu_count': os.cpu_count(),
+          'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
+          'flax': flax.__version__, 'python': platform.python_version(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+
+def command(args) -> str:
+  """The command line with every option spelt out."""
+  parts = ['jaxface', 'bench', '--what', ','.join(args.what_list),
+           '--model', args.model, '--width', str(args.width),
+           '--resolution', str(args.resolution), '--batch', str(args.batch),
+           '--infer-batch', ','.join(map(str, args.infer_batches)),
+           '--dtype', args.dtype, '--repeats', str(args.repeats),
+           '--warmup', str(args.warmup), '--records', str(args.records),
+           '--workers', str(args.workers)]
+  for flag, value in (('--data', args.data), ('--json', args.json),
+                      ('--peak-flops', args.peak_flops)):
+    if value is not None:
+      parts += [flag, f'{value:g}' if isinstance(value, float) else value]
+  return ' '.join(shlex.quote(p) for p in parts)
+
+
+def _num(value: float | None, scale: float = 1.0) -> str:
+  """`value * scale` to 3 significant digits (whole numbers from 100 on),
+  '-' for None."""
+  if value is None:
+    return '-'
+  value *= scale
+  return f'{value:.0f}' if abs(value) >= 100 else f'{value:.3g}'
+
+
+def format_table(result: dict) -> str:
+  """The results as text: machine, command, a Markdown table, notes."""
+  m = result['machine']
+  lines = [f'machine: {m["device_count"]} x {m["device_kind"]} '
+           f'({m["platform"]}), {m["cpu_count"]} CPUs ({m["cpu"]}), jax '
+           f'{m["jax"]}, {m["date"]}',
+           f'peak: {result["peak_source"]}',
+           f'command: {result["command"]}', '',
+           '| measurement | median ms | spread (min-max) ms | images/s | '
+           'GFLOP/image | % of peak |', '|---|---:|---:|---:|---:|---:|']
+  notes = []
+  for row in result['measurements']:
+    lines.append(
+        f'| {row["what"]} | {_num(row["median_s"], 1e3)} | '
+        f'{_num(row["min_s"], 1e3)}-{_num(row["max_s"], 1e3)} | '
+        f'{_num(row["images_per_s"])} | '
+        f'{_num(row["flops_per_image"], 1e-9)} | '
+        f'{_num(row["peak_fraction"], 100)} |')
+    if 'compile_s' in row:
+      notes.append(f'{row["what"]}: compiled in {row["compile_s"]:.1f} s')
+    if row.get('vs_train') is not None:
+      notes.append(f'pipeline: {row["vs_train"]:.1f}x the train step\'s '
+                   'images/s (goal: >= 5x)')
+  return '\n'.join(lines + [''] + notes)
+
+
+def benchmark(args) -> dict:
+  """Runs the measurements of checked `args` (`check_args`); the result
+  that `--json` writes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  info = machine()
+  peak, source = peak_flops(jax.devices()[0].device_kind, args.dtype,
+                            args.peak_flops)
+  rows = []
+  if 'train' in args.what_list:
+    rows.append(bench_train(args, peak))
+  if 'infer' in args.what_list:
+    rows += bench_infer(args, peak)
+  if 'pipeline' in args.what_list:
+    train_rate = rows[0]['images_per_s'] if rows and rows[0][
+        'name'] == 'train' else None
+    rows.append(bench_pipeline(args, train_rate))
+  if 'synth' in args.what_list:
+    rows.append(bench_synth(args))
+  return {'command': command(args), 'machine': info,
+          'model': {'name': args.model, 'width': args.width,
+                    'resolution': args.resolution, 'dtype': args.dtype},
+          'peak_flops': peak, 'peak_source': source,
+          'spread': 'min-max over the repeats', 'measurements': rows}
+
+
+def run(args) -> int:
+  check_args(args)
+  result = benchmark(args)
+  print(format_table(result))
+  if args.json:
+    files.write_json(args.json, result)
+    print(f'wrote {args.json}')
+  return 0

@@ -1,0 +1,175 @@
+"""`jaxface bench`: every requested measurement in the JSON, XLA's FLOPs
+against counts from the architecture, and bad options refused at once.
+
+No timing assertions: speed is measured by the benchmark, never by tests.
+"""
+
+import json
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from jaxface import bench
+from jaxface import cli
+from jaxface.models import PRNet
+from jaxface.models import prnet
+
+TINY = ['--resolution', '32', '--width', '0.125', '--batch', '2',
+        '--infer-batch', '2', '--repeats', '1', '--warmup', '0',
+        '--records', '2']
+
+
+@pytest.fixture(scope='module')
+def result(tmp_path_factory):
+  path = tmp_path_factory.mktemp('bench') / 'bench.json'
+  status = cli.main(['bench', '--what', 'train,infer,pipeline,synth', *TINY,
+                     '--peak-flops', '1e12', '--json', str(path)])
+  assert status == 0
+  with open(path) as f:
+    return json.load(f)
+
+
+def _positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_measurement_has_positive_finite_figures(result):
+  rows = {row['name']: row for row in result['measurements']}
+  assert list(rows) == ['train', 'forward_b2', 'reconstruct_b2', 'pipeline',
+                        'synth']
+  for row in rows.values():
+    assert len(row['seconds']) == 1
+    for key in ('median_s', 'min_s', 'max_s', 'images_per_s'):
+      assert _positive(row[key]), (row['name'], key, row[key])
+    assert row['min_s'] <= row['median_s'] <= row['max_s']
+  for name in ('train', 'forward_b2'):  # XLA's FLOPs, and the given peak
+    for key in ('flops_per_image', 'peak_fraction', 'compile_s'):
+      assert _positive(rows[name][key]), (name, key, rows[name][key])
+  assert _positive(rows['pipeline']['vs_train'])
+  assert result['peak_flops'] == 1e12
+  assert result['machine']['jax'] == jax.__version__
+  assert result['command'].startswith('jaxface bench --what '
+                                      'train,infer,pipeline,synth ')
+
+
+def test_train_step_counts_forward_and_backward(result):
+  """The backward pass costs about twice the forward (convolutions' input
+  and kernel gradients), plus training-mode BatchNorm and Adam."""
+  rows = {row['name']: row for row in result['measurements']}
+  ratio = rows['train']['flops_per_image'] / rows['forward_b2'][
+      'flops_per_image']
+  assert 2.5 < ratio < 6, ratio
+
+
+def test_prints_one_table_row_per_measurement(capsys):
+  assert cli.main(['bench', '--what', 'synth', *TINY]) == 0
+  out = capsys.readouterr().out
+  rows = [line for line in out.splitlines() if line.startswith('| synth')]
+  assert len(rows) == 1 and rows[0].endswith('| - | - |'), out
+  assert 'command: jaxface bench --what synth --model prnet ' in out
+
+
+def _conv_pairs(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """(output, tap) pairs of a 'SAME' convolution along one axis that read
+  an input element (padding left out), and the output size."""
+  out = -(-size // stride)
+  low = max((out - 1) * stride + kernel - size, 0) // 2
+  pairs = sum(0 <= o * stride + t - low < size
+              for o in range(out) for t in range(kernel))
+  return pairs, out
+
+
+def prnet_conv_flops(resolution: int, width: float, batch: int) -> int:
+  """2 x the multiply-adds of PRNet's convolutions, from ENCODER, DECODER,
+  the module docstring's blocks and the width rule."""
+  def channels(c):
+    return c if c == 3 else max(2, int(round(c * width / 2)) * 2)
+
+  total = 0
+
+  def conv(size, kernel, stride, cin, cout):
+    nonlocal total
+    pairs, out = _conv_pairs(size, kernel, stride)
+    total += 2 * batch * pairs**2 * cin * cout
+    return out
+
+  size, c = resolution, channels(16)
+  conv(size, 4, 1, 3, c)
+  for features, stride in prnet.ENCODER:
+    cout = channels(features)
+    if stride != 1 or c != cout:
+      conv(size, 1, stride, c, cout)  # the projection shortcut
+    conv(size, 1, 1, c, cout // 2)
+    out = conv(size, 4, stride, cout // 2, cout // 2)
+    conv(out, 1, 1, cout // 2, cout)
+    size, c = out, cout
+  for features, stride in prnet.DECODER:
+    cout = channels(features)
+    if stride == 1:
+      conv(size, 4, 1, c, cout)
+    else:
+      # Transposed, kernel 4, stride 2: out[2i] reads x[i - 1], x[i] and
+      # out[2i + 1] reads x[i], x[i + 1]: 4 n - 2 pairs in range.
+      total += 2 * batch * (4 * size - 2)**2 * c * cout
+      size *= 2
+    c = cout
+  return total
+
+
+def test_xla_flops_of_prnet_match_its_convolutions():
+  """XLA's count also holds BatchNorm, ReLU, the residual sums and the
+  sub-pixel interleave: a few % at this size, never below the
+  convolutions."""
+  model = PRNet(width=0.25)
+  images = np.zeros((2, 64, 64, 3), np.float32)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
+  compiled = jax.jit(lambda v, x: model.apply(v, x)).lower(
+      variables, images).compile()
+  ratio = bench.xla_flops(compiled) / prnet_conv_flops(64, 0.25, 2)
+  assert 1.0 <= ratio < 1.06, ratio
+
+
+def test_xla_flops_of_one_convolution_in_closed_form():
+  conv = nn.Conv(7, (3, 3), padding='VALID', use_bias=False)
+  x = np.zeros((2, 10, 12, 5), np.float32)
+  variables = conv.init(jax.random.key(0), x)
+  compiled = jax.jit(conv.apply).lower(variables, x).compile()
+  assert bench.xla_flops(compiled) == 2 * 2 * 8 * 10 * (3 * 3 * 5) * 7
+
+
+def test_peaks_by_device_kind():
+  assert bench.peak_flops('NVIDIA H200', 'bfloat16')[0] == 989.4e12
+  assert bench.peak_flops('NVIDIA H100 PCIe', 'bfloat16')[0] == 756.5e12
+  assert bench.peak_flops('TPU v5 lite', 'bfloat16')[0] == 197e12
+  assert bench.peak_flops('TPU v5', 'bfloat16')[0] == 459e12
+  assert bench.peak_flops('TPU v4', 'float32')[0] is None
+  assert bench.peak_flops('cpu', 'float32')[0] is None
+  assert bench.peak_flops('cpu', 'float32', 2e11) == (2e11, '--peak-flops')
+
+
+@pytest.mark.parametrize('options, message', [
+    (['--what', 'train,bogus'], "--what: unknown measurement(s) ['bogus']"),
+    (['--what', ','], '--what: unknown measurement'),
+    (['--batch', '0'], '--batch must be >= 1, got 0'),
+    (['--repeats', '0'], '--repeats must be >= 1, got 0'),
+    (['--repeats', '-2'], '--repeats must be >= 1, got -2'),
+    (['--infer-batch', '1,0'], '--infer-batch must be >= 1, got 0'),
+    (['--infer-batch', '1,x'], '--infer-batch must be comma-separated'),
+    (['--resolution', '48'], '--resolution must be a positive multiple of 32'),
+    (['--warmup', '-1'], '--warmup must be >= 0'),
+])
+def test_bad_options_give_one_error_line(capsys, options, message):
+  assert cli.main(['bench', *options]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  assert captured.err.startswith('jaxface: error: ')
+  assert captured.err.count('\n') == 1 and message in captured.err, (
+      captured.err)
+
+
+def test_json_into_a_folder_is_refused(tmp_path, capsys):
+  assert cli.main(['bench', '--what', 'synth', '--json', str(tmp_path)]) == 2
+  assert 'is a folder' in capsys.readouterr().err
