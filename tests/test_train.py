@@ -182,8 +182,9 @@ def test_a_second_train_on_a_workdir_in_use_is_refused(data, tmp_path):
   assert checkpoint_lib.latest_step(workdir) == 8
 
 
-def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
-                                                         monkeypatch):
+def _poison_the_loss(monkeypatch, from_step: int) -> None:
+  """Makes the loss the loop sees NaN from the step `from_step` (counted
+  from 0) on; the parameters update as before."""
   make_task = loop.make_task
 
   def poisoned(config, resolution, *args):
@@ -192,13 +193,18 @@ def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
 
     def step(state, batch, key):
       new, metrics = train_step(state, batch, key)
-      metrics['loss'] = jnp.where(state.step >= 3, jnp.nan, metrics['loss'])
-      return new, metrics
+      bad = jnp.where(state.step >= from_step, jnp.nan, metrics['loss'])
+      return new, {**metrics, 'loss': bad}
 
     task.train_step = step
     return task
 
   monkeypatch.setattr(loop, 'make_task', poisoned)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path,
+                                                         monkeypatch):
+  _poison_the_loss(monkeypatch, 3)
   config = _config(data, **{'train.num_steps': 10,
                             'train.checkpoint_every': 2,
                             'train.eval_every': 100})
@@ -527,19 +533,7 @@ def test_a_failed_save_stops_the_run_and_keeps_the_last_checkpoint(
 
 
 def test_a_nan_before_any_checkpoint_says_so(data, tmp_path, monkeypatch):
-  make_task = loop.make_task
-
-  def poisoned(config, resolution, *args):
-    task = make_task(config, resolution, *args)
-    train_step = task.train_step
-    def step(state, batch, key):
-      new, metrics = train_step(state, batch, key)
-      return new, {**metrics, 'loss': metrics['loss'] * jnp.nan}
-
-    task.train_step = step
-    return task
-
-  monkeypatch.setattr(loop, 'make_task', poisoned)
+  _poison_the_loss(monkeypatch, 0)
   with pytest.raises(loop.TrainingError,
                      match='step 1: the loss is nan; stopping. No checkpoint '
                      'was saved'):
