@@ -204,7 +204,8 @@ def _index_rows(value: np.ndarray, name: str, path: str) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BFM:
-  """A morphable model in face3d's layout, with jaxface's UV convention.
+  """A morphable model (`morphable.MorphableModel`) in face3d's layout, with
+  jaxface's UV convention.
 
   Build with `load_bfm`. n vertices, S identity and E expression components
   (199 and 29 for the BFM of 300W-LP).
@@ -356,6 +357,11 @@ class BFM:
     left = int(band[np.argmin(mean[band, 0])])
     right = int(band[np.argmax(mean[band, 0])])
     return np.array([glabella, left, right], np.int64)
+
+  def landmarks(self, points: np.ndarray) -> np.ndarray:
+    """(68, 3) iBUG landmarks (the keypoint vertices) of per-vertex points
+    (n, 3)."""
+    return np.asarray(points)[self.keypoints]
 
   def extra_points(self, points: np.ndarray) -> np.ndarray:
     """(5, 3) `records.EXTRA_POINT_NAMES` points of per-vertex points (n, 3).

@@ -302,7 +302,8 @@ def _expression_fields(p, s, y, theta, radial, face):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FaceModel:
-  """The morphable head model. Build with `build_face_model`.
+  """The procedural morphable head model (`morphable.MorphableModel`). Build
+  with `build_face_model`.
 
   Vertices are the points of a (rows, cols) grid over the UV square, in
   row-major order (row = v, column = u); N = rows * cols.
