@@ -346,9 +346,9 @@ CYCLE = os.path.join(REPO, 'experiments', 'configs', 'cycle_gan.py')
 
 
 @pytest.mark.slow
-def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, tmp_path):
-  pretrained = str(tmp_path / 'pretrained')
-  loop.run(_config(data), pretrained)
+def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
+                                                            tmp_path):
+  pretrained = trained  # the quickstart's PRNet, 2 steps
   mismatched = _tiny(CYCLE, data, **{
       'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
       'cycle.init_from': pretrained, 'model.bn_momentum': 0.9})
