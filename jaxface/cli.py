@@ -288,6 +288,10 @@ def _add_train(sub):
                  help='resume even though optimizer/training values differ '
                  'from the workdir\'s stored config.json (the model, task '
                  'and data must still match)')
+  p.add_argument('--profile', metavar='FIRST,LAST',
+                 help='write a jax.profiler trace of steps FIRST..LAST '
+                 '(1-based) into WORKDIR/profile (TensorBoard\'s profile '
+                 'plugin, Perfetto); same as --config.train.profile_steps')
   p.set_defaults(func=_train, takes_overrides=True)
 
 
@@ -296,8 +300,16 @@ def _train(args) -> int:
   from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   files.check_output_folder(args.workdir, '--workdir')
+  overrides = list(args.overrides)
+  if args.profile:
+    try:
+      first, last = (int(v) for v in args.profile.split(','))
+    except ValueError:
+      raise ValueError(f'--profile takes FIRST,LAST (two step numbers), got '
+                       f'{args.profile!r}') from None
+    overrides.append(f'train.profile_steps=({first},{last})')
   config = config_lib.apply_overrides(config_lib.load_config(args.config),
-                                      args.overrides)
+                                      overrides)
   summary = loop.run(config, args.workdir,
                      allow_config_change=args.allow_config_change)
   _print_summary(summary)
@@ -319,7 +331,7 @@ def _print_summary(summary: dict) -> None:
         f'({summary["images_per_second"]:.1f} images/s)')
   for key, value in sorted(summary.get('eval', {}).items()):
     print(f'  eval {key}: {value:.4f}')
-  for key in ('figure', 'checkpoints', 'mesh', 'workdir'):
+  for key in ('figure', 'checkpoints', 'profile', 'mesh', 'workdir'):
     if key in summary:
       print(f'  {key}: {summary[key]}')
 

@@ -1,5 +1,6 @@
 """The training loop: steps, resume after SIGKILL, SIGTERM, NaN, sharding."""
 
+import glob
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
+from jaxface import cli
 from jaxface import files
 from jaxface.data import pipeline
 from jaxface.data import shards
@@ -598,3 +600,19 @@ def test_checkpoints_from_before_the_extra_slot_resume(tmp_path, with_pool):
     assert int(state.extra['pool']['count']) == 2
   else:
     assert state.extra == {}
+
+
+def test_profile_writes_a_trace_of_the_window(data, tmp_path):
+  workdir = str(tmp_path / 'run')
+  assert cli.main(['train', '--config', QUICK, '--workdir', workdir,
+                   '--profile', '2,3', *_args(data, 4, 4)]) == 0
+  traces = glob.glob(os.path.join(workdir, 'profile', 'plugins', 'profile',
+                                  '*', '*.xplane.pb'))
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['profile'] == os.path.join(workdir, 'profile')
+  with pytest.raises(ValueError, match='profile_steps must be'):
+    loop.run(_config(data, **{'train.profile_steps': (3, 2)}),
+             str(tmp_path / 'bad'))
+  assert cli.main(['train', '--config', QUICK, '--workdir', workdir,
+                   '--profile', 'x', *_args(data, 4, 4)]) == 2

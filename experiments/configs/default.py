@@ -76,4 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 3
   config.train.ema_decay = 0.0  # EMA of the weights (0: off)
   config.train.progress = True
+  # A jax.profiler trace of steps FIRST..LAST (1-based, inclusive) into
+  # WORKDIR/profile, for TensorBoard's profile plugin or Perfetto; 0, 0: off.
+  config.train.profile_steps = (0, 0)
   return config

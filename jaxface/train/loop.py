@@ -81,6 +81,11 @@ def _check_config(config) -> None:
   for name, optimizer in optimizers.items():
     if not optimizer.lr > 0:
       problems.append(f'config.{name}.lr must be > 0, got {optimizer.lr!r}')
+  first, last = tuple(config.train.get('profile_steps', (0, 0)))
+  if (first, last) != (0, 0) and not 1 <= first <= last:
+    problems.append(f'config.train.profile_steps must be (FIRST, LAST) with '
+                    f'1 <= FIRST <= LAST, or (0, 0) for none; got '
+                    f'{(first, last)!r}')
   for name in ('global_batch_size', 'eval_batch_size'):
     if config.data[name] < 1:
       problems.append(f'config.data.{name} must be >= 1, got '
@@ -343,7 +348,8 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
 # `allow_config_change`; `task` and `model.*` can never change.
 _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'train.checkpoint_every', 'train.keep_checkpoints',
-                   'train.eval_batches', 'data.worker_count',
+                   'train.eval_batches', 'train.profile_steps',
+                   'data.worker_count',
                    'data.eval_batch_size')
 _FIXED_ON_RESUME = ('task', 'model.')
 
@@ -578,12 +584,24 @@ def _train(config, workdir: str, info: dict,
                   disable=not config.train.progress, dynamic_ncols=True)
   stopped_by, finished = None, False
 
+  profile_first, profile_last = tuple(config.train.get('profile_steps',
+                                                      (0, 0)))
+  profiling = False
+
   with _StopSignals() as signals, contextlib.closing(writer):
     try:
       while step < num_steps:
         batch = pipeline.to_global_arrays(next(train_it), mesh)
+        if step + 1 == profile_first:
+          summary['profile'] = os.path.join(workdir, 'profile')
+          jax.profiler.start_trace(summary['profile'])
+          profiling = True
         state, metrics = train_step(state, batch)
         step += 1
+        if profiling and step == profile_last:
+          jax.block_until_ready(state)
+          jax.profiler.stop_trace()
+          profiling = False
         window.add(step, metrics)
         bar.update(1)
         stop = signals.signal_name  # read once: it may change mid-step
@@ -610,6 +628,8 @@ def _train(config, workdir: str, info: dict,
             f'({type(e).__name__}: {e}). {last_good()}') from e
       finished = True
     finally:
+      if profiling:  # stopped before the window's end
+        jax.profiler.stop_trace()
       bar.close()
       train_it.close()
       try:
