@@ -243,10 +243,6 @@ class _StopSignals:
     self.signal_name = None
     self._previous = {}
 
-  @property
-  def requested(self) -> bool:
-    return self.signal_name is not None
-
   def __enter__(self):
     for signum in self.SIGNALS:
       try:
@@ -351,7 +347,7 @@ _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'train.eval_batches', 'train.profile_steps',
                    'data.worker_count',
                    'data.eval_batch_size')
-_FIXED_ON_RESUME = ('task', 'model.')
+_FIXED_ON_RESUME = ('task', 'model')  # top-level keys
 
 
 def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -393,7 +389,7 @@ def _check_resume(config, workdir: str, model_info: dict,
   changed = sorted(k for k in set(stored) | set(current)
                    if stored.get(k, '<unset>') != current.get(k, '<unset>')
                    and k not in _FREE_ON_RESUME)
-  fixed = [k for k in changed if k == 'task' or k.startswith('model.')]
+  fixed = [k for k in changed if k.split('.')[0] in _FIXED_ON_RESUME]
   describe = lambda keys: ', '.join(  # noqa: E731
       f'{k}: {stored.get(k, "<unset>")!r} -> {current.get(k, "<unset>")!r}'
       for k in keys)
@@ -449,10 +445,11 @@ def run(config, workdir: str, allow_config_change: bool = False) -> dict:
                                         layout)
     if checkpoint_lib.latest_step(workdir) is not None:
       _check_resume(config, workdir, model_info, allow_config_change)
-    return _train(config, workdir, info, mix_scheme, model_info, lead)
+    return _train(config, workdir, info, layout, mix_scheme, model_info,
+                  lead)
 
 
-def _train(config, workdir: str, info: dict,
+def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
            mix_scheme: schemes.Scheme | None, model_info: dict,
            lead: bool) -> dict:
   """`run` after its checks, with the lock held."""
@@ -464,7 +461,6 @@ def _train(config, workdir: str, info: dict,
     if size % mesh.size:
       raise ValueError(f'config.{name} ({size}) must be divisible by the '
                        f'number of devices ({mesh.size})')
-  layout = layout_lib.layout_of_dataset(info)
   task = make_task(config, int(info['resolution']), layout, mix_scheme)
   repl = state_lib.replicated(mesh)
 
