@@ -35,7 +35,6 @@ Both reports count the unreadable records that were skipped
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -347,7 +346,6 @@ def write_outputs(report: dict, out: str) -> dict[str, str]:
   else:
     paths = {'json': os.path.join(out, recon_eval.REPORT_NAME),
              'markdown': os.path.join(out, 'report.md')}
-  files.write_atomic(paths['json'], (json.dumps(
-      report, indent=2, allow_nan=False) + '\n').encode('utf-8'))
-  files.write_atomic(paths['markdown'], markdown_table(report).encode('utf-8'))
+  files.write_json(paths['json'], report, allow_nan=False)
+  files.write_atomic(paths['markdown'], markdown_table(report))
   return paths

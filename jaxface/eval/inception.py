@@ -602,9 +602,8 @@ def save_classifier(bundle: ClassifierBundle, directory: str) -> None:
   meta = {'format': FORMAT, 'version': VERSION}
   meta.update({key: getattr(bundle, key) for key in _META_KEYS})
   meta['identities'] = [int(i) for i in bundle.identities]
-  text = json.dumps(meta, indent=2,
-                    default=lambda v: v.item()).encode()  # numpy scalars
-  files.write_atomic(os.path.join(directory, META_FILE), text)
+  files.write_json(os.path.join(directory, META_FILE), meta,
+                   default=lambda v: v.item())  # numpy scalars
 
 
 def load_classifier(directory: str) -> ClassifierBundle:

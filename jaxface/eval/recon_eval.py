@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 import os
 import time
@@ -927,10 +926,8 @@ def write_outputs(report: dict, per_image: dict[str, np.ndarray],
              'markdown': os.path.join(out, 'report.md'),
              'ced': os.path.join(out, 'ced.png'),
              'per_image': os.path.join(out, 'per_image.npz')}
-  text = json.dumps(json_safe(report), indent=2, allow_nan=False) + '\n'
-  files.write_atomic(paths['json'], text.encode('utf-8'))
-  files.write_atomic(paths['markdown'],
-                     markdown_table(report).encode('utf-8'))
+  files.write_json(paths['json'], json_safe(report), allow_nan=False)
+  files.write_atomic(paths['markdown'], markdown_table(report))
   data = report.get('dataset', {})
   errors, name = _ced_errors(per_image)
   plots.ced_plot(_ced_curves(per_image), paths['ced'],
