@@ -164,6 +164,21 @@ def box_problem(box, width: int, height: int) -> str | None:
   return None
 
 
+def usable_boxes(boxes: np.ndarray, shape) -> tuple[list[int], list[dict]]:
+  """The indices of the (N, 4) `boxes` that can be reconstructed in a photo
+  of `shape` (H, W, ...), and the others as {'face': index, 'box',
+  'reason'} (`box_problem`)."""
+  kept, skipped = [], []
+  for k, box in enumerate(boxes):
+    reason = box_problem(box, shape[1], shape[0])
+    if reason is None:
+      kept.append(k)
+    else:
+      skipped.append({'face': k, 'box': np.asarray(box).tolist(),
+                      'reason': reason})
+  return kept, skipped
+
+
 def load_boxes(path: str) -> dict[str, np.ndarray]:
   """Reads face boxes per photo from a JSON file.
 

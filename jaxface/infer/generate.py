@@ -73,7 +73,7 @@ def _view_points(reconstructor, path: str, boxes) -> dict:
     found = detect.boxes_for(boxes, path)
     if found is None or not len(found):
       raise ValueError(f'--boxes has no box for {path}')
-    kept, skipped = reconstruct.usable_boxes(found, image.shape)
+    kept, skipped = detect.usable_boxes(found, image.shape)
     if not kept:
       raise ValueError(f'--boxes has no usable box for {path}: '
                        + '; '.join(s['reason'] for s in skipped))

@@ -433,22 +433,6 @@ def read_image(path: str) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def usable_boxes(boxes: np.ndarray, shape) -> tuple[list[int], list[dict]]:
-  """The indices of the (N, 4) `boxes` that can be reconstructed in a photo
-  of `shape` (H, W, ...), and the others as {'face': index, 'box',
-  'reason'} (`detect.box_problem`)."""
-  from jaxface.infer import detect  # pylint: disable=g-import-not-at-top
-  kept, skipped = [], []
-  for k, box in enumerate(boxes):
-    reason = detect.box_problem(box, shape[1], shape[0])
-    if reason is None:
-      kept.append(k)
-    else:
-      skipped.append({'face': k, 'box': np.asarray(box).tolist(),
-                      'reason': reason})
-  return kept, skipped
-
-
 def _unique(stem: str, used: set[str]) -> str:
   name, k = stem, 1
   while name in used:
@@ -497,7 +481,7 @@ def run(args) -> int:
     listed = face_boxes is not None
     if not listed:
       face_boxes = np.zeros((0, 4))
-    kept, skipped_faces = usable_boxes(face_boxes, image.shape)
+    kept, skipped_faces = detect.usable_boxes(face_boxes, image.shape)
     for s in skipped_faces:
       print(f'{path}: skipping face {s["face"]}: {s["reason"]}')
     faces = model.reconstruct(image, face_boxes[kept])
