@@ -319,7 +319,7 @@ def crop_view(sample: Sample, bfm: bfm_lib.BFM, resolution: int,
   height = sample.image.shape[0]
   points = bfm.image_vertices(sample.shape_para, sample.exp_para,
                               sample.pose_para, height)
-  keypoints = points[bfm.keypoints]
+  keypoints = bfm.landmarks(points)
   transform, _ = render.prnet_crop(keypoints, resolution, rng)
   check_crop(transform, sample.source)
   crop = render.apply_crop(transform, points)
@@ -331,7 +331,7 @@ def crop_view(sample: Sample, bfm: bfm_lib.BFM, resolution: int,
   box = np.concatenate([keypoints[:, :2].min(0), keypoints[:, :2].max(0)])
   return View(image=render.crop_image(sample.image, transform, resolution),
               position_map=position_map, vertices=crop,
-              landmarks=crop[bfm.keypoints].astype(np.float32),
+              landmarks=bfm.landmarks(crop).astype(np.float32),
               extra_points=bfm.extra_points(crop).astype(np.float32),
               crop_transform=transform.astype(np.float32),
               face_box=box.astype(np.float32))

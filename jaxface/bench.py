@@ -142,9 +142,11 @@ def check_args(args) -> None:
       *(('--infer-batch', b, 1) for b in args.infer_batches)):
     if value < low:
       raise ValueError(f'{flag} must be >= {low}, got {value}')
-  if args.resolution < 32 or args.resolution % 32:
-    raise ValueError(f'--resolution must be a positive multiple of 32 '
-                     f'(PRNet), got {args.resolution}')
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  multiple = prnet.RESOLUTION_MULTIPLE
+  if args.resolution < multiple or args.resolution % multiple:
+    raise ValueError(f'--resolution must be a positive multiple of '
+                     f'{multiple} (PRNet), got {args.resolution}')
   if not args.width > 0:
     raise ValueError(f'--width must be > 0, got {args.width}')
   if args.peak_flops is not None and not args.peak_flops > 0:
