@@ -209,6 +209,8 @@ def dataset_output(out_dir: str, overwrite: bool) -> Iterator[None]:
 
   If the block raises, what it wrote is removed too (all or nothing), and
   Ctrl-C (KeyboardInterrupt) becomes `Interrupted`, a one-line message.
+  With `overwrite`, the old dataset is gone from the start: a run that
+  fails leaves neither the old dataset nor a new one.
 
   Raises:
     files.FolderInUseError: another writer holds the folder (the message
