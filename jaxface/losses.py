@@ -39,6 +39,9 @@ from jaxface.face import model as model_lib
 from jaxface.face import uv as uv_lib
 
 POSITION_KINDS = ('mse', 'l1')
+# Texel weights of the position-map loss (config.loss.mask): PRNet's
+# 16 : 4 : 3 : 0 mask, or 1 on the texels it weighs (its emphasis off).
+MASKS = ('prnet', 'uniform')
 LANDMARK_KINDS = ('l2', 'squared')
 ADVERSARIAL_KINDS = ('lsgan', 'nonsaturating', 'hinge', 'percentage')
 # The fixed yaws (degrees, 3DDFA sign) of the front, left and right views.

@@ -166,6 +166,60 @@ def test_conv_transpose_module_matches_flax_module():
                                theirs.apply(params, x), atol=1e-5)
 
 
+@pytest.mark.parametrize('ndim', [1, 2, 3])
+def test_stride2_conv_gradients_equal_xla(ndim):
+  # The sub-pixel input gradient against XLA's own, for every kernel width
+  # and the paddings 'SAME', 'VALID' and an uneven one; sides differ per
+  # axis so that an axis mix-up shows.
+  rng = np.random.default_rng(ndim)
+  sides = (4, 6, 8)[-ndim:]
+  spatial = 'DHW'[-ndim:]
+  dims = (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C')
+  x = jnp.asarray(rng.normal(size=(2,) + sides + (3,)), jnp.float32)
+  for k in (1, 2, 3, 4, 5):
+    kernel = jnp.asarray(rng.normal(size=(k,) * ndim + (3, 5)), jnp.float32)
+    for pad in ('SAME', 'VALID', ((2, 0),) * ndim):
+      padding = tuple(pad if not isinstance(pad, str) else
+                      jax.lax.padtype_to_pads(sides, (k,) * ndim, (2,) * ndim,
+                                              pad))
+      ref_out, ref_vjp = jax.vjp(
+          lambda x, w, p=padding: jax.lax.conv_general_dilated(
+              x, w, (2,) * ndim, p, dimension_numbers=dims), x, kernel)
+      out, vjp = jax.vjp(
+          lambda x, w, p=padding: models.layers.conv_stride2(x, w, p),
+          x, kernel)
+      g = jnp.asarray(rng.normal(size=ref_out.shape), jnp.float32)
+      np.testing.assert_allclose(out, ref_out, atol=1e-4)
+      for got, ref in zip(vjp(g), ref_vjp(g)):
+        np.testing.assert_allclose(got, ref, atol=1e-3, err_msg=f'{k} {pad}')
+      dx = models.layers.strided_conv_input_grad(g, kernel, padding, sides)
+      np.testing.assert_allclose(dx, ref_vjp(g)[0], atol=1e-4)
+
+
+def test_conv_module_matches_flax_module_and_names(monkeypatch):
+  # Below the size threshold the module is lax's convolution; force the
+  # custom-gradient path to compare it too.
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, 5))
+  for threshold in (models.layers.SUBPIXEL_GRAD_MIN_ELEMENTS, 0):
+    monkeypatch.setattr(models.layers, 'SUBPIXEL_GRAD_MIN_ELEMENTS', threshold)
+    for kernel, strides in (((4, 4), (2, 2)), ((1, 1), (2, 2)),
+                            ((3, 3), (1, 1))):
+      ours = models.layers.Conv(7, kernel, strides)
+      theirs = nn.Conv(7, kernel, strides, padding='SAME')
+      params = ours.init(KEY, x)
+      chex.assert_trees_all_equal_shapes(params, theirs.init(KEY, x))
+      grad = lambda m: jax.grad(  # noqa: E731
+          lambda p: jnp.sum(jnp.sin(m.apply(p, x))))(params)['params']
+      np.testing.assert_allclose(grad(ours)['kernel'], grad(theirs)['kernel'],
+                                 rtol=1e-4, atol=1e-4)
+  # Auto-names as flax's: a parent mixing the two numbers them in order.
+  class Both(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return models.layers.Conv(3, (1, 1))(nn.Conv(3, (1, 1))(x))
+  assert set(Both().init(KEY, x)['params']) == {'Conv_0', 'Conv_1'}
+
+
 # -------------------------------------------------------- discriminators ---
 
 

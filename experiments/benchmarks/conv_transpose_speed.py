@@ -1,11 +1,16 @@
-"""Sub-pixel versus XLA transposed convolution, PRNet's stride-2 layers.
+"""Sub-pixel versus XLA convolutions, PRNet's stride-2 layers at 256x256.
 
   python -m experiments.benchmarks.conv_transpose_speed --batch 4
 
-For each stride-2 transposed 4x4 convolution of PRNet at 256x256 (8 -> 16
-... 128 -> 256), times forward + backward (value and gradients w.r.t.
-input and kernel) of `jax.lax.conv_transpose` and of jaxface's sub-pixel
-equivalent, jitted, and prints the medians.
+Times forward + backward (value and gradients w.r.t. input and kernel),
+jitted, medians of 5:
+- each stride-2 transposed 4x4 convolution of the decoder (8 -> 16 ...
+  128 -> 256): `jax.lax.conv_transpose` against
+  `layers.conv_transpose_subpixel`;
+- each stride-2 4x4 convolution of the encoder (256 -> 128 ... 16 -> 8):
+  `jax.lax.conv_general_dilated` against `layers.conv_stride2`, whose
+  input gradient is sub-pixel (the module `layers.Conv` uses it from
+  `layers.SUBPIXEL_GRAD_MIN_ELEMENTS` inputs).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from jaxface.models import layers
 # (input side, input channels, output channels) of PRNet's stride-2 layers.
 LAYERS = ((8, 512, 256), (16, 256, 128), (32, 128, 64), (64, 64, 32),
           (128, 32, 16))
+ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
+                  (16, 256, 256))
 
 
 def _time(fn, *args, repeats=5):
@@ -34,32 +41,40 @@ def _time(fn, *args, repeats=5):
   return statistics.median(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--batch', type=int, default=4)
-  args = parser.parse_args()
-
-  def reference(x, k):
-    return jax.lax.conv_transpose(x, k, (2, 2), 'SAME',
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-  total_ref = total_sub = 0.0
-  for side, cin, cout in LAYERS:
-    x = jax.random.normal(jax.random.key(0), (args.batch, side, side, cin))
+def _compare(title, shapes, batch, reference, ours, out_side):
+  total_ref = total_ours = 0.0
+  for side, cin, cout in shapes:
+    x = jax.random.normal(jax.random.key(0), (batch, side, side, cin))
     k = jax.random.normal(jax.random.key(1), (4, 4, cin, cout)) * 0.05
     times = []
-    for fn in (reference, layers.conv_transpose_subpixel):
+    for fn in (reference, ours):
       step = jax.jit(jax.value_and_grad(
           lambda x, k, fn=fn: jnp.sum(fn(x, k)**2), argnums=(0, 1)))
       times.append(_time(step, x, k))
     total_ref += times[0]
-    total_sub += times[1]
-    print(f'{side:>3} -> {2 * side:<3} {cin:>3} -> {cout:<3} channels: '
-          f'lax.conv_transpose {times[0] * 1e3:8.1f} ms, sub-pixel '
-          f'{times[1] * 1e3:8.1f} ms ({times[0] / times[1]:.1f}x)')
-  print(f'all five layers, forward + backward, batch {args.batch} on '
+    total_ours += times[1]
+    print(f'{side:>3} -> {out_side(side):<3} {cin:>3} -> {cout:<3} channels: '
+          f'XLA {times[0] * 1e3:8.1f} ms, sub-pixel {times[1] * 1e3:8.1f} ms '
+          f'({times[0] / times[1]:.1f}x)')
+  print(f'{title}, forward + backward, batch {batch} on '
         f'{jax.devices()[0].platform}: {total_ref * 1e3:.0f} ms vs '
-        f'{total_sub * 1e3:.0f} ms ({total_ref / total_sub:.1f}x faster)')
+        f'{total_ours * 1e3:.0f} ms ({total_ref / total_ours:.1f}x faster)')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=4)
+  args = parser.parse_args()
+  dims = ('NHWC', 'HWIO', 'NHWC')
+  _compare('the five transposed convolutions', LAYERS, args.batch,
+           lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), 'SAME',
+                                               dimension_numbers=dims),
+           layers.conv_transpose_subpixel, lambda side: 2 * side)
+  _compare('the five stride-2 convolutions', ENCODER_LAYERS, args.batch,
+           lambda x, k: jax.lax.conv_general_dilated(
+               x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dims),
+           lambda x, k: layers.conv_stride2(x, k, ((1, 1), (1, 1))),
+           lambda side: side // 2)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,10 @@ def get_config():
       disc_norm='instance',    # none | layer | instance | spectral | batch
       gan_loss='lsgan',        # lsgan | nonsaturating | hinge | percentage
       adversarial_weight=0.01,
+      # Each discriminator's share of the adversarial loss (0: its
+      # judgement does not reach the generator; it still trains).
+      resnet_weight=1.0,
+      landmark_weight=1.0,
       pool_size=50,            # CycleGAN's image pool (0: off)
   )
   config.cycle.disc_optimizer = optim.default_optimizer_config()

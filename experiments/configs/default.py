@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)
+  # The position-map loss's texel weights: 'prnet' (16 : 4 : 3 : 0 for
+  # landmarks : eyes, nose, mouth : other face : neck) or 'uniform' (1 on
+  # the same texels, 0 on the neck): the mask's emphasis ablated.
+  config.loss.mask = 'prnet'
   config.loss.landmark_weight = 0.0
   config.loss.z_weight = 1.0  # weight of z's error relative to x and y
 

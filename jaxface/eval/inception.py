@@ -47,6 +47,7 @@ from jaxface.data import padding
 from jaxface.face import frames
 from jaxface.face import identities as identities_lib
 from jaxface.face import model as model_lib
+from jaxface.models import layers
 
 META_FILE = 'classifier.json'
 PARAMS_FILE = 'params.npz'
@@ -210,7 +211,7 @@ class IdentityClassifier(nn.Module):
     (B, D) features)."""
     channels = self.width
     while x.shape[1] > 4:
-      x = nn.Conv(channels, (3, 3), strides=(2, 2))(x)
+      x = layers.Conv(channels, (3, 3), strides=(2, 2))(x)
       x = nn.swish(nn.LayerNorm()(x))
       channels = min(2 * channels, 4 * self.width)
     feats = nn.swish(nn.Dense(self.features)(x.reshape(x.shape[0], -1)))

@@ -1,9 +1,10 @@
-"""Evaluation figures drawn with matplotlib: CED and learning curves.
+"""Evaluation figures drawn with matplotlib: CED, learning curves, ablations.
 
 `ced_plot` draws the CED curves of per-image errors (the fraction of images
 whose NME is at most each threshold), as in AFLW2000-3D's figures, with a
 legend giving each curve's mean and AUC; `learning_curve_plot` draws a run's
-loss and eval metric against the step. Figures use matplotlib's object API
+loss and eval metric against the step; `ablation_plot` a study's metrics
+per variant with error bars and its learning curves. Figures use matplotlib's object API
 on the Agg canvas (never pyplot), so drawing opens no window, changes no
 global state and is safe in threads. Files are written atomically
 (`files.write_atomic`).
@@ -173,4 +174,55 @@ def learning_curve_plot(records: list[dict], path: str, title: str = '',
   right.legend(lines[0] + more[0], lines[1] + more[1], loc='upper right')
   if title:
     ax.set_title(title)
+  return _save(fig, path)
+
+
+def ablation_plot(metrics: dict[str, list[tuple[str, float | None,
+                                                float | None, float]]],
+                  curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                  path: str, title: str = '') -> str:
+  """Draws an ablation study's results into one PNG.
+
+  One panel per metric: each variant's mean over seeds with its standard
+  deviation as an error bar; a last panel: each variant's mean training
+  loss (log scale) against the step.
+
+  Args:
+    metrics: label -> [(variant, mean or None, std or None, scale)], the
+      values drawn times `scale`.
+    curves: variant -> ((S,) steps, (S,) mean loss).
+    path: the PNG to write (atomically).
+    title: the figure's title.
+
+  Returns:
+    The path.
+  """
+  panels = len(metrics) + 1
+  columns = min(panels, 3)
+  rows = -(-panels // columns)
+  fig = _figure((400 * columns, 330 * rows))
+  for k, (label, values) in enumerate(metrics.items()):
+    ax = fig.add_subplot(rows, columns, k + 1)
+    names = [v[0] for v in values]
+    means = [np.nan if v[1] is None else v[1] * v[3] for v in values]
+    stds = [0.0 if v[2] is None else v[2] * v[3] for v in values]
+    ax.errorbar(np.arange(len(names)), means, yerr=stds, fmt='o',
+                capsize=4, color='tab:blue')
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha='right',
+                  fontsize=8)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_title(label, fontsize=10)
+    ax.grid(True, axis='y', alpha=0.3)
+  ax = fig.add_subplot(rows, columns, panels)
+  for name, (steps, loss) in curves.items():
+    if len(steps):
+      ax.plot(steps, loss, label=name)
+  ax.set_yscale('log')
+  ax.set_xlabel('step')
+  ax.set_title('train loss (mean over seeds)', fontsize=10)
+  ax.grid(True, alpha=0.3)
+  if any(len(s) for s, _ in curves.values()):
+    ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=11)
   return _save(fig, path)

@@ -1,21 +1,30 @@
-"""Layers shared by jaxface's networks.
+"""Layers shared by jaxface's networks, and fast stride-2 convolutions.
 
-`ConvTranspose` is a drop-in for `flax.linen.ConvTranspose` (same parameter,
-same 'SAME' semantics as `jax.lax.conv_transpose`) whose stride-2, kernel-4
-case is computed as sub-pixel convolution: XLA's transposed convolution with
-an input dilation is about ten times slower on CPU than a plain convolution
-of the same work. For kernel 4, stride 2 and 'SAME' padding, along each
-spatial axis
+XLA's CPU backend runs a convolution with an input dilation (a transposed
+convolution, and so the input gradient of a strided convolution) about ten
+times slower than a plain convolution of the same work. Both are computed
+here as sub-pixel convolutions: split the input side into its two
+parities, and each parity of
 
-    out[2 i]     = K[0] x[i - 1] + K[2] x[i]
-    out[2 i + 1] = K[1] x[i]     + K[3] x[i + 1]
+    dx[2 j + b] = sum over taps t with t = 2 (j - i) + b + lo of  w[t] g[i]
 
-(measured from `jax.lax.conv_transpose`), so each output parity is a stride-1
-convolution with a 2-tap slice of the kernel, and the parities interleave.
+is a stride-1 convolution of g with the taps of one parity of the kernel;
+the parities interleave. `strided_conv_input_grad` does this for any
+kernel and padding of a stride-2 convolution on even sides.
+
+- `Conv`: `flax.linen.Conv` ('SAME' padding) whose stride-2 case uses it for
+  its input gradient on CPU (`conv_stride2`, a `jax.custom_vjp`).
+- `ConvTranspose`: `flax.linen.ConvTranspose` whose stride-2, kernel-4 case
+  is its forward pass (a transposed convolution is the input gradient of
+  the convolution with the flipped kernel).
+
+Other backends keep XLA's own convolutions (`jax.lax.platform_dependent`).
+Measured in `experiments/benchmarks/conv_transpose_speed.py`.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Callable
 
@@ -25,12 +34,84 @@ import jax.numpy as jnp
 
 Dtype = Any
 
-# Per output parity r: the kernel taps used and the input padding (lo, hi).
-_SUBPIXEL_TAPS = {0: ((0, 2), (1, 0)), 1: ((1, 3), (0, 1))}
+# XLA's CPU input gradient of a stride-2 convolution is fine on small inputs
+# and ten times slower than the sub-pixel one from about 2M elements (batch
+# 4 at 128x128x32 and 256x256x16, batch 16 at 128x128x8), 1.2x faster below
+# 1M; `experiments/benchmarks/conv_transpose_speed.py` measures both.
+SUBPIXEL_GRAD_MIN_ELEMENTS = 2**21
+
+_DIMS = {n: (f'N{"DHW"[-n:]}C', f'{"DHW"[-n:]}IO', f'N{"DHW"[-n:]}C')
+         for n in (1, 2, 3)}
+
+
+def _interleave(parts: list[jax.Array], n: int) -> jax.Array:
+  """2^n arrays (B, *spatial, C), one per parity in `itertools.product`
+  order -> (B, *(2 * spatial), C) with out[..., 2 i + r, ...] = parts[r]."""
+  y = jnp.stack(parts, axis=-2)
+  batch, sizes = y.shape[0], y.shape[1:1 + n]
+  y = y.reshape((batch,) + sizes + (2,) * n + (y.shape[-1],))
+  order = [0]
+  for axis in range(n):
+    order += [1 + axis, 1 + n + axis]
+  y = y.transpose(order + [1 + 2 * n])
+  return y.reshape((batch,) + tuple(2 * s for s in sizes) + (y.shape[-1],))
+
+
+def strided_conv_input_grad(g: jax.Array, kernel: jax.Array,
+                            padding: tuple[tuple[int, int], ...],
+                            input_sides: tuple[int, ...]) -> jax.Array:
+  """The input gradient of a stride-2 convolution, by sub-pixel convolution.
+
+  Equals `vjp(lambda x: lax.conv_general_dilated(x, kernel, (2,) * n,
+  padding), x)(g)` (NHWC / HWIO), using only stride-1 convolutions.
+
+  Args:
+    g: (B, *out_sides, Cout), the gradient of the convolution's output.
+    kernel: (*k, Cin, Cout).
+    padding: the forward convolution's (lo, hi) per spatial axis.
+    input_sides: the forward input's spatial sides, all even.
+
+  Returns:
+    (B, *input_sides, Cin).
+  """
+  n = g.ndim - 2
+  if any(side % 2 for side in input_sides):
+    raise ValueError(f'sub-pixel gradient needs even sides, got '
+                     f'{input_sides}')
+  parts = []
+  for parity in itertools.product((0, 1), repeat=n):
+    sub, pads = kernel, []
+    for axis, r in enumerate(parity):
+      lo = padding[axis][0]
+      # Input 2 j + r takes output i through tap t = 2 (j - i) + r + lo;
+      # taps in descending order read g at ascending offsets.
+      taps = [t for t in range(kernel.shape[axis]) if (t - r - lo) % 2 == 0]
+      taps.reverse()
+      if not taps:
+        break
+      sub = jnp.take(sub, jnp.asarray(taps), axis=axis)
+      first_offset = (r + lo - taps[0]) // 2
+      pad_lo = -first_offset
+      pad_hi = input_sides[axis] // 2 - g.shape[1 + axis] - pad_lo + (
+          len(taps) - 1)
+      pads.append((pad_lo, pad_hi))
+    if len(pads) < n:  # no tap reaches this parity (e.g. 1x1 kernels)
+      parts.append(jnp.zeros(
+          (g.shape[0],) + tuple(s // 2 for s in input_sides) +
+          (kernel.shape[-2],), g.dtype))
+      continue
+    parts.append(jax.lax.conv_general_dilated(
+        g, jnp.swapaxes(sub, -1, -2).astype(g.dtype), (1,) * n, pads,
+        dimension_numbers=_DIMS[n]))
+  return _interleave(parts, n)
 
 
 def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Equals `lax.conv_transpose(x, kernel, (2,) * n, 'SAME')` for kernel 4.
+
+  A transposed convolution is the input gradient of the stride-2
+  convolution with the spatially flipped kernel (inputs and outputs
+  swapped); for kernel 4 and 'SAME', that convolution pads (1, 1).
 
   Args:
     x: (B, *spatial, Cin) with n spatial dims.
@@ -43,24 +124,81 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
   if kernel.shape[:n] != (4,) * n:
     raise ValueError(f'sub-pixel path needs a 4-wide kernel, got '
                      f'{kernel.shape[:n]}')
-  spatial = ''.join('DHW'[-n:])
-  dims = (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C')
-  outs = []
-  for parity in itertools.product((0, 1), repeat=n):
-    sub = kernel
-    for axis, r in enumerate(parity):
-      sub = jnp.take(sub, jnp.asarray(_SUBPIXEL_TAPS[r][0]), axis=axis)
-    pads = [_SUBPIXEL_TAPS[r][1] for r in parity]
-    outs.append(jax.lax.conv_general_dilated(
-        x, sub.astype(x.dtype), (1,) * n, pads, dimension_numbers=dims))
-  # (2,)*n parities -> interleave: out[..., 2 i + r, ...] = outs[r][..., i].
-  y = jnp.stack(outs, axis=-2).reshape(x.shape[:-1] + (2,) * n + (-1,))
-  batch, sizes = x.shape[0], x.shape[1:-1]
-  order = [0]
-  for axis in range(n):
-    order += [1 + axis, 1 + n + axis]
-  y = y.transpose(order + [1 + 2 * n])
-  return y.reshape((batch,) + tuple(2 * s for s in sizes) + (y.shape[-1],))
+  flipped = jnp.swapaxes(kernel[(slice(None, None, -1),) * n], -1, -2)
+  return strided_conv_input_grad(x, flipped, ((1, 1),) * n,
+                                 tuple(2 * s for s in x.shape[1:-1]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_stride2(x: jax.Array, kernel: jax.Array,
+                 padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, (2,) * n, padding)`, channels
+  last, whose input gradient is `strided_conv_input_grad` on CPU.
+  x: (B, *sides, Cin) with even sides; kernel: (*k, Cin, Cout)."""
+  n = x.ndim - 2
+  return jax.lax.conv_general_dilated(x, kernel, (2,) * n, padding,
+                                      dimension_numbers=_DIMS[n])
+
+
+def _conv_stride2_fwd(x, kernel, padding):
+  return conv_stride2(x, kernel, padding), (x, kernel)
+
+
+def _conv_stride2_bwd(padding, residuals, g):
+  x, kernel = residuals
+  n = x.ndim - 2
+  conv = lambda x, kernel: jax.lax.conv_general_dilated(  # noqa: E731
+      x, kernel, (2,) * n, padding, dimension_numbers=_DIMS[n])
+  dx = jax.lax.platform_dependent(
+      g, kernel,
+      cpu=lambda g, kernel: strided_conv_input_grad(
+          g, kernel, padding, x.shape[1:-1]).astype(x.dtype),
+      default=lambda g, kernel: jax.vjp(lambda x: conv(x, kernel), x)[1](g)[0])
+  dkernel = jax.vjp(lambda kernel: conv(x, kernel), kernel)[1](g)[0]
+  return dx, dkernel
+
+
+conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
+
+
+class Conv(nn.Module):
+  """`nn.Conv` with 'SAME' padding: the same parameters ('kernel' (*k, Cin,
+  features), 'bias') and, named `Conv`, the same auto-names, so checkpoints
+  of either load in the other. Stride 2 on even sides of at least
+  `SUBPIXEL_GRAD_MIN_ELEMENTS` inputs runs `conv_stride2`.
+  """
+  features: int
+  kernel_size: tuple[int, ...]
+  strides: tuple[int, ...] | None = None
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    n = len(self.kernel_size)
+    strides = tuple(self.strides or (1,) * n)
+    kernel = self.param('kernel', self.kernel_init,
+                        tuple(self.kernel_size) + (x.shape[-1], self.features),
+                        self.param_dtype)
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    sides = x.shape[1:-1]
+    padding = tuple(jax.lax.padtype_to_pads(sides, self.kernel_size, strides,
+                                            'SAME'))
+    if (all(s == 2 for s in strides) and not any(s % 2 for s in sides)
+        and x.size >= SUBPIXEL_GRAD_MIN_ELEMENTS):
+      y = conv_stride2(x, kernel, padding)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                       dimension_numbers=_DIMS[n])
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,),
+                        self.param_dtype)
+      y = y + bias.astype(dtype)
+    return y
 
 
 class ConvTranspose(nn.Module):
@@ -159,8 +297,8 @@ def conv_layer(norm: str, train: bool, features: int, kernel_size,
                strides=None, use_bias=True, dtype=None) -> Callable:
   """A convolution, spectrally normalised when `norm == 'spectral'`."""
   ndim = len(kernel_size)
-  conv = nn.Conv(features, kernel_size, strides or (1,) * ndim,
-                 padding='SAME', use_bias=use_bias, dtype=dtype)
+  conv = Conv(features, kernel_size, strides or (1,) * ndim,
+              use_bias=use_bias, dtype=dtype)
   if norm != 'spectral':
     return conv
   spectral = SpectralConv(conv)

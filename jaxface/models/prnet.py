@@ -77,8 +77,8 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = lambda c, k, s: nn.Conv(  # noqa: E731
-        c, (k, k), (s, s), padding='SAME', use_bias=False, dtype=self.dtype)
+    conv = lambda c, k, s: layers.Conv(  # noqa: E731
+        c, (k, k), (s, s), use_bias=False, dtype=self.dtype)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = conv(self.features, 1, self.strides)(x)

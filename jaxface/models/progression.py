@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxface.models import discriminators
+from jaxface.models import layers
 
 CELLS = ('gru', 'lstm')
 
@@ -29,7 +30,7 @@ class FrameEncoder(nn.Module):
   def __call__(self, frames):
     x = frames.astype(self.dtype or frames.dtype)
     for c in self.channels:
-      x = nn.Conv(c, (3, 3), (2, 2), padding='SAME', dtype=self.dtype)(x)
+      x = layers.Conv(c, (3, 3), (2, 2), dtype=self.dtype)(x)
       x = nn.GroupNorm(num_groups=None, group_size=1, dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
     x = jnp.mean(x, axis=(1, 2))

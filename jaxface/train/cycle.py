@@ -10,8 +10,9 @@ pretraining phase) or from scratch. Each step runs two pure phase functions:
   once the pool is full, half of each batch is replaced by older fakes.
 - `generator_step`: PRNet minimises the weighted position-map loss plus
   `cycle.adversarial_weight` x the adversarial losses of both
-  discriminators (`cycle.gan_loss`: the second seed's 'percentage' is
-  "1 minus the discriminator's percentage").
+  discriminators, weighted `cycle.resnet_weight` and
+  `cycle.landmark_weight` (`cycle.gan_loss`: the second seed's
+  'percentage' is "1 minus the discriminator's percentage").
 
 Layout of the state: params / opt_state {'gen', 'disc'} where 'disc' holds
 both discriminators; batch_stats {'gen': PRNet's BatchNorm, 'disc':
@@ -211,7 +212,9 @@ class CycleTask(task_lib.Task):
       logit_r, logit_l, _ = self._judge(
           state.params['disc'], state.batch_stats['disc'], out, fake_lmk,
           False)
-      adv = (losses.generator_loss(logit_r, c.gan_loss) +
+      adv = (c.get('resnet_weight', 1.0) *
+             losses.generator_loss(logit_r, c.gan_loss) +
+             c.get('landmark_weight', 1.0) *
              losses.generator_loss(logit_l, c.gan_loss))
       total = position + c.adversarial_weight * adv
       return total, (updates['batch_stats'], out, fake_lmk,

@@ -45,6 +45,7 @@ import numpy as np
 import tqdm
 
 from jaxface import files
+from jaxface import losses
 from jaxface.data import augment as augment_lib
 from jaxface.data import padding
 from jaxface.data import pipeline
@@ -86,6 +87,10 @@ def _check_config(config) -> None:
     problems.append(f'config.train.profile_steps must be (FIRST, LAST) with '
                     f'1 <= FIRST <= LAST, or (0, 0) for none; got '
                     f'{(first, last)!r}')
+  mask = config.loss.get('mask', 'prnet')
+  if mask not in losses.MASKS:
+    problems.append(f'config.loss.mask must be one of {losses.MASKS}, got '
+                    f'{mask!r}')
   for name in ('global_batch_size', 'eval_batch_size'):
     if config.data[name] < 1:
       problems.append(f'config.data.{name} must be >= 1, got '

@@ -84,7 +84,10 @@ class ReconTask(task_lib.Task):
         self.config.model, compute_dtype(self.config.model.dtype))
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
-    self.weight = jnp.asarray(self.layout.weight_mask(self.resolution))
+    mask = self.layout.weight_mask(self.resolution)
+    if self.config.loss.get('mask', 'prnet') == 'uniform':
+      mask = (mask > 0).astype(np.float32)
+    self.weight = jnp.asarray(mask)
     self.landmark_uv = jnp.asarray(self.layout.landmark_uv)
     if self.mix_scheme is not None:
       self.mix_uv = jnp.asarray(self.mix_scheme.uv(self.layout))

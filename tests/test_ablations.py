@@ -1,0 +1,118 @@
+"""The ablation runner: statistics, tables and a tiny study end to end."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_pipelines import synthetic
+from experiments.ablations import recon_metrics
+from experiments.ablations import runner
+
+R = 32
+
+
+def test_difference_interval_against_a_hand_computed_example():
+  # a = 1, 2, 3 and b = 4, 5, 6: difference -3; each variance of the mean
+  # 1/3, so the standard error is sqrt(2/3) = 0.816497 with Welch's
+  # (2/3)^2 / (2 (1/3)^2 / 2) = 4 degrees of freedom; t(0.975, 4) =
+  # 2.776445 (tables), half-width 2.266966.
+  got = runner.difference_interval([1, 2, 3], [4, 5, 6])
+  assert got['diff'] == pytest.approx(-3.0)
+  assert got['low'] == pytest.approx(-5.266966, abs=1e-5)
+  assert got['high'] == pytest.approx(-0.733034, abs=1e-5)
+  # One run on a side: a difference but no interval.
+  assert runner.difference_interval([1.0], [2.0, 3.0]) == {
+      'diff': -1.5, 'low': None, 'high': None}
+  assert runner.difference_interval([], [2.0])['diff'] is None
+  stats = runner.mean_std([1.0, 2.0, 6.0, float('nan')])
+  assert stats == {'mean': 3.0, 'std': pytest.approx(np.sqrt(7.0)), 'n': 3}
+
+
+def test_lookup_reads_dotted_paths():
+  report = {'nme_2d': {'mean_of_bins': 0.5}, 'pose_error': {'mean': None}}
+  assert runner.lookup(report, 'nme_2d.mean_of_bins') == 0.5
+  assert runner.lookup(report, 'pose_error.mean') is None
+  assert runner.lookup(report, 'dense_nme.mean') is None
+
+
+@pytest.fixture(scope='module')
+def study_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('ablation')
+  data = str(root / 'data')
+  synthetic.synthesize(data, synthetic.SynthConfig(
+      resolution=R, identities=(('train', 4), ('test', 2))),
+                       {'recon': {'train': 16, 'test': 8}}, progress=False)
+  study = runner.Study(
+      name='tiny', title='tiny study',
+      config='experiments/configs/quickstart.py',
+      variants=(runner.Variant('base', ()),
+                runner.Variant('l1', ('loss.position=l1',)),
+                runner.Variant('broken', ('optimizer.lr=-1.0',))),
+      metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
+      scales={'tiny': runner.Scale(
+          overrides=('model.width=0.125', 'data.global_batch_size=8',
+                     'data.eval_batch_size=8', 'train.num_steps=2',
+                     'optimizer.warmup_steps=0',
+                     'train.log_every=1', 'train.eval_every=2',
+                     'train.checkpoint_every=2'),
+          data=recon_metrics.CPU_DATA)},
+      seeds=(0, 1))
+  out = str(root / 'results')
+  argv = ['--scale', 'tiny', '--runs', str(root / 'runs'), '--data', data,
+          '--out', out]
+  results = runner.main(study, argv)
+  return study, results, out, argv
+
+
+@pytest.mark.slow
+def test_study_writes_a_table_that_matches_its_json(study_run):
+  study, results, out, _ = study_run
+  for name in runner.RESULTS:
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, 'results.json')) as f:
+    stored = json.load(f)
+  assert stored['table'] == json.loads(json.dumps(results['table']))
+  table = open(os.path.join(out, 'results.md')).read()
+  assert 'python -m experiments.ablations.tiny --scale tiny' in table
+  for name in ('base', 'l1'):
+    runs = stored['runs'][name]
+    assert [r['status'] for r in runs] == ['ok', 'ok']
+    for metric in study.metrics:
+      values = [r['metrics'][metric.path] for r in runs]
+      stats = stored['table'][name]['metrics'][metric.path]
+      if None in values:  # not measured on these records
+        continue
+      assert stats['mean'] == pytest.approx(np.mean(values))
+      assert stats['std'] == pytest.approx(np.std(values, ddof=1))
+      # The table prints the mean (times the metric's scale) of each row.
+      row = next(line for line in table.splitlines()
+                 if line.startswith(f'| {name} |'))
+      assert f'{np.mean(values) * metric.scale:.4g}' in row
+  diff = stored['table']['l1']['metrics']['nme_2d.mean_of_bins']
+  assert diff['vs_baseline']['diff'] == pytest.approx(
+      stored['table']['l1']['metrics']['nme_2d.mean_of_bins']['mean'] -
+      stored['table']['base']['metrics']['nme_2d.mean_of_bins']['mean'])
+
+
+@pytest.mark.slow
+def test_a_failing_variant_is_reported_not_fatal(study_run):
+  _, results, out, _ = study_run
+  broken = results['runs']['broken']
+  assert [r['status'] for r in broken] == ['failed', 'failed']
+  assert all('lr must be > 0' in r['error'] for r in broken)
+  row = next(line for line in open(os.path.join(out, 'results.md'))
+             if line.startswith('| broken |'))
+  assert '0/2 (failed: training: ValueError' in row
+
+
+@pytest.mark.slow
+def test_a_finished_study_is_not_retrained(study_run):
+  study, _, out, argv = study_run
+  again = runner.main(dataclasses.replace(
+      study, variants=study.variants[:2]), argv)
+  for runs in again['runs'].values():
+    assert all(r['train_seconds'] == 0 for r in runs)
+    assert all(r['status'] == 'ok' for r in runs)
