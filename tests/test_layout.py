@@ -182,6 +182,13 @@ def test_tasks_use_the_layout_they_are_given(made_up_data):
                          32, MADE_UP)
   np.testing.assert_array_equal(cycle.recon.landmark_uv, MADE_UP.landmark_uv)
   np.testing.assert_array_equal(cycle.recon.weight, MADE_UP.weight_mask(32))
+  # The uniform mask: 1 on the texels PRNet's mask weighs, 0 elsewhere.
+  uniform = loop.make_task(_config(CYCLE, made_up_data, 'model.width=0.125',
+                                   'loss.mask=uniform'), 32, MADE_UP)
+  weights = MADE_UP.weight_mask(32)
+  assert len(np.unique(weights)) > 2  # several weights: a real test
+  np.testing.assert_array_equal(uniform.recon.weight,
+                                (weights > 0).astype(np.float32))
   gan = loop.make_task(_config(FACEGEN, made_up_data,
                                *workdirs.SMALL_FACEGEN), 32, MADE_UP)
   np.testing.assert_array_equal(gan.weight, MADE_UP.weight_mask(32))

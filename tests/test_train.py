@@ -267,8 +267,10 @@ def test_clear_errors_before_compiling(data, tmp_path):
   for override, message in (('optimizer.lr', 'optimizer.lr must be > 0'),
                             ('train.eval_every', 'eval_every must be'),
                             ('train.log_every', 'log_every must be'),
-                            ('train.keep_checkpoints', 'keep_checkpoints')):
-    value = -1.0 if override == 'optimizer.lr' else 0
+                            ('train.keep_checkpoints', 'keep_checkpoints'),
+                            ('loss.mask', r"loss.mask must be one of \('prnet', "
+                             r"'uniform'\), got 'none'")):
+    value = {'optimizer.lr': -1.0, 'loss.mask': 'none'}.get(override, 0)
     with pytest.raises(ValueError, match=message):
       loop.run(_config(data, **{override: value}), str(tmp_path / 'w4'))
   assert not os.path.exists(tmp_path / 'w4')  # refused before any write
@@ -475,7 +477,17 @@ def test_a_changed_config_is_listed_and_needs_allow_config_change(
   summary = loop.run(config, workdir, allow_config_change=True)
   assert summary['start_step'] == 2 and summary['steps'] == 4
   with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['train']['num_steps'] == 4
+    stored = json.load(f)
+  assert stored['train']['num_steps'] == 4
+  # A key added after the run was written reads as the value the code gave
+  # it then ('prnet'): resuming with that value is no change.
+  del stored['loss']['mask']
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(stored, f)
+  assert loop.run(config, workdir)['steps'] == 4
+  with pytest.raises(ValueError, match="loss.mask: 'prnet' -> 'uniform'"):
+    loop.run(_config(data, **{'train.num_steps': 4, 'loss.mask': 'uniform'}),
+             workdir)
 
 
 def test_retention_keeps_the_last_n_of_every_kind_and_the_best(tmp_path):

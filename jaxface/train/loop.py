@@ -353,6 +353,10 @@ _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'data.worker_count',
                    'data.eval_batch_size')
 _FIXED_ON_RESUME = ('task', 'model')  # top-level keys
+# Keys added after runs were written, with the value the code gives them when
+# a stored config lacks them: a resume with that value changes nothing.
+_ADDED_KEYS = {'loss.mask': 'prnet', 'cycle.resnet_weight': 1.0,
+               'cycle.landmark_weight': 1.0}
 
 
 def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -391,6 +395,8 @@ def _check_resume(config, workdir: str, model_info: dict,
     raise ValueError(f'{path} is not valid JSON ({e}); move it away to '
                      'resume without comparing configs') from e
   current = _flat(json.loads(config.to_json_best_effort()))
+  stored = {**{k: v for k, v in _ADDED_KEYS.items() if k in current},
+            **stored}
   changed = sorted(k for k in set(stored) | set(current)
                    if stored.get(k, '<unset>') != current.get(k, '<unset>')
                    and k not in _FREE_ON_RESUME)
