@@ -143,10 +143,7 @@ def check_args(args) -> None:
     if value < low:
       raise ValueError(f'{flag} must be >= {low}, got {value}')
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
-  multiple = prnet.RESOLUTION_MULTIPLE
-  if args.resolution < multiple or args.resolution % multiple:
-    raise ValueError(f'--resolution must be a positive multiple of '
-                     f'{multiple} (PRNet), got {args.resolution}')
+  prnet.check_resolution(args.resolution, '--resolution')
   if not args.width > 0:
     raise ValueError(f'--width must be > 0, got {args.width}')
   if args.peak_flops is not None and not args.peak_flops > 0:

@@ -48,6 +48,16 @@ HEADS = ('prnet', 'conv')
 RESOLUTION_MULTIPLE = 32
 
 
+def check_resolution(resolution: int, what: str = 'the resolution') -> int:
+  """`resolution` if PRNet takes crops of that side, else a ValueError
+  naming `what` (e.g. '--resolution')."""
+  if resolution < RESOLUTION_MULTIPLE or resolution % RESOLUTION_MULTIPLE:
+    raise ValueError(f'{what} must be a positive multiple of '
+                     f'{RESOLUTION_MULTIPLE} (PRNet halves it five times), '
+                     f'got {resolution}')
+  return resolution
+
+
 def _bn(train: bool, dtype, momentum: float) -> nn.BatchNorm:
   # TensorFlow's batch_norm epsilon, as PRNet trained with it. The two-pass
   # variance: E[x^2] - E[x]^2 cancels badly, and then depends on the
@@ -122,9 +132,9 @@ class PRNet(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     resolution = images.shape[1]
-    if images.shape[1] != images.shape[2] or resolution % RESOLUTION_MULTIPLE:
-      raise ValueError(f'PRNet needs square inputs with a side divisible by '
-                       f'{RESOLUTION_MULTIPLE}, got {images.shape[1:3]}')
+    if images.shape[1] != images.shape[2]:
+      raise ValueError(f'PRNet needs square inputs, got {images.shape[1:3]}')
+    check_resolution(resolution, 'the input side')
     x = images.astype(self.dtype or images.dtype)
     if self.coords:
       x = _with_coordinate_channels(x)

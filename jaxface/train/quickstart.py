@@ -73,11 +73,7 @@ def check_arguments(workdir: str, resolution: int) -> None:
   """Raises unless the workdir can be written and PRNet takes crops of side
   `resolution` (a positive multiple of 32): before anything is rendered."""
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
-  multiple = prnet.RESOLUTION_MULTIPLE
-  if resolution < multiple or resolution % multiple:
-    raise ValueError(f'--resolution must be a positive multiple of '
-                     f'{multiple} (PRNet halves it five times), got '
-                     f'{resolution}')
+  prnet.check_resolution(resolution, '--resolution')
   files.check_output_folder(workdir, '--workdir')
 
 

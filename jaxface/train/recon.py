@@ -76,10 +76,7 @@ class ReconTask(task_lib.Task):
     return cls(config, resolution, tx, layout, mix_scheme)
 
   def __post_init__(self):
-    if self.resolution % prnet_lib.RESOLUTION_MULTIPLE:
-      raise ValueError(f'PRNet needs a resolution divisible by '
-                       f'{prnet_lib.RESOLUTION_MULTIPLE}; the dataset has '
-                       f'{self.resolution}')
+    prnet_lib.check_resolution(self.resolution, "the dataset's resolution")
     self.model = prnet_lib.from_config(
         self.config.model, compute_dtype(self.config.model.dtype))
     if self.layout is None:

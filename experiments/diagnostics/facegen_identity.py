@@ -1,0 +1,136 @@
+"""How much identity the face GAN's condition carries, without any GAN.
+
+  python -m experiments.diagnostics.facegen_identity --data data/mv32 \
+      [--workdir runs/facegen_quick]
+
+On a `multiview` dataset, measures on the held-out split:
+- the signal in the 31 geometric features: per feature, the share of its
+  variance that lies between identities (an intraclass correlation; the
+  rest is pose, expression and measurement);
+- the scale of the raw features (mean and spread): what a Dense layer sees
+  without standardisation;
+- the distance to the true face (mm, the face region, as `jaxface eval`)
+  and the identity classifier's Inception Score of: the mean training face,
+  a ridge regression from the standardised features to the canonical map
+  (fitted on the train split), the true faces, and, with --workdir, the
+  trained generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxface.data import shards
+from jaxface.eval import gen_eval
+from jaxface.eval import inception
+from jaxface.eval import recon_eval
+from jaxface.face import features as features_lib
+from jaxface.face import frames
+from jaxface.face import layout as layout_lib
+from jaxface.train import facegen as facegen_lib
+
+
+def load_split(data_dir: str, info: dict, split: str):
+  """(features (N, 31), maps (N, R, R, 3), identities (N,)) of a split."""
+  feats, maps, ids = [], [], []
+  stats: dict[str, int] = {}
+  for count, batch in recon_eval.split_batches(
+      data_dir, info, 'multiview', split, 64, None, False, stats):
+    feats.append(np.asarray(facegen_lib.batch_features(
+        {k: jnp.asarray(batch[k][:count]) for k in ('landmarks',
+                                                      'extra_points')})))
+    maps.append(np.asarray(batch['canonical_position_map'][:count]))
+    ids.append(np.asarray(batch['identity'][:count]))
+  return (np.concatenate(feats).astype(np.float64), np.concatenate(maps),
+          np.concatenate(ids))
+
+
+def between_identity_share(feats: np.ndarray, ids: np.ndarray) -> np.ndarray:
+  """(F,) variance of the identity means / total variance, per feature."""
+  total = feats.var(axis=0)
+  means = np.stack([feats[ids == i].mean(axis=0) for i in ids])
+  return means.var(axis=0) / np.maximum(total, 1e-12)
+
+
+def ridge(x_train, y_train, x_test, alpha: float):
+  """Ridge regression with an intercept; returns predictions for x_test."""
+  mx, my = x_train.mean(0), y_train.mean(0)
+  xc, yc = x_train - mx, y_train - my
+  w = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
+  return (x_test - mx) @ w + my
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--data', required=True)
+  parser.add_argument('--workdir', default='')
+  parser.add_argument('--classifier', default='',
+                      help='a saved identity classifier (default: trained '
+                           'as jaxface eval does, into /tmp)')
+  args = parser.parse_args()
+  info = shards.read_dataset_info(args.data)
+  res = int(info['resolution'])
+  x_tr, y_tr, id_tr = load_split(args.data, info, 'train')
+  x_te, y_te, id_te = load_split(args.data, info, 'test')
+  print(f'{len(x_tr)} train records ({len(set(id_tr))} identities), '
+        f'{len(x_te)} test ({len(set(id_te))})')
+  share = between_identity_share(x_te, id_te)
+  order = np.argsort(share)
+  names = features_lib.FEATURE_NAMES
+  print('between-identity share of each feature\'s variance (test split): '
+        f'median {np.median(share):.2f}, min {share.min():.2f} '
+        f'({names[order[0]]}), max {share.max():.2f} ({names[order[-1]]})')
+  spread = x_tr.std(0) / np.abs(x_tr.mean(0))
+  print(f'raw features: |mean| {np.abs(x_tr.mean(0)).min():.3f} to '
+        f'{np.abs(x_tr.mean(0)).max():.3f}; std / |mean| median '
+        f'{np.median(spread):.3f} (what a Dense layer sees unstandardised)')
+
+  mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
+  z_tr, z_te = (x_tr - mu) / sd, (x_te - mu) / sd
+  flat_tr = y_tr.reshape(len(y_tr), -1).astype(np.float64)
+  # alpha by validation on the last fifth of the train identities
+  held = np.isin(id_tr, np.unique(id_tr)[-len(np.unique(id_tr)) // 5:])
+  face = layout_lib.layout_of_dataset(info).face_region(res)
+  mm = frames.canonical_mm_per_px(res)
+
+  def distance_mm(pred, true):
+    return float((np.linalg.norm(pred - true, axis=-1)[:, face].mean(1) *
+                  mm).mean())
+
+  best = None
+  for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
+    pred = ridge(z_tr[~held], flat_tr[~held], z_tr[held], alpha)
+    d = distance_mm(pred.reshape(y_tr[held].shape), y_tr[held])
+    best = min(best or (d, alpha), (d, alpha))
+  alpha = best[1]
+  predictions = {
+      'mean training face': np.broadcast_to(y_tr.mean(0), y_te.shape),
+      f'ridge on the features (alpha {alpha:g})': ridge(
+          z_tr, flat_tr, z_te, alpha).reshape(y_te.shape).astype(np.float32),
+      'true faces': y_te,
+  }
+  if args.workdir:
+    from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+    model = trained_lib.load(args.workdir)
+    module, variables = trained_lib.facegen(model)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
+        jnp.arange(len(x_te)))
+    predictions['the generator'] = np.asarray(gen_eval._generate(  # pylint: disable=protected-access
+        module, variables, jnp.asarray(x_te, jnp.float32), keys))
+  bundle = gen_eval._classifier(  # pylint: disable=protected-access
+      args.classifier or None, '/tmp/facegen_identity_classifier', args.data,
+      info, res, True)
+  print('| prediction | distance to the true face (mm) | Inception Score |')
+  print('|---|---|---|')
+  for name, pred in predictions.items():
+    probs, _ = inception.classify(bundle, np.ascontiguousarray(pred))
+    score = inception.inception_score(probs, min(10, len(probs)))[0]
+    print(f'| {name} | {distance_mm(pred, y_te):.2f} | {score:.2f} |')
+
+
+if __name__ == '__main__':
+  main()
