@@ -302,6 +302,32 @@ def test_feature_encoder_is_128_leaky_relu():
                              rtol=1e-5, atol=1e-6)
 
 
+def test_feature_encoder_standardises_its_features():
+  # Training mode: each feature standardised over the batch, so a per-feature
+  # scale and shift of the inputs (raw ratios of very different sizes)
+  # changes nothing; after training, the running averages are used.
+  enc = models.FeatureEncoder(normalize=True)
+  x = jax.random.normal(KEY, (16, 31))
+  scale = jnp.linspace(0.3, 3.0, 31)
+  shifted = x * scale + jnp.linspace(-1.0, 2.0, 31)
+  variables = _init(enc, x)
+  train = lambda v, x: enc.apply(v, x, train=True,  # noqa: E731
+                                 mutable=['batch_stats'])
+  out, _ = train(variables, x)
+  out_shifted, updates = train(variables, shifted)
+  np.testing.assert_allclose(out, out_shifted, rtol=2e-3, atol=2e-3)
+  stats = updates['batch_stats']['BatchNorm_0']
+  np.testing.assert_allclose(stats['mean'], 0.01 * jnp.mean(shifted, 0),
+                             rtol=1e-4, atol=1e-6)
+  assert 'scale' not in variables['params'].get('BatchNorm_0', {})
+  # Eval mode with fresh statistics (mean 0, var 1): the raw features.
+  plain = models.FeatureEncoder()
+  np.testing.assert_allclose(
+      enc.apply(variables, shifted), plain.apply(
+          {'params': {'Dense_0': variables['params']['Dense_0']}}, shifted),
+      rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize('head, shape', [('uv', (64, 64, 3)),
                                          ('voxel', (64, 64, 64, 1))])
 def test_face_gan_full_size_shapes(head, shape):
@@ -372,6 +398,20 @@ def test_attention_flag_adds_exactly_the_attention_parameters():
   assert _count(p_with) - _count(p_without) == 4 * _se_params(16)
   assert 'SqueezeExcite_0' in p_with['UpBlock_0']
   assert 'SqueezeExcite_0' not in p_without['UpBlock_0']
+
+
+def test_code_every_stage_widens_exactly_the_up_blocks_inputs():
+  features, noise = jnp.zeros((1, 31)), jnp.zeros((1, 128))
+  plain = models.FaceGenerator(size=16, base_channels=32)
+  every = models.FaceGenerator(size=16, base_channels=32,
+                               code_every_stage=True)
+  p_plain = jax.eval_shape(lambda: _init(plain, features, noise))['params']
+  p_every = jax.eval_shape(lambda: _init(every, features, noise))['params']
+  # Two up blocks (4 -> 8 -> 16) with 4x4 kernels, 16 output channels each:
+  # 128 more input channels (the code) each.
+  assert _count(p_every) - _count(p_plain) == 2 * 4 * 4 * 128 * 16
+  assert p_every['UpBlock_0']['ConvTranspose_0']['kernel'].shape == (
+      4, 4, 32 + 128, 16)
 
 
 def test_generator_is_deterministic_and_uses_noise():

@@ -38,6 +38,8 @@ def get_config():
       noise_dim=128,            # z
       attention=True,           # channel attention in both networks
       num_residual=2,
+      feature_norm=False,       # standardise the features in Phi
+      code_every_stage=False,   # the code into every upsampling block
       gen_norm='batch',
       disc_norm='instance',     # none | layer | instance | spectral | batch
       gan_loss='nonsaturating',  # lsgan | nonsaturating | hinge | percentage

@@ -41,12 +41,24 @@ def _lrelu(x):
 
 
 class FeatureEncoder(nn.Module):
-  """Phi: (B, F) geometric features -> (B, features) code."""
+  """Phi: (B, F) geometric features -> (B, features) code.
+
+  `normalize`: standardise each feature first (BatchNorm without scale and
+  offset: batch statistics in training, running averages after). The
+  features are ratios of distances and areas with means from 0.03 to 1.3
+  and spreads of about a third of their means; raw, the Dense layer's
+  output is mostly the same for every face.
+  """
   features: int = 128
+  normalize: bool = False
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    if self.normalize:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                       use_scale=False, use_bias=False, dtype=self.dtype,
+                       use_fast_variance=False)(x)
     return _lrelu(nn.Dense(self.features, dtype=self.dtype)(x))
 
 
@@ -92,6 +104,14 @@ class UpBlock(nn.Module):
     return x
 
 
+def _with_tiled(x, code):
+  """(B, *spatial, C), (B, K) -> (B, *spatial, C + K): the code repeated at
+  every position."""
+  tiled = jnp.broadcast_to(code.reshape((code.shape[0],) + (1,) * (
+      x.ndim - 2) + (code.shape[-1],)), x.shape[:-1] + (code.shape[-1],))
+  return jnp.concatenate([x, tiled.astype(x.dtype)], axis=-1)
+
+
 def _check_size(size: int, what: str) -> int:
   if size < 8 or size & (size - 1):
     raise ValueError(f'{what} must be a power of two >= 8, got {size}')
@@ -109,6 +129,9 @@ class FaceGenerator(nn.Module):
     attention: channel attention in the blocks.
     norm: normalisation of the generator blocks ('batch' as DCGAN).
     num_residual: extra residual blocks (2 in the paper).
+    feature_norm: standardise the features in Phi (`FeatureEncoder`).
+    code_every_stage: concatenate Phi's code, tiled over space, to the
+      input of every upsampling block (not only to the noise at the start).
     dtype: compute dtype.
 
   Call: `(features (B, F), noise (B, noise_dim), train)` -> 'uv':
@@ -122,6 +145,8 @@ class FaceGenerator(nn.Module):
   attention: bool = True
   norm: str = 'batch'
   num_residual: int = 2
+  feature_norm: bool = False
+  code_every_stage: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -133,7 +158,8 @@ class FaceGenerator(nn.Module):
                        f'{noise.shape[-1]}')
     steps = _check_size(self.size, 'size')
     ndim = 2 if self.head == 'uv' else 3
-    code = FeatureEncoder(self.code_dim, self.dtype)(features)
+    code = FeatureEncoder(self.code_dim, self.feature_norm, self.dtype)(
+        features, train)
     h = jnp.concatenate([code, noise.astype(code.dtype)], axis=-1)
     channels = self.base_channels
     x = nn.Dense(4**ndim * channels, dtype=self.dtype)(h)
@@ -142,6 +168,8 @@ class FaceGenerator(nn.Module):
     x = _lrelu(x if norm is None else norm(x))
     for step in range(steps):
       channels = max(16, channels // 2)
+      if self.code_every_stage:
+        x = _with_tiled(x, code)
       x = UpBlock(channels, self.norm, self.attention, self.dtype)(x, train)
       if step < self.num_residual:
         x = ResidualBlock(self.norm, self.attention, self.dtype)(x, train)
@@ -165,6 +193,7 @@ class FaceDiscriminator(nn.Module):
     compress_dim: size of the vector the 4 x 4 features are compressed to.
     norm: 'instance' by default (no batch statistics), or 'spectral', ...
     attention: channel attention at the conditioning stage.
+    feature_norm: standardise the features in Phi (`FeatureEncoder`).
 
   Call: `(x, features (B, F), train) -> (logits (B,), feature_maps)` where
   feature_maps is a tuple of the activations after each stage, coarsening.
@@ -176,6 +205,7 @@ class FaceDiscriminator(nn.Module):
   compress_dim: int = 256
   norm: str = 'instance'
   attention: bool = True
+  feature_norm: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -186,7 +216,8 @@ class FaceDiscriminator(nn.Module):
     size = x.shape[1]
     steps = _check_size(size, 'input size')
     x = x.astype(self.dtype or x.dtype)
-    code = FeatureEncoder(self.code_dim, self.dtype)(features)
+    code = FeatureEncoder(self.code_dim, self.feature_norm, self.dtype)(
+        features, train)
     cond = nn.Dense(self.cond_dim, dtype=self.dtype)(code)
     maps = []
     channels = self.base_channels
@@ -198,10 +229,7 @@ class FaceDiscriminator(nn.Module):
         x = x if norm is None else norm(x)
       x = _lrelu(x)
       if x.shape[1] == min(8, size // 2):
-        tiled = jnp.broadcast_to(
-            cond.reshape((cond.shape[0],) + (1,) * ndim + (self.cond_dim,)),
-            x.shape[:-1] + (self.cond_dim,)).astype(x.dtype)
-        x = jnp.concatenate([x, tiled], axis=-1)
+        x = _with_tiled(x, cond)
         x = layers.conv_layer(self.norm, train, channels, (3,) * ndim,
                               dtype=self.dtype)(x)
         x = _lrelu(x)

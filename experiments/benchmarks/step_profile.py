@@ -1,0 +1,99 @@
+"""Where the PRNet train step's time goes, per XLA operation.
+
+  python -m experiments.benchmarks.step_profile --resolution 256 --batch 4
+
+Compiles `jaxface bench`'s train step (the prnet_pretrain task), traces a
+few steps with `jax.profiler` (a Perfetto trace), and sums each XLA
+operation's time per step. Operations are named from the compiled HLO:
+convolutions (XLA's own, or fused into a YNNPACK / oneDNN call), layout
+copies (transposes that put a tensor in the layout a convolution wants),
+and the rest (BatchNorm, activations, Adam: elementwise and reductions);
+forward or backward from the operation's JAX name (layout copies that XLA
+inserts have none). Prints the totals and
+the `--top` most expensive operations with their shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import re
+import tempfile
+
+import jax
+
+from jaxface import bench
+from jaxface.train import loop
+
+_OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\S+) (.*)$', re.M)
+
+
+def _kind(name: str, rest: str) -> str:
+  if name.startswith(('convolution', 'conv_general_dilated')) or (
+      'ynn_fusion' in name or 'onednn' in name) and 'conv' in rest:
+    return 'convolution'
+  if name.startswith(('transpose', 'copy')):
+    return 'layout copy'
+  return 'other (norm, activation, optimiser)'
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--resolution', type=int, default=256)
+  parser.add_argument('--batch', type=int, default=4)
+  parser.add_argument('--width', type=float, default=1.0)
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--top', type=int, default=15)
+  args = parser.parse_args()
+  config = bench.train_config(args.width, 'float32', args.batch)
+  task = loop.make_task(config, args.resolution)
+  batch = jax.device_put(bench.random_batch(args.batch, args.resolution))
+  key = jax.random.key(0)
+  state = jax.jit(task.init_state)(key, batch)
+  step = jax.jit(lambda s, b: task.train_step(s, b, key), donate_argnums=0)
+  compiled = step.lower(state, batch).compile()
+  ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
+      compiled.as_text())}
+  for _ in range(2):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+    for _ in range(args.steps):
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+    jax.profiler.stop_trace()
+    path = glob.glob(f'{trace_dir}/**/*perfetto_trace.json.gz',
+                     recursive=True)[0]
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  per_op = collections.Counter()
+  for e in events:
+    if e.get('ph') == 'X' and e.get('name') in ops:
+      per_op[e['name']] += e['dur'] / 1e3 / args.steps  # ms per step
+  totals = collections.Counter()
+  for name, ms in per_op.items():
+    shape, rest = ops[name]
+    op_name = re.search(r'op_name="([^"]*)"', rest)
+    phase = ('no JAX name' if not op_name else 'backward' if 'transpose(' in
+             op_name.group(1) else 'forward')
+    totals[(_kind(name, rest), phase)] += ms
+  print(f'PRNet train step, {args.resolution}x{args.resolution}, batch '
+        f'{args.batch}, width {args.width}: {sum(per_op.values()):.0f} ms '
+        f'of XLA operations per step ({jax.devices()[0].device_kind})')
+  for (kind, phase), ms in totals.most_common():
+    print(f'  {ms:7.1f} ms  {kind}, {phase}')
+  print(f'the {args.top} most expensive operations:')
+  for name, ms in per_op.most_common(args.top):
+    shape, rest = ops[name]
+    op_name = re.search(r'op_name="([^"]*)"', rest)
+    where = op_name.group(1).replace('jit(<lambda>)/', '') if op_name else ''
+    print(f'  {ms:7.1f} ms  {name:28s} {shape:28s} {where[:70]}')
+
+
+if __name__ == '__main__':
+  main()
