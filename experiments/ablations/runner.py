@@ -183,25 +183,30 @@ def _one_line(e: BaseException) -> str:
   return f'{type(e).__name__}: {text}'[:300]
 
 
-def _finished(workdir: str, num_steps: int) -> bool:
+def _finished(workdir: str, num_steps: int) -> dict | None:
+  """The summary of a finished run in `workdir`, else None."""
   path = os.path.join(workdir, 'summary.json')
   if not os.path.isfile(path):
-    return False
+    return None
   with open(path) as f:
     summary = json.load(f)
-  return summary.get('steps', 0) >= num_steps and not summary.get('preempted')
+  done = summary.get('steps', 0) >= num_steps and not summary.get('preempted')
+  return summary if done else None
 
 
-def _train(config_path: str, overrides: Sequence[str], workdir: str) -> float:
-  """Trains unless finished; returns the seconds it took (0 if it was)."""
+def _train(config_path: str, overrides: Sequence[str], workdir: str
+           ) -> tuple[float, bool]:
+  """Trains unless finished: (seconds of its training, whether the run was
+  already finished)."""
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   config = config_lib.apply_overrides(config_lib.load_config(config_path),
                                       list(overrides))
-  if _finished(workdir, config.train.num_steps):
-    return 0.0
+  summary = _finished(workdir, config.train.num_steps)
+  if summary is not None:
+    return float(summary.get('wall_seconds', 0.0)), True
   start = time.perf_counter()
   loop.run(config, workdir)
-  return time.perf_counter() - start
+  return time.perf_counter() - start, False
 
 
 def _curve(workdir: str) -> list[tuple[int, float]]:
@@ -218,23 +223,27 @@ def run_one(study: Study, config_path: str, overrides: Sequence[str],
   """Trains and measures one run; never raises for the run's own failure.
 
   Returns {'status': 'ok' | 'failed', 'error', 'metrics' {path: value},
-  'train_seconds', 'eval_seconds', 'workdir'}.
+  'train_seconds' (of the run's training, also when it was already
+  finished), 'reused' (it was), 'eval_seconds', 'workdir'}.
   """
   out = {'workdir': workdir, 'status': 'ok', 'error': None, 'metrics': {},
-         'train_seconds': None, 'eval_seconds': None}
+         'train_seconds': None, 'reused': False, 'eval_seconds': None}
   stage = 'training'
   try:
-    out['train_seconds'] = _train(config_path, overrides, workdir)
+    out['train_seconds'], out['reused'] = _train(config_path, overrides,
+                                                 workdir)
     stage = 'evaluation'
     cached = os.path.join(workdir, EVAL_NAME)
     start = time.perf_counter()
-    if os.path.isfile(cached) and out['train_seconds'] == 0:
+    if os.path.isfile(cached) and out['reused']:
       with open(cached) as f:
         report = json.load(f)
     else:
       report = study.evaluate(workdir, data_dir)
+      report.setdefault('seconds', time.perf_counter() - start)
       files.write_json(cached, report, default=float)
-    out['eval_seconds'] = time.perf_counter() - start
+    out['eval_seconds'] = float(report.get('seconds',
+                                           time.perf_counter() - start))
     out['metrics'] = {m.path: lookup(report, m.path) for m in study.metrics}
   except KeyboardInterrupt:
     raise
@@ -312,10 +321,12 @@ def markdown(study: Study, results: dict) -> str:
   lines = [f'# {study.title}', '',
            f'`{results["command"]}` ({results["scale"]} scale, seeds '
            f'{", ".join(map(str, results["seeds"]))}; '
-           f'{results["wall_seconds"] / 60:.1f} min on '
-           f'{results["machine"]}, {results["date"]}). Lower is better for '
-           'every metric marked "(lower)". The first row is the baseline; '
-           'intervals: Welch\'s t over seeds.', '',
+           f'{results["run_seconds"] / 60:.1f} min of training and '
+           f'evaluation on '
+           f'{results["machine"]}, {results["date"]}'
+           f'{"" if results.get("complete", True) else "; in progress"}). '
+           'Lower is better for every metric marked "(lower)". The first '
+           'row is the baseline; intervals: Welch\'s t over seeds.', '',
            '| ' + ' | '.join(head) + ' |',
            '|' + '---|' * len(head)]
   variants = {v.name: v for v in study.variants}
@@ -412,6 +423,26 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
   start = time.perf_counter()
   runs = {v.name: [] for v in study.variants}
   curves = {v.name: [] for v in study.variants}
+  out = args.out or os.path.join(repo_root(), 'experiments', 'results',
+                                 study.name)
+
+  def results(complete: bool) -> dict:
+    return {
+        'study': study.name, 'title': study.title, 'scale': args.scale,
+        'command': 'python -m experiments.ablations.' + study.name + (
+            ' ' + shlex.join(argv) if argv else ''),
+        'complete': complete, 'seeds': seeds,
+        'date': time.strftime('%Y-%m-%d'),
+        'machine': f'{os.cpu_count()} CPU cores',
+        'wall_seconds': time.perf_counter() - start,
+        # training and evaluation of every run, also of runs reused here
+        'run_seconds': sum((r['train_seconds'] or 0) + (r['eval_seconds'] or 0)
+                           for rs in runs.values() for r in rs),
+        'base_config': study.config,
+        'scale_overrides': list(scale.overrides), 'data': data_dir,
+        'metrics': [dataclasses.asdict(m) for m in study.metrics],
+        'table': summarize(study, runs), 'runs': runs}
+
   for seed in seeds:
     seeded = [*common, f'seed={seed}']
     if scale.pretrain is not None:
@@ -433,21 +464,11 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
       runs[v.name].append({**result, 'seed': seed,
                            'overrides': list(v.overrides)})
       curves[v.name].append(_curve(workdir))
-  results = {
-      'study': study.name, 'title': study.title, 'scale': args.scale,
-      'command': 'python -m experiments.ablations.' + study.name + (
-          ' ' + shlex.join(argv) if argv else ''),
-      'seeds': seeds, 'date': time.strftime('%Y-%m-%d'),
-      'machine': f'{os.cpu_count()} CPU cores',
-      'wall_seconds': time.perf_counter() - start,
-      'base_config': study.config, 'scale_overrides': list(scale.overrides),
-      'data': data_dir,
-      'metrics': [dataclasses.asdict(m) for m in study.metrics],
-      'table': summarize(study, runs), 'runs': runs}
-  out = args.out or os.path.join(repo_root(), 'experiments', 'results',
-                                 study.name)
-  paths = write_results(study, results, curves, out)
-  print(markdown(study, results))
+      # The tables so far: a long study shows its results as they come.
+      write_results(study, results(False), curves, out)
+  final = results(True)
+  paths = write_results(study, final, curves, out)
+  print(markdown(study, final))
   for path in paths.values():
     print(f'  {path}')
-  return results
+  return final
