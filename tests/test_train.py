@@ -410,6 +410,30 @@ def test_image_pool_mixes_old_fakes_once_full(data):
   assert 0.3 < np.mean(swapped) < 0.7, swapped
 
 
+@pytest.mark.parametrize('resnet, landmark', [(0.0, 0.0), (0.0, 1.0)])
+def test_cycle_discriminator_weights_reach_the_generator_loss(
+    data, resnet, landmark):
+  # Each discriminator's judgement enters the generator's loss only with
+  # its weight: with both weights 0 the loss is the position loss.
+  config = config_lib.apply_overrides(config_lib.load_config(CYCLE), [
+      f'data.dir={data}', 'model.width=0.125', 'cycle.disc_width=0.125',
+      'cycle.pool_size=4', 'data.global_batch_size=8',
+      f'cycle.resnet_weight={resnet}', f'cycle.landmark_weight={landmark}'])
+  task = loop.make_task(config, 32)
+  batch = jax.tree.map(jnp.asarray, _first_batch(data))
+  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  _, (_, _, metrics) = jax.jit(task.generator_step)(state, batch)
+  gap = float(metrics['loss'] - metrics['position_loss'])
+  adversarial = float(metrics['adversarial_loss'])
+  np.testing.assert_allclose(
+      gap, config.cycle.adversarial_weight * adversarial, rtol=1e-4,
+      atol=1e-9)
+  if resnet == landmark == 0:
+    assert gap == 0.0 and adversarial == 0.0
+  else:
+    assert adversarial > 0
+
+
 # One writer, checks before writes, retention, failed saves (issue 13).
 
 
