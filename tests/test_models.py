@@ -414,27 +414,6 @@ def test_code_every_stage_widens_exactly_the_up_blocks_inputs():
       4, 4, 32 + 128, 16)
 
 
-def test_linear_path_starts_at_zero_and_adds_one_dense_map():
-  features = jax.random.normal(jax.random.key(2), (2, 31))
-  noise = jax.random.normal(jax.random.key(3), (2, 128))
-  plain = models.FaceGenerator(size=16, base_channels=32)
-  linear = models.FaceGenerator(size=16, base_channels=32, linear_path=True)
-  variables = _init(linear, features, noise)
-  params = dict(variables['params'])
-  dense = params.pop('Dense_1')
-  assert dense['kernel'].shape == (128, 16 * 16 * 3)
-  # Zero-initialised: the same output as the generator without it.
-  np.testing.assert_allclose(
-      _apply(linear, variables, features, noise),
-      _apply(plain, {**variables, 'params': params}, features, noise),
-      rtol=1e-6, atol=1e-6)
-  # The path is code -> map: a bias on it moves every output texel.
-  variables['params']['Dense_1'] = {**dense, 'bias': dense['bias'] + 1.0}
-  moved = _apply(linear, variables, features, noise)
-  assert np.all(np.asarray(moved) > np.asarray(
-      _apply(plain, {**variables, 'params': params}, features, noise)))
-
-
 def test_generator_is_deterministic_and_uses_noise():
   gen, _ = _small_gan('uv')
   features = jax.random.normal(jax.random.key(1), (2, 31))

@@ -40,7 +40,6 @@ def get_config():
       num_residual=2,
       feature_norm=False,       # standardise the features in Phi
       code_every_stage=False,   # the code into every upsampling block
-      linear_path=False,        # 'uv': a dense map of the code added to the output
       gen_norm='batch',
       disc_norm='instance',     # none | layer | instance | spectral | batch
       gan_loss='nonsaturating',  # lsgan | nonsaturating | hinge | percentage

@@ -132,11 +132,6 @@ class FaceGenerator(nn.Module):
     feature_norm: standardise the features in Phi (`FeatureEncoder`).
     code_every_stage: concatenate Phi's code, tiled over space, to the
       input of every upsampling block (not only to the noise at the start).
-    linear_path: 'uv' head only: add a dense map of the code (R * R * 3
-      values) to the output before the sigmoid. The canonical maps of the
-      procedural faces are close to linear in the features (a ridge
-      regression from them gets most of the way); the convolutions then
-      learn what is not.
     dtype: compute dtype.
 
   Call: `(features (B, F), noise (B, noise_dim), train)` -> 'uv':
@@ -152,7 +147,6 @@ class FaceGenerator(nn.Module):
   num_residual: int = 2
   feature_norm: bool = False
   code_every_stage: bool = False
-  linear_path: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -182,11 +176,6 @@ class FaceGenerator(nn.Module):
     out_channels = 3 if self.head == 'uv' else 1
     x = nn.Conv(out_channels, (3,) * ndim, padding='SAME',
                 dtype=self.dtype)(x).astype(jnp.float32)
-    if self.linear_path and self.head == 'uv':
-      # Zero-initialised: training starts from the convolutional generator.
-      x = x + nn.Dense(self.size * self.size * 3, dtype=self.dtype,
-                       kernel_init=nn.initializers.zeros)(code).reshape(
-                           x.shape).astype(jnp.float32)
     if self.head == 'uv':
       return nn.sigmoid(x) * (frames.POSITION_SCALE * self.size)
     return x

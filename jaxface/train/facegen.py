@@ -69,7 +69,6 @@ def make_generator(config, resolution: int) -> FaceGenerator:
                        num_residual=c.num_residual,
                        feature_norm=c.get('feature_norm', False),
                        code_every_stage=c.get('code_every_stage', False),
-                       linear_path=c.get('linear_path', False),
                        dtype=recon.compute_dtype(config.model.dtype))
 
 

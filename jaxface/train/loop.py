@@ -357,8 +357,7 @@ _FIXED_ON_RESUME = ('task', 'model')  # top-level keys
 # a stored config lacks them: a resume with that value changes nothing.
 _ADDED_KEYS = {'loss.mask': 'prnet', 'cycle.resnet_weight': 1.0,
                'cycle.landmark_weight': 1.0, 'facegen.feature_norm': False,
-               'facegen.code_every_stage': False,
-               'facegen.linear_path': False}
+               'facegen.code_every_stage': False}
 
 
 def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
