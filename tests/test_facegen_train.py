@@ -43,6 +43,29 @@ def _config(data, **overrides):
                                     [f'{k}={v}' for k, v in values.items()])
 
 
+def test_quick_recipe_standardises_features_in_both_networks(multiview,
+                                                             tmp_path):
+  # facegen_quick.py: standardised features, the code in every block, a
+  # spectrally normalised discriminator. Two steps move the running
+  # statistics of both networks' feature standardisation.
+  quick = os.path.join(REPO, 'experiments', 'configs', 'facegen_quick.py')
+  config = config_lib.apply_overrides(config_lib.load_config(quick), [
+      f'{k}={v}' for k, v in {**SMALL, 'data.dir': multiview}.items()])
+  assert config.facegen.feature_norm and config.facegen.code_every_stage
+  summary = loop.run(config, str(tmp_path))
+  assert summary['steps'] == 2 and np.isfinite(
+      summary['eval']['reconstruction_loss'])
+  model = trained.load(str(tmp_path))
+  for net in ('gen', 'disc'):
+    stats = model.batch_stats[net]['FeatureEncoder_0']['BatchNorm_0']
+    assert np.all(np.isfinite(stats['mean'])) and np.any(stats['mean'] != 0)
+  module, variables = trained.facegen(model)
+  assert module.feature_norm and module.code_every_stage
+  feats = facegen.batch_features(_batch(multiview))[:2]
+  out = module.apply(variables, feats, jnp.zeros((2, 16)))
+  assert out.shape == (2, 32, 32, 3) and np.all(np.isfinite(out))
+
+
 def _batch(data, kind='multiview'):
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
       kind=kind, split='train', global_batch_size=8, shuffle=False,

@@ -302,7 +302,7 @@ def test_the_augmentation_config_reaches_the_pipeline(data):
 
 def test_recon_task_rejects_resolution_prnet_cannot_take():
   config = config_lib.load_config(QUICK)
-  with pytest.raises(ValueError, match='divisible by 32'):
+  with pytest.raises(ValueError, match='must be a positive multiple of 32'):
     recon.ReconTask(config, 48, None)
 
 
