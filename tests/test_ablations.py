@@ -116,3 +116,32 @@ def test_a_finished_study_is_not_retrained(study_run):
   for runs in again['runs'].values():
     assert all(r['reused'] and r['train_seconds'] > 0 for r in runs)
     assert all(r['status'] == 'ok' for r in runs)
+
+
+def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
+  # loop.run returns normally after SIGTERM / SIGINT (its checkpoint
+  # saved); the study must stop there, not go on to the next run.
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def stopped_run(config, workdir, **kwargs):
+    calls.append(workdir)
+    return {'steps': 1, 'stopped_by': 'SIGTERM'}
+
+  monkeypatch.setattr(loop, 'run', stopped_run)
+  data = str(tmp_path / 'data')
+  os.makedirs(data)
+  with open(os.path.join(data, 'dataset.json'), 'w') as f:
+    f.write('{}')
+  study = runner.Study(
+      name='stopped', title='stopped',
+      config='experiments/configs/quickstart.py',
+      variants=(runner.Variant('a'), runner.Variant('b')),
+      metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
+      scales={'s': runner.Scale(overrides=(), data=recon_metrics.CPU_DATA)},
+      seeds=(0, 1))
+  with pytest.raises(SystemExit) as stop:
+    runner.main(study, ['--scale', 's', '--runs', str(tmp_path / 'runs'),
+                        '--data', data, '--out', str(tmp_path / 'out')])
+  assert stop.value.code == 130
+  assert len(calls) == 1  # not variant b, not seed 1

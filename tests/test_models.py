@@ -50,7 +50,8 @@ def test_prnet_full_size_shapes_and_original_parameter_count():
 
 
 def test_prnet_rejects_bad_resolution():
-  with pytest.raises(ValueError, match='side must be a positive multiple of 32'):
+  with pytest.raises(ValueError,
+                     match='side must be a positive multiple of 32'):
     jax.eval_shape(lambda: _init(models.PRNet(), jnp.zeros((1, 48, 48, 3))))
 
 

@@ -268,8 +268,8 @@ def test_clear_errors_before_compiling(data, tmp_path):
                             ('train.eval_every', 'eval_every must be'),
                             ('train.log_every', 'log_every must be'),
                             ('train.keep_checkpoints', 'keep_checkpoints'),
-                            ('loss.mask', r"loss.mask must be one of \('prnet', "
-                             r"'uniform'\), got 'none'")):
+                            ('loss.mask', r"loss.mask must be one of "
+                             r"\('prnet', 'uniform'\), got 'none'")):
     value = {'optimizer.lr': -1.0, 'loss.mask': 'none'}.get(override, 0)
     with pytest.raises(ValueError, match=message):
       loop.run(_config(data, **{override: value}), str(tmp_path / 'w4'))

@@ -46,6 +46,11 @@ from jaxface.train import config_lib
 from jaxface.train import metrics as metrics_lib
 
 EVAL_NAME = 'ablation_eval.json'
+
+
+class StudyStopped(KeyboardInterrupt):
+  """A run stopped by SIGTERM or SIGINT (its checkpoint saved): the study
+  stops too, and a rerun resumes it."""
 RESULTS = ('results.json', 'results.md', 'results.png')
 
 
@@ -205,7 +210,10 @@ def _train(config_path: str, overrides: Sequence[str], workdir: str
   if summary is not None:
     return float(summary.get('wall_seconds', 0.0)), True
   start = time.perf_counter()
-  loop.run(config, workdir)
+  summary = loop.run(config, workdir)
+  if summary.get('stopped_by'):
+    raise StudyStopped(f'{workdir}: {summary["stopped_by"]} at step '
+                       f'{summary["steps"]}; rerun the study to resume')
   return time.perf_counter() - start, False
 
 
@@ -396,6 +404,37 @@ def _parser(study: Study) -> argparse.ArgumentParser:
   return parser
 
 
+def _run_all(study: Study, scale: Scale, seeds: Sequence[int],
+             common: Sequence[str], root: str, config_path: str,
+             data_dir: str, runs: dict, curves: dict,
+             write_partial: Callable[[], Any]) -> None:
+  """Every seed's pretraining (if any) and variants, in order, filling
+  `runs` and `curves`; the tables are rewritten after every run."""
+  for seed in seeds:
+    seeded = [*common, f'seed={seed}']
+    if scale.pretrain is not None:
+      pre_dir = os.path.join(root, 'pretrain', f'seed{seed}')
+      print(f'[{study.name}] pretraining, seed {seed}: {pre_dir}')
+      pre = run_one(study, config_path, [*seeded, *scale.pretrain], pre_dir,
+                    data_dir)
+      seeded.append(f'{study.pretrain_key}={pre_dir}')
+      if pre['status'] != 'ok':
+        for v in study.variants:
+          runs[v.name].append({**pre, 'seed': seed, 'error':
+                               f'pretraining {pre["error"]}'})
+        continue
+    for v in study.variants:
+      workdir = os.path.join(root, v.name, f'seed{seed}')
+      print(f'[{study.name}] {v.name}, seed {seed}: {workdir}')
+      result = run_one(study, config_path, [*seeded, *v.overrides], workdir,
+                       data_dir)
+      runs[v.name].append({**result, 'seed': seed,
+                           'overrides': list(v.overrides)})
+      curves[v.name].append(_curve(workdir))
+      # The tables so far: a long study shows its results as they come.
+      write_partial()
+
+
 def main(study: Study, argv: Sequence[str] | None = None) -> dict:
   """Runs `study` from the command line; returns results.json's content."""
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -443,29 +482,13 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
         'metrics': [dataclasses.asdict(m) for m in study.metrics],
         'table': summarize(study, runs), 'runs': runs}
 
-  for seed in seeds:
-    seeded = [*common, f'seed={seed}']
-    if scale.pretrain is not None:
-      pre_dir = os.path.join(root, 'pretrain', f'seed{seed}')
-      print(f'[{study.name}] pretraining, seed {seed}: {pre_dir}')
-      pre = run_one(study, config_path, [*seeded, *scale.pretrain], pre_dir,
-                    data_dir)
-      seeded.append(f'{study.pretrain_key}={pre_dir}')
-      if pre['status'] != 'ok':
-        for v in study.variants:
-          runs[v.name].append({**pre, 'seed': seed, 'error':
-                               f'pretraining {pre["error"]}'})
-        continue
-    for v in study.variants:
-      workdir = os.path.join(root, v.name, f'seed{seed}')
-      print(f'[{study.name}] {v.name}, seed {seed}: {workdir}')
-      result = run_one(study, config_path, [*seeded, *v.overrides], workdir,
-                       data_dir)
-      runs[v.name].append({**result, 'seed': seed,
-                           'overrides': list(v.overrides)})
-      curves[v.name].append(_curve(workdir))
-      # The tables so far: a long study shows its results as they come.
-      write_results(study, results(False), curves, out)
+  try:
+    _run_all(study, scale, seeds, common, root, config_path, data_dir, runs,
+             curves, lambda: write_results(study, results(False), curves,
+                                           out))
+  except StudyStopped as e:
+    print(f'[{study.name}] stopped: {e}', file=sys.stderr)
+    raise SystemExit(130) from e
   final = results(True)
   paths = write_results(study, final, curves, out)
   print(markdown(study, final))
