@@ -136,7 +136,9 @@ def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
   study = runner.Study(
       name='stopped', title='stopped',
       config='experiments/configs/quickstart.py',
-      variants=(runner.Variant('a'), runner.Variant('b')),
+      # 'a' runs at another scale only: 'b' is the first run here.
+      variants=(runner.Variant('a', (), ('other',)), runner.Variant('b'),
+                runner.Variant('c')),
       metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
       scales={'s': runner.Scale(overrides=(), data=recon_metrics.CPU_DATA)},
       seeds=(0, 1))
@@ -144,4 +146,5 @@ def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
     runner.main(study, ['--scale', 's', '--runs', str(tmp_path / 'runs'),
                         '--data', data, '--out', str(tmp_path / 'out')])
   assert stop.value.code == 130
-  assert len(calls) == 1  # not variant b, not seed 1
+  assert len(calls) == 1  # not variant c, not seed 1
+  assert os.path.join('b', 'seed0') in calls[0]

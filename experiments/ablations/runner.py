@@ -56,9 +56,11 @@ RESULTS = ('results.json', 'results.md', 'results.png')
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """A named set of `KEY=VALUE` config overrides (config_lib syntax)."""
+  """A named set of `KEY=VALUE` config overrides (config_lib syntax), run
+  at the named `scales` only (empty: at every scale)."""
   name: str
   overrides: tuple[str, ...] = ()
+  scales: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,6 +454,8 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
   if names:  # the baseline always runs: the table compares with it
     study = dataclasses.replace(study, variants=tuple(
         v for i, v in enumerate(study.variants) if i == 0 or v.name in names))
+  study = dataclasses.replace(study, variants=tuple(
+      v for v in study.variants if not v.scales or args.scale in v.scales))
   scale = study.scales[args.scale]
   root = os.path.join(args.runs, study.name, args.scale)
   data_dir = args.data or ensure_data(
