@@ -145,7 +145,9 @@ def _hidden(folder):
 @pytest.mark.slow
 def test_ctrl_c_of_a_synth_with_workers(tmp_path):
   out = tmp_path / 'data'
-  process = _start_synth(out, '--num-train', '8', '--num-test', '400',
+  # A test split long enough to be still under way when the signal comes,
+  # also on a loaded machine (it is interrupted, so its size costs nothing).
+  process = _start_synth(out, '--num-train', '8', '--num-test', '4000',
                          '--shard-size', '2', '--workers', '2')
   # The train split is written; the test split is under way.
   _wait_for(lambda: out.is_dir() and any(
@@ -169,7 +171,7 @@ def test_ctrl_c_of_a_synth_with_workers(tmp_path):
 @pytest.mark.slow
 def test_a_killed_synth_is_cleaned_up_by_the_rerun(tmp_path):
   out = tmp_path / 'data'
-  args = ['--num-train', '6', '--num-test', '400', '--shard-size', '2',
+  args = ['--num-train', '6', '--num-test', '4000', '--shard-size', '2',
           '--workers', '1']
   process = _start_synth(out, *args)
   _wait_for(lambda: out.is_dir() and any(
