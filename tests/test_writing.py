@@ -121,12 +121,20 @@ def test_ctrl_c_leaves_nothing_and_says_so_in_one_line(tmp_path, capsys,
   assert os.listdir(out) == [files.LOCK_NAME]
 
 
+def _default_sigint():
+  # A test run started in the background (e.g. `nohup ... &`) ignores
+  # SIGINT, and a child inherits that: Python then leaves Ctrl-C ignored.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_synth(out, *args):
-  """`jaxface data synth` in its own process group (as a shell runs it)."""
+  """`jaxface data synth` in its own process group (as a shell runs it in
+  the foreground: SIGINT at its default)."""
   return subprocess.Popen(
       [sys.executable, '-m', 'jaxface.cli', 'data', 'synth', '--out',
        str(out), '--resolution', '32', *args], stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, start_new_session=True)
+      stderr=subprocess.PIPE, text=True, start_new_session=True,
+      preexec_fn=_default_sigint)
 
 
 def _wait_for(condition, process, seconds=120):
