@@ -229,10 +229,8 @@ class ConvTranspose(nn.Module):
         k == 4 for k in self.kernel_size):
       y = conv_transpose_subpixel(x, kernel)
     else:
-      spatial = 'DHW'[-ndim:]
-      y = jax.lax.conv_transpose(
-          x, kernel, tuple(self.strides), 'SAME',
-          dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+      y = jax.lax.conv_transpose(x, kernel, tuple(self.strides), 'SAME',
+                                 dimension_numbers=_DIMS[ndim])
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         self.param_dtype)
