@@ -68,6 +68,9 @@ class SynthConfig:
     crop_jitter: the largest shift of a `recon` crop's centre, relative to
       the landmarks' extent (face3d's 300W-LP perturbation: 0.1); 15 % of
       crops shift up to 2.5 times as far (faces cut by the crop).
+    crop_scale_jitter: the largest relative change of a `recon` crop's
+      side (face3d's: 0.1, a side of U(0.9, 1.1) x 1.5 x the landmarks'
+      extent).
     mesh_rows, mesh_cols: face model grid.
   """
   resolution: int = 256
@@ -77,6 +80,7 @@ class SynthConfig:
   texture_size: int = 0
   p_occluder: float = 0.2
   crop_jitter: float = 0.1
+  crop_scale_jitter: float = 0.1
   mesh_rows: int = 96
   mesh_cols: int = 113
 
@@ -156,7 +160,8 @@ def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
                 light: render.Light | render.SceneLight,
                 background: np.ndarray, crop_rng: np.random.Generator | None,
                 dressing: appearance.Dressing | None = None,
-                crop_jitter: float = 0.1) -> View:
+                crop_jitter: float = 0.1,
+                crop_scale_jitter: float = 0.1) -> View:
   """Renders model-space `vertices` with `pose` and crops as PRNet does.
 
   Args:
@@ -173,13 +178,15 @@ def render_view(model: model_lib.FaceModel, vertices: np.ndarray,
       the face (`appearance`; with a `SceneLight` only), or None for the
       bare head.
     crop_jitter: the crop centre's perturbation (`render.prnet_crop`).
+    crop_scale_jitter: the crop side's perturbation.
   """
   resolution = background.shape[0]
   camera = render.pose_to_camera(vertices, pose)
   image_pts = render.camera_to_image(camera, ORIGINAL_SIZE)
   lmk_image = model.landmarks(image_pts)
   transform, _ = render.prnet_crop(lmk_image, resolution, crop_rng,
-                                   jitter=crop_jitter)
+                                   jitter=crop_jitter,
+                                   scale_jitter=crop_scale_jitter)
   crop = render.apply_crop(transform, image_pts)
   normals = render.grid_normals(camera, model.rows, model.cols)
   specular, linear = None, False
@@ -281,7 +288,8 @@ class Generator:
     view = render_view(self.model, self.model.vertices(ident.shape, expr), tex,
                        pose, render.random_scene_light(rng),
                        random_background(rng, res), rng,
-                       appearance.sample_dressing(rng, ident.albedo), jitter)
+                       appearance.sample_dressing(rng, ident.albedo), jitter,
+                       self.config.crop_scale_jitter)
     image = view.image
     if rng.random() < self.config.p_occluder:
       add_occluder(image, rng, ident.albedo.skin)
@@ -492,6 +500,7 @@ def _dataset_info(config: SynthConfig, results: list,
   return writing.dataset_info(
       results, source='synthetic', seed=config.seed,
       crop_jitter=config.crop_jitter,
+      crop_scale_jitter=config.crop_scale_jitter,
       resolution=config.resolution,
       identities={name: n for name, n in config.identities},
       clip_length=config.clip_length,

@@ -44,6 +44,9 @@ def _add_synth(sub):
   p.add_argument('--crop-jitter', type=float, default=0.1,
                  help='largest shift of a recon crop\'s centre, relative to '
                       'the landmarks\' extent (300W-LP: 0.1; 0: centred)')
+  p.add_argument('--crop-scale-jitter', type=float, default=0.1,
+                 help='largest relative change of a recon crop\'s side '
+                      '(300W-LP: 0.1; 0: every face at one scale)')
   _add_writer_args(p)
   p.set_defaults(func=_synth)
 
@@ -64,11 +67,15 @@ def _synth_config(args):
   if not 0 <= args.crop_jitter <= 0.2:
     raise ValueError(f'--crop-jitter must be in [0, 0.2], got '
                      f'{args.crop_jitter}')
+  if not 0 <= args.crop_scale_jitter <= 0.3:
+    raise ValueError(f'--crop-scale-jitter must be in [0, 0.3], got '
+                     f'{args.crop_scale_jitter}')
   return synthetic.SynthConfig(
       resolution=args.resolution, seed=args.seed,
       identities=(('train', args.identities_train),
                   ('test', args.identities_test)),
-      clip_length=args.clip_length, crop_jitter=args.crop_jitter)
+      clip_length=args.clip_length, crop_jitter=args.crop_jitter,
+      crop_scale_jitter=args.crop_scale_jitter)
 
 
 def _synth(args) -> int:

@@ -136,18 +136,30 @@ def test_cli_synth_and_refusal_to_overwrite(tmp_path, capsys):
       'recon', 'test', 0, 1), shards.shard_name('recon', 'train', 0, 1)]
 
 
-def test_cli_crop_jitter_zero_centres_the_crops(tmp_path):
+@pytest.mark.parametrize('scale_jitter', [None, '0'])
+def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
   out = str(tmp_path / 'centred')
-  assert cli.main(['data', 'synth', '--out', out, '--num-train', '6',
-                   '--num-test', '1', '--resolution', '32', '--workers', '1',
-                   '--crop-jitter', '0']) == 0
-  assert shards.read_dataset_info(out)['crop_jitter'] == 0.0
+  args = ['data', 'synth', '--out', out, '--num-train', '6', '--num-test',
+          '1', '--resolution', '32', '--workers', '1', '--crop-jitter', '0']
+  if scale_jitter is not None:
+    args += ['--crop-scale-jitter', scale_jitter]
+  assert cli.main(args) == 0
+  info = shards.read_dataset_info(out)
+  assert info['crop_jitter'] == 0.0
+  assert info['crop_scale_jitter'] == (0.1 if scale_jitter is None else 0.0)
+  sides = []
   with shards.RecordReader(out, 'recon', 'train') as reader:
     for k in range(len(reader)):
       xy = np.asarray(reader[k]['landmarks'])[:, :2]
       centre = (xy.min(0) + xy.max(0)) / 2
       # PRNet's crop centres the landmarks' box: pixel (R - 1) / 2.
       np.testing.assert_allclose(centre, 15.5, atol=1e-3)
+      sides.append(np.sum(xy.max(0) - xy.min(0)) / 2)
+  if scale_jitter is None:  # sides of 31 / (1.5 U(0.9, 1.1)) pixels
+    assert np.ptp(sides) > 0.1
+    assert all(31 / 1.65 - 1e-3 < s < 31 / 1.35 + 1e-3 for s in sides)
+  else:  # the crop's side is 1.5 x the box's mean side: (R - 1) / 1.5
+    np.testing.assert_allclose(sides, 31 / 1.5, atol=1e-3)
 
 
 @pytest.mark.parametrize('bad, message', [
@@ -157,6 +169,8 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path):
     (['--clip-length', '1'], '--clip-length'),
     (['--crop-jitter', '0.5'], '--crop-jitter'),
     (['--crop-jitter', 'nan'], '--crop-jitter'),
+    (['--crop-scale-jitter', '0.5'], '--crop-scale-jitter'),
+    (['--crop-scale-jitter', 'nan'], '--crop-scale-jitter'),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, bad, message):
   code = cli.main(['data', 'synth', '--out', str(tmp_path / 'x')] + bad)

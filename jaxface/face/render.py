@@ -55,14 +55,16 @@ def camera_to_image(points: np.ndarray, image_height: int) -> np.ndarray:
 
 def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
                rng: np.random.Generator | None = None,
-               expand: float = 1.5, jitter: float = 0.1
+               expand: float = 1.5, jitter: float = 0.1,
+               scale_jitter: float = 0.1
                ) -> tuple[np.ndarray, np.ndarray]:
   """PRNet's crop around 68 landmarks, as its 300W-LP preparation does it.
 
   The box is centred on the landmarks' bounding box, its side is
   `expand` x the mean of the box's width and height; with `rng` the centre
   moves by up to `jitter` (10 %) of that mean and the side is scaled by
-  U(0.9, 1.1) (face3d's `generate_posmap_300WLP` perturbation).
+  U(1 - scale_jitter, 1 + scale_jitter), U(0.9, 1.1) by default (face3d's
+  `generate_posmap_300WLP` perturbation).
 
   Args:
     landmarks_xy: (68, 2+) landmark pixels in the original image.
@@ -70,6 +72,7 @@ def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
     rng: optional random generator for the perturbation.
     expand: side of the box relative to the landmarks' extent.
     jitter: the largest centre shift, relative to the landmarks' extent.
+    scale_jitter: the largest relative change of the side.
 
   Returns:
     (3, 3) similarity from original pixels to crop pixels (maps the box's
@@ -83,7 +86,7 @@ def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
   size = old_size * expand
   if rng is not None:
     centre = centre + rng.uniform(-jitter, jitter, size=2) * old_size
-    size = size * rng.uniform(0.9, 1.1)
+    size = size * rng.uniform(1 - scale_jitter, 1 + scale_jitter)
   scale = (resolution - 1) / size
   x0, y0 = centre - size / 2
   transform = np.array([[scale, 0, -scale * x0], [0, scale, -scale * y0],
