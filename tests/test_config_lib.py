@@ -296,3 +296,36 @@ def test_train_refuses_a_bad_override_in_one_line(tmp_path, capsys):
   assert err.startswith("jaxface: error: no key 'optimiser.lr'") and \
       err.count('\n') == 1, err
   assert 'Did you mean "optimizer"' in err
+
+
+def test_a_stored_config_gets_the_keys_added_since_with_their_old_values():
+  stored = ml_collections.ConfigDict(
+      {'model': {'width': 0.25}, 'loss': {'z_weight': 0.1},
+       'train': {'num_steps': 10}})
+  filled = config_lib.with_added_keys(stored)
+  assert filled.model.head == 'prnet' and filled.model.coords is False
+  assert filled.model.global_dim == 0
+  assert filled.loss.z_weight == 0.1  # present: kept
+  assert filled.loss.mask == 'prnet'
+  assert tuple(filled.train.profile_steps) == (0, 0)
+  assert 'cycle' not in filled and 'facegen' not in filled  # no new sections
+  assert 'head' not in stored.model  # a copy
+  frozen = config_lib.with_added_keys(ml_collections.FrozenConfigDict(stored))
+  assert isinstance(frozen, ml_collections.FrozenConfigDict)
+  assert frozen.model.head == 'prnet'
+
+
+def test_every_added_key_is_a_key_of_an_experiment_config():
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  keys = set()
+  for path in glob.glob(os.path.join(here, 'experiments', 'configs', '*.py')):
+    if os.path.basename(path) in ('__init__.py', 'default.py'):
+      continue
+    config = config_lib.load_config(path)
+    keys |= {f'{s}.{k}' for s in config.keys()
+             if isinstance(config[s], ml_collections.ConfigDict)
+             for k in config[s].keys()}
+  assert set(config_lib.ADDED_KEYS) <= keys, (
+      set(config_lib.ADDED_KEYS) - keys)

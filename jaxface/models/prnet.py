@@ -179,12 +179,10 @@ class PRNet(nn.Module):
 
 
 def from_config(model_config, dtype=None) -> PRNet:
-  """The PRNet of a run's `config.model` (width, bn_momentum, head).
-
-  Configs written before `head` existed get PRNet's original head.
-  """
+  """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
+  global_dim; a stored config gets the keys it lacks from
+  `config_lib.with_added_keys`)."""
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
-               head=model_config.get('head', 'prnet'),
-               coords=model_config.get('coords', False),
-               global_dim=model_config.get('global_dim', 0))
+               head=model_config.head, coords=model_config.coords,
+               global_dim=model_config.global_dim)

@@ -132,3 +132,37 @@ def _override(config: ml_collections.ConfigDict, override: str) -> None:
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
     raise ConfigError(f'cannot set {key!r} to {value!r}: '
                       f'{_message(_root_cause(e))}') from None
+
+
+# Keys added to experiments/configs/default.py after runs were first written,
+# with the value the code used before each existed. A stored config (a
+# checkpoint's, a shipped model's) gets the keys it lacks from here, so code
+# reads every key directly, and a resume that keeps these values changes
+# nothing.
+ADDED_KEYS = {
+    'model.head': 'prnet',
+    'model.coords': False,
+    'model.global_dim': 0,
+    'loss.z_weight': 1.0,
+    'loss.mask': 'prnet',
+    'train.profile_steps': (0, 0),
+    'cycle.resnet_weight': 1.0,
+    'cycle.landmark_weight': 1.0,
+    'facegen.feature_norm': False,
+    'facegen.code_every_stage': False,
+}
+
+
+def with_added_keys(config: ml_collections.ConfigDict
+                    ) -> ml_collections.ConfigDict:
+  """A copy of `config` with every key of `ADDED_KEYS` whose section it has
+  (a prnet run has no `cycle` section) and whose key it lacks, at its value
+  from before the key existed. A FrozenConfigDict gives one back."""
+  frozen = isinstance(config, ml_collections.FrozenConfigDict)
+  new = ml_collections.ConfigDict(config) if frozen else copy.deepcopy(config)
+  for dotted, value in ADDED_KEYS.items():
+    section, key = dotted.rsplit('.', 1)
+    if section in new and key not in new[section]:
+      with new[section].unlocked():
+        new[section][key] = value
+  return ml_collections.FrozenConfigDict(new) if frozen else new

@@ -212,9 +212,9 @@ class CycleTask(task_lib.Task):
       logit_r, logit_l, _ = self._judge(
           state.params['disc'], state.batch_stats['disc'], out, fake_lmk,
           False)
-      adv = (c.get('resnet_weight', 1.0) *
+      adv = (c.resnet_weight *
              losses.generator_loss(logit_r, c.gan_loss) +
-             c.get('landmark_weight', 1.0) *
+             c.landmark_weight *
              losses.generator_loss(logit_l, c.gan_loss))
       total = position + c.adversarial_weight * adv
       return total, (updates['batch_stats'], out, fake_lmk,

@@ -67,8 +67,8 @@ def make_generator(config, resolution: int) -> FaceGenerator:
                        code_dim=c.code_dim, noise_dim=c.noise_dim,
                        attention=c.attention, norm=c.gen_norm,
                        num_residual=c.num_residual,
-                       feature_norm=c.get('feature_norm', False),
-                       code_every_stage=c.get('code_every_stage', False),
+                       feature_norm=c.feature_norm,
+                       code_every_stage=c.code_every_stage,
                        dtype=recon.compute_dtype(config.model.dtype))
 
 
@@ -109,7 +109,7 @@ class FaceGenTask(task_lib.Task):
     self.disc = FaceDiscriminator(
         head=c.head, base_channels=c.disc_base_channels, code_dim=c.code_dim,
         norm=c.disc_norm, attention=c.attention,
-        feature_norm=c.get('feature_norm', False),
+        feature_norm=c.feature_norm,
         dtype=recon.compute_dtype(self.config.model.dtype))
     self.disc_tx = optim.make_optimizer(c.disc_optimizer,
                                         self.config.train.num_steps)

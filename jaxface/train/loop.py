@@ -54,6 +54,7 @@ from jaxface.eval import plots
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.train import checkpoint as checkpoint_lib
+from jaxface.train import config_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
 from jaxface.train import state as state_lib
@@ -82,12 +83,12 @@ def _check_config(config) -> None:
   for name, optimizer in optimizers.items():
     if not optimizer.lr > 0:
       problems.append(f'config.{name}.lr must be > 0, got {optimizer.lr!r}')
-  first, last = tuple(config.train.get('profile_steps', (0, 0)))
+  first, last = tuple(config.train.profile_steps)
   if (first, last) != (0, 0) and not 1 <= first <= last:
     problems.append(f'config.train.profile_steps must be (FIRST, LAST) with '
                     f'1 <= FIRST <= LAST, or (0, 0) for none; got '
                     f'{(first, last)!r}')
-  mask = config.loss.get('mask', 'prnet')
+  mask = config.loss.mask
   if mask not in losses.MASKS:
     problems.append(f'config.loss.mask must be one of {losses.MASKS}, got '
                     f'{mask!r}')
@@ -177,6 +178,7 @@ def make_task(config, resolution: int,
       progression task has no position maps and ignores it.
     mix_scheme: the landmark scheme of config.mix's 2D records (prnet).
   """
+  config = config_lib.with_added_keys(config)
   cls = task_lib.task_class(config.task)
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
   return cls.build(config, resolution, tx, layout, mix_scheme)
@@ -353,11 +355,6 @@ _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'data.worker_count',
                    'data.eval_batch_size')
 _FIXED_ON_RESUME = ('task', 'model')  # top-level keys
-# Keys added after runs were written, with the value the code gives them when
-# a stored config lacks them: a resume with that value changes nothing.
-_ADDED_KEYS = {'loss.mask': 'prnet', 'cycle.resnet_weight': 1.0,
-               'cycle.landmark_weight': 1.0, 'facegen.feature_norm': False,
-               'facegen.code_every_stage': False}
 
 
 def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -396,8 +393,8 @@ def _check_resume(config, workdir: str, model_info: dict,
     raise ValueError(f'{path} is not valid JSON ({e}); move it away to '
                      'resume without comparing configs') from e
   current = _flat(json.loads(config.to_json_best_effort()))
-  stored = {**{k: v for k, v in _ADDED_KEYS.items() if k in current},
-            **stored}
+  stored = {**{k: v for k, v in config_lib.ADDED_KEYS.items()
+               if k in current}, **stored}
   changed = sorted(k for k in set(stored) | set(current)
                    if stored.get(k, '<unset>') != current.get(k, '<unset>')
                    and k not in _FREE_ON_RESUME)
@@ -442,6 +439,7 @@ def run(config, workdir: str, allow_config_change: bool = False) -> dict:
   (`files.FolderLock`) for the whole run.
   """
   state_lib.maybe_initialize_distributed()
+  config = config_lib.with_added_keys(config)
   _check_config(config)
   info = _check_dataset(config)
   mix_scheme = _check_mix_dataset(config, info)
@@ -592,8 +590,7 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
                   disable=not config.train.progress, dynamic_ncols=True)
   stopped_by, finished = None, False
 
-  profile_first, profile_last = tuple(config.train.get('profile_steps',
-                                                      (0, 0)))
+  profile_first, profile_last = tuple(config.train.profile_steps)
   profiling = False
 
   with _StopSignals() as signals, contextlib.closing(writer):

@@ -82,7 +82,7 @@ class ReconTask(task_lib.Task):
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
     mask = self.layout.weight_mask(self.resolution)
-    if self.config.loss.get('mask', 'prnet') == 'uniform':
+    if self.config.loss.mask == 'uniform':
       mask = (mask > 0).astype(np.float32)
     self.weight = jnp.asarray(mask)
     self.landmark_uv = jnp.asarray(self.layout.landmark_uv)
@@ -124,7 +124,7 @@ class ReconTask(task_lib.Task):
       out, mix_out = out[:count], out[count:]
       position = losses.position_map_loss(
           out, batch['position_map'], self.weight, kind=cfg.loss.position,
-          z_weight=cfg.loss.get('z_weight', 1.0))
+          z_weight=cfg.loss.z_weight)
       total = position
       metrics = {'position_loss': position}
       if cfg.loss.landmark_weight > 0:

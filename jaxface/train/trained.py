@@ -32,6 +32,7 @@ from jaxface import files
 from jaxface import pretrained as pretrained_lib
 from jaxface.face import layout as layout_lib
 from jaxface.train import checkpoint as checkpoint_lib
+from jaxface.train import config_lib
 
 MODEL_INFO = 'model.json'
 
@@ -130,7 +131,8 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
     state, meta = checkpointer.restore_state_and_meta(step)
   finally:
     checkpointer.close()
-  config = ml_collections.ConfigDict(meta['config'])
+  config = config_lib.with_added_keys(
+      ml_collections.ConfigDict(meta['config']))
   host = lambda tree: jax.tree.map(np.asarray, tree)
   return TrainedModel(
       workdir=workdir, step=int(step), config=config, task=info['task'],
@@ -182,6 +184,7 @@ def load_pretrained(name: str = pretrained_lib.DEFAULT_MODEL,
   variables = pretrained_lib.read_variables(folder, info)
   config = ml_collections.ConfigDict(info['config'])
   config.model = ml_collections.ConfigDict(info['architecture'])
+  config = config_lib.with_added_keys(config)
   return TrainedModel(
       workdir=folder, step=int(info['step']), config=config, task='prnet',
       resolution=int(info['resolution']), params=variables['params'],
