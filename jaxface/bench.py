@@ -3,6 +3,12 @@
   jaxface bench [--what train,infer,pipeline,synth] [--width 1.0]
       [--resolution 256] [--batch 4] [--infer-batch 1,32]
       [--dtype float32|bfloat16] [--repeats 5] [--warmup 1] [--json OUT.json]
+      [--config experiments/configs/quickstart.py --override model.coords=false]
+
+The network and train step are those of an experiment config
+(`experiments/configs/prnet_pretrain.py` unless `--config`), with
+`--width` (default: the config's), `--dtype`, `--batch` and then each
+`--override KEY=VALUE` applied.
 
 Each measurement runs `warmup` untimed times, then `repeats` timed times on
 the default device (one device, the first), and reports the median and the
@@ -88,8 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='comma-separated measurements (default: '
                       '%(default)s)')
   parser.add_argument('--model', default='prnet', choices=MODELS)
-  parser.add_argument('--width', type=float, default=1.0,
-                      help='channel multiplier (default: %(default)s)')
+  parser.add_argument('--config', default=None,
+                      help='experiment config of the network and train step '
+                      '(default: experiments/configs/prnet_pretrain.py)')
+  parser.add_argument('--override', action='append', default=[],
+                      metavar='KEY=VALUE',
+                      help='a config override, applied last (repeatable)')
+  parser.add_argument('--width', type=float, default=None,
+                      help='channel multiplier (default: the config\'s)')
   parser.add_argument('--resolution', type=int, default=256,
                       help='crop side in pixels, a multiple of 32')
   parser.add_argument('--batch', type=int, default=4,
@@ -144,8 +156,11 @@ def check_args(args) -> None:
       raise ValueError(f'{flag} must be >= {low}, got {value}')
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   prnet.check_resolution(args.resolution, '--resolution')
-  if not args.width > 0:
+  if args.width is not None and not args.width > 0:
     raise ValueError(f'--width must be > 0, got {args.width}')
+  config = train_config(args.width, args.dtype, args.batch, args.config,
+                        args.override)
+  args.width = config.model.width
   if args.peak_flops is not None and not args.peak_flops > 0:
     raise ValueError(f'--peak-flops must be > 0, got {args.peak_flops}')
   if args.json is not None:
@@ -208,14 +223,22 @@ def measurement(name: str, what: str, images: int, seconds: list[float],
           **extra}
 
 
-def train_config(width: float, dtype: str, batch: int):
-  """The prnet_pretrain config at this width, compute dtype and batch."""
+def train_config(width: float | None, dtype: str, batch: int,
+                 path: str | None = None, overrides=()):
+  """The experiment config at `path` (default: prnet_pretrain's) at this
+  width (None: the config's), compute dtype and batch, then `overrides`."""
   from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.path.join(root, 'experiments', 'configs', 'prnet_pretrain.py')
-  return config_lib.apply_overrides(config_lib.load_config(path), [
-      f'model.width={width}', f'model.dtype={dtype}',
-      f'data.global_batch_size={batch}'])
+  if path is None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, 'experiments', 'configs', 'prnet_pretrain.py')
+  config = config_lib.load_config(path)
+  if config.task != 'prnet':
+    raise ValueError(f'--config {path}: task {config.task!r}; the bench '
+                     'measures PRNet (task prnet) configs')
+  return config_lib.apply_overrides(config, [
+      *([f'model.width={width}'] if width is not None else []),
+      f'model.dtype={dtype}', f'data.global_batch_size={batch}',
+      *overrides])
 
 
 def random_batch(batch: int, resolution: int) -> dict:
@@ -235,7 +258,8 @@ def bench_train(args, peak: float | None) -> dict:
   """The train step's row (`compile_s`: lowering + compilation)."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch)
+  config = train_config(args.width, args.dtype, args.batch, args.config,
+                        args.override)
   task = loop.make_task(config, args.resolution)
   batch = jax.device_put(random_batch(args.batch, args.resolution))
   key = jax.random.key(config.seed)
@@ -267,7 +291,8 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch)
+  config = train_config(args.width, args.dtype, args.batch, args.config,
+                        args.override)
   model = prnet.from_config(config.model, recon.compute_dtype(args.dtype))
   r = args.resolution
   variables = jax.jit(model.init)(jax.random.key(0),
@@ -333,7 +358,8 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
   on `data`, after `warmup` batches (at least 1: worker start-up)."""
   from jaxface.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch)
+  config = train_config(args.width, args.dtype, args.batch, args.config,
+                        args.override)
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
       kind='recon', split='train', global_batch_size=args.batch,
       worker_count=args.workers, augment=loop.augment_config(config),
@@ -412,6 +438,10 @@ def command(args) -> str:
            '--dtype', args.dtype, '--repeats', str(args.repeats),
            '--warmup', str(args.warmup), '--records', str(args.records),
            '--workers', str(args.workers)]
+  if args.config is not None:
+    parts += ['--config', args.config]
+  for override in args.override:
+    parts += ['--override', override]
   for flag, value in (('--data', args.data), ('--json', args.json),
                       ('--peak-flops', args.peak_flops)):
     if value is not None:

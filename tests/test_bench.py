@@ -4,8 +4,10 @@ against counts from the architecture, and bad options refused at once.
 No timing assertions: speed is measured by the benchmark, never by tests.
 """
 
+import argparse
 import json
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -160,6 +162,11 @@ def test_peaks_by_device_kind():
     (['--infer-batch', '1,x'], '--infer-batch must be comma-separated'),
     (['--resolution', '48'], '--resolution must be a positive multiple of 32'),
     (['--warmup', '-1'], '--warmup must be >= 0'),
+    (['--override', 'model.nope=1'], 'model.nope'),
+    (['--override', 'model.width'], 'model.width'),
+    (['--config', 'experiments/configs/facegen.py'],
+     "task 'facegen'; the bench measures PRNet"),
+    (['--config', 'no/such/config.py'], 'no/such/config.py'),
 ])
 def test_bad_options_give_one_error_line(capsys, options, message):
   assert cli.main(['bench', *options]) == 2
@@ -173,3 +180,21 @@ def test_bad_options_give_one_error_line(capsys, options, message):
 def test_json_into_a_folder_is_refused(tmp_path, capsys):
   assert cli.main(['bench', '--what', 'synth', '--json', str(tmp_path)]) == 2
   assert 'is a folder' in capsys.readouterr().err
+
+
+def test_the_config_and_overrides_reach_the_measured_network():
+  quickstart = os.path.join('experiments', 'configs', 'quickstart.py')
+  config = bench.train_config(None, 'float32', 3, quickstart,
+                              ['model.coords=false'])
+  # The config's own width (0.25) unless --width; the override last.
+  assert config.model.width == 0.25 and config.model.head == 'conv'
+  assert config.model.coords is False and config.data.global_batch_size == 3
+  assert bench.train_config(0.5, 'float32', 3, quickstart).model.width == 0.5
+  assert bench.train_config(None, 'float32', 3).model.width == 1.0
+  args = argparse.Namespace(
+      what_list=['train'], model='prnet', width=0.25, resolution=64,
+      batch=3, infer_batches=[1], dtype='float32', repeats=1, warmup=0,
+      records=2, workers=0, data=None, json=None, peak_flops=None,
+      config=quickstart, override=['model.coords=false'])
+  assert bench.command(args).endswith(
+      f'--config {quickstart} --override model.coords=false')
