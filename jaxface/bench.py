@@ -164,10 +164,7 @@ def check_args(args) -> None:
   if args.peak_flops is not None and not args.peak_flops > 0:
     raise ValueError(f'--peak-flops must be > 0, got {args.peak_flops}')
   if args.json is not None:
-    if os.path.isdir(args.json):
-      raise IsADirectoryError(f'--json {args.json} is a folder')
-    files.check_output_folder(os.path.dirname(args.json) or '.',
-                              f'--json {args.json}: its folder')
+    files.check_output_file(args.json, '--json')
 
 
 # --- measuring ---------------------------------------------------------------

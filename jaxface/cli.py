@@ -139,13 +139,7 @@ def _inspect(args) -> int:
 def _check_png_path(path: str) -> None:
   """Raises unless `path` names a PNG file that can be written."""
   from jaxface import files  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(path):
-    raise IsADirectoryError(f'--png {path} is a folder; give a file name '
-                            'ending in .png')
-  if not path.lower().endswith('.png'):
-    raise ValueError(f'--png {path} must be a file name ending in .png')
-  files.check_output_folder(os.path.dirname(path) or '.',
-                            f'--png {path}: its folder')
+  files.check_output_file(path, '--png', '.png')
 
 
 def _add_convert_300wlp(sub):

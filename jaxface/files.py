@@ -82,6 +82,27 @@ def output_path(folder: str, name: str) -> str:
   return path
 
 
+def check_output_file(path: str, flag: str, suffix: str = '') -> None:
+  """Raises unless `path` names a file (ending in `suffix`, any case) that
+  this process can write, in a folder that is there or can be made;
+  creates nothing. `flag` names the option in the messages.
+
+  Raises:
+    IsADirectoryError: `path` is a folder.
+    ValueError: `path` does not end in `suffix`.
+    NotADirectoryError, PermissionError: as `check_output_folder`, for its
+      folder.
+  """
+  ending = f' ending in {suffix}' if suffix else ''
+  if os.path.isdir(path):
+    raise IsADirectoryError(f'{flag} {path} is a folder; give a file '
+                            f'name{ending}')
+  if not path.lower().endswith(suffix.lower()):
+    raise ValueError(f'{flag} {path} must be a file name{ending}')
+  check_output_folder(os.path.dirname(path) or '.',
+                      f'{flag} {path}: its folder')
+
+
 def check_output_folder(folder: str, flag: str) -> None:
   """Raises unless `folder` is a folder this process can write into, or
   one that `os.makedirs` can make; creates nothing.

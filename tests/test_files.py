@@ -62,3 +62,18 @@ def test_a_file_is_not_a_folder_to_lock(tmp_path):
   with pytest.raises(NotADirectoryError, match='is a file'):
     with files.FolderLock(str(tmp_path / 'f'), 'workdir'):
       pass
+
+
+def test_check_output_file_names_the_option_and_the_problem(tmp_path):
+  files.check_output_file(str(tmp_path / 'new' / 'a.PNG'), '--png', '.png')
+  files.check_output_file(str(tmp_path / 'any'), '--json')  # no suffix
+  with pytest.raises(IsADirectoryError,
+                     match='--png .* is a folder; give a file name ending '
+                     r'in \.png'):
+    files.check_output_file(str(tmp_path), '--png', '.png')
+  with pytest.raises(ValueError, match=r'must be a file name ending in \.png'):
+    files.check_output_file(str(tmp_path / 'a.jpg'), '--png', '.png')
+  (tmp_path / 'f').write_text('x')
+  with pytest.raises(NotADirectoryError, match='--out .*f/r.json: its folder'):
+    files.check_output_file(str(tmp_path / 'f' / 'r.json'), '--out', '.json')
+  assert sorted(os.listdir(tmp_path)) == ['f']  # nothing made

@@ -340,12 +340,7 @@ def markdown_table(report: dict) -> str:
 def write_outputs(report: dict, out: str) -> dict[str, str]:
   """The report as JSON and Markdown: `out` is a folder (report.json,
   report.md) or a path ending in .json (and the same stem with .md)."""
-  out = os.fspath(out)
-  if out.endswith('.json'):
-    paths = {'json': out, 'markdown': out[:-len('.json')] + '.md'}
-  else:
-    paths = {'json': os.path.join(out, recon_eval.REPORT_NAME),
-             'markdown': os.path.join(out, 'report.md')}
+  paths = recon_eval.report_paths(out)
   files.write_json(paths['json'], report, allow_nan=False)
   files.write_atomic(paths['markdown'], markdown_table(report))
   return paths

@@ -899,6 +899,20 @@ def ced_range(errors) -> float:
   return max(0.1, math.ceil(np.quantile(errors, 0.95) * 20) / 20)
 
 
+def report_paths(out, **extra: tuple[str, str]) -> dict[str, str]:
+  """Where a report goes: with `out` a folder, {'json': out/report.json,
+  'markdown': out/report.md, key: out/NAME}; with `out` a path ending in
+  .json, that path, its stem + '.md' and its stem + SUFFIX, for each
+  `key=(NAME, SUFFIX)` of `extra`."""
+  out = os.fspath(out)
+  names = {'json': (REPORT_NAME, '.json'), 'markdown': ('report.md', '.md'),
+           **extra}
+  if out.endswith('.json'):
+    stem = out[:-len('.json')]
+    return {key: stem + suffix for key, (_, suffix) in names.items()}
+  return {key: os.path.join(out, name) for key, (name, _) in names.items()}
+
+
 def write_outputs(report: dict, per_image: dict[str, np.ndarray],
                   out: str) -> dict[str, str]:
   """Writes the report JSON, its Markdown, the CED figure and the arrays.
@@ -916,16 +930,8 @@ def write_outputs(report: dict, per_image: dict[str, np.ndarray],
   Returns:
     {'json', 'markdown', 'ced', 'per_image': the paths written}.
   """
-  out = os.fspath(out)
-  if out.endswith('.json'):
-    stem = out[:-len('.json')]
-    paths = {'json': out, 'markdown': stem + '.md', 'ced': stem + '_ced.png',
-             'per_image': stem + '_per_image.npz'}
-  else:
-    paths = {'json': os.path.join(out, REPORT_NAME),
-             'markdown': os.path.join(out, 'report.md'),
-             'ced': os.path.join(out, 'ced.png'),
-             'per_image': os.path.join(out, 'per_image.npz')}
+  paths = report_paths(out, ced=('ced.png', '_ced.png'),
+                       per_image=('per_image.npz', '_per_image.npz'))
   files.write_json(paths['json'], json_safe(report), allow_nan=False)
   files.write_atomic(paths['markdown'], markdown_table(report))
   data = report.get('dataset', {})

@@ -67,14 +67,10 @@ def check_out(out: str, flag: str = '--out') -> None:
   """Raises unless the report can be written to `out`, a folder or a path
   ending in .json (`recon_eval.write_outputs`); `flag` names it in the
   message."""
-  if not out.endswith('.json'):
+  if out.endswith('.json'):
+    files.check_output_file(out, flag, '.json')
+  else:
     files.check_output_folder(out, flag)
-    return
-  if os.path.isdir(out):
-    raise IsADirectoryError(f'{flag} {out} is a folder; a report path ending '
-                            'in .json must be a file')
-  files.check_output_folder(os.path.dirname(out) or '.',
-                            f'{flag} {out}: its folder')
 
 
 def run(args) -> int:
