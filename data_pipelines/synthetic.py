@@ -476,20 +476,11 @@ def _write_splits(out_dir: str, config: SynthConfig,
                   shard_size: int, progress: bool) -> list:
   """Writes the records of `counts`; one `writing.SplitResult` per split."""
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  results = []
-  pool = writing.make_pool(workers) if workers > 1 else None
-  try:
-    for kind, splits in counts.items():
-      for split, count in splits.items():
-        results.append(writing.write_split(
-            out_dir, kind, split, range(count), _Make(config, kind, split),
-            shard_size=shard_size, workers=workers, progress=progress,
-            pool=pool))
-  finally:
-    if pool is not None:
-      pool.terminate()
-      pool.join()
-  return results
+  plan = [(kind, split, range(count), _Make(config, kind, split))
+          for kind, splits in counts.items()
+          for split, count in splits.items()]
+  return writing.write_splits(out_dir, plan, workers=workers,
+                              shard_size=shard_size, progress=progress)
 
 
 def _dataset_info(config: SynthConfig, results: list,

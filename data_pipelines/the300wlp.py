@@ -637,24 +637,15 @@ def validate_options(resolution: int, workers: int, shard_size: int,
 def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
                workers: int, shard_size: int, progress: bool) -> list:
   """Writes (kind, split, items, make) in order, skipping the samples that
-  cannot be converted. Call it inside `writing.dataset_output`, which
-  removes what it wrote if it raises."""
+  cannot be converted (`writing.write_splits`); entries without items
+  write nothing."""
   # Imported here: `writing` starts processes, which reading and
   # converting single samples never needs.
   from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  results = []
-  pool = writing.make_pool(workers) if workers > 1 else None
-  try:
-    for kind, split, items, make in plan:
-      if items:
-        results.append(writing.write_split(
-            out_dir, kind, split, items, make, shard_size=shard_size,
-            workers=workers, skip_errors=True, progress=progress, pool=pool))
-  finally:
-    if pool is not None:
-      pool.terminate()
-      pool.join()
-  return results
+  plan = [entry for entry in plan if entry[2]]
+  return writing.write_splits(out_dir, plan, workers=workers,
+                              shard_size=shard_size, skip_errors=True,
+                              progress=progress)
 
 
 def finish(conversion: Conversion, **info_keys) -> Conversion:

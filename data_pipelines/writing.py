@@ -109,6 +109,29 @@ def make_pool(workers: int) -> multiprocessing.pool.Pool:
         os.environ[k] = v
 
 
+def write_splits(out_dir: str, plan: Sequence[tuple[str, str, Sequence[Any],
+                                                   MakeFn]],
+                 *, workers: int = 1, shard_size: int = 256,
+                 skip_errors: bool = False, progress: bool = True
+                 ) -> list[SplitResult]:
+  """`write_split` for each (kind, split, items, make) of `plan`, in
+  order, sharing one pool of `workers` processes. Call it inside
+  `dataset_output`, which removes what it wrote if it raises."""
+  results = []
+  pool = make_pool(workers) if workers > 1 else None
+  try:
+    for kind, split, items, make in plan:
+      results.append(write_split(
+          out_dir, kind, split, items, make, shard_size=shard_size,
+          workers=workers, skip_errors=skip_errors, progress=progress,
+          pool=pool))
+  finally:
+    if pool is not None:
+      pool.terminate()
+      pool.join()
+  return results
+
+
 def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
                 make: MakeFn, *, shard_size: int = 256, workers: int = 1,
                 skip_errors: bool = False, progress: bool = True,
@@ -166,7 +189,7 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
       if writer is not None:
         writer.abort()
       for name in temp_names:
-        _remove(os.path.join(out_dir, name))
+        files.remove_if_present(os.path.join(out_dir, name))
       raise
     finally:
       bar.close()
@@ -180,13 +203,6 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
     os.replace(os.path.join(out_dir, name), os.path.join(out_dir, target))
     final.append(target)
   return SplitResult(kind, split, count, final, skipped)
-
-
-def _remove(path: str) -> None:
-  try:
-    os.remove(path)
-  except FileNotFoundError:
-    pass
 
 
 class Interrupted(InterruptedError):
@@ -273,7 +289,7 @@ def _remove_unfinished(out_dir: str) -> bool:
     if ((_UNFINISHED.fullmatch(name)
          or (not complete and _SHARD_NAME.fullmatch(name)))
         and not os.path.isdir(path)):
-      _remove(path)
+      files.remove_if_present(path)
   return complete
 
 
@@ -294,7 +310,7 @@ def _remove_dataset(out_dir: str) -> None:
     pass  # An unreadable listing: nothing known to remove.
   os.remove(info_path)
   for name in names:
-    _remove(os.path.join(out_dir, name))
+    files.remove_if_present(os.path.join(out_dir, name))
 
 
 def dataset_info(results: Sequence[SplitResult], **extra) -> dict:

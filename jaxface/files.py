@@ -68,6 +68,14 @@ def write_json(path: str, value, **kwargs) -> str:
   return write_atomic(path, json.dumps(value, indent=2, **kwargs) + '\n')
 
 
+def remove_if_present(path: str) -> None:
+  """Removes the file `path`; nothing if it is not there."""
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
 def output_path(folder: str, name: str) -> str:
   """`folder/name` for writing; ValueError when it is a link or leads out
   of `folder` (`name` with '..' or absolute)."""

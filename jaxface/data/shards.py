@@ -94,13 +94,6 @@ def _fsync(path: str) -> None:
     os.close(fd)
 
 
-def _remove_quietly(path: str) -> None:
-  try:
-    os.remove(path)
-  except FileNotFoundError:
-    pass
-
-
 class ShardWriter:
   """Writes serialised records to one ArrayRecord shard, atomically.
 
@@ -126,7 +119,7 @@ class ShardWriter:
         self._writer.close()  # Raises with the reason.
         raise OSError(f"cannot write ArrayRecord file {self._temp}")
     except BaseException:
-      _remove_quietly(self._temp)
+      files.remove_if_present(self._temp)
       raise
 
   @property
@@ -159,7 +152,7 @@ class ShardWriter:
       _fsync(self._temp)
       os.replace(self._temp, self._path)
     except BaseException:
-      _remove_quietly(self._temp)
+      files.remove_if_present(self._temp)
       raise
     return self._path
 
@@ -173,7 +166,7 @@ class ShardWriter:
     except RuntimeError:
       pass  # The file is deleted anyway.
     finally:
-      _remove_quietly(self._temp)
+      files.remove_if_present(self._temp)
 
   def __enter__(self) -> ShardWriter:
     return self
