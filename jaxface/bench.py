@@ -251,23 +251,30 @@ def random_batch(batch: int, resolution: int) -> dict:
               np.float32)}
 
 
+def compiled_train_step(config, resolution: int):
+  """The config's train step as the training loop jits it, compiled for a
+  random batch on the first device: (compiled, state, batch, seconds of
+  lowering + compilation). `compiled(state, batch)` donates `state`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  task = loop.make_task(config, resolution)
+  repl = state_lib.replicated(state_lib.make_mesh(jax.devices()[:1]))
+  batch = jax.device_put(
+      random_batch(config.data.global_batch_size, resolution), repl)
+  key = jax.random.key(config.seed)
+  state = jax.jit(task.init_state, out_shardings=repl)(key, batch)
+  start = time.perf_counter()
+  compiled = loop.jit_train_step(task, key, repl).lower(state, batch).compile()
+  return compiled, state, batch, time.perf_counter() - start
+
+
 def bench_train(args, peak: float | None) -> dict:
   """The train step's row (`compile_s`: lowering + compilation)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch, args.config,
-                        args.override)
-  task = loop.make_task(config, args.resolution)
-  batch = jax.device_put(random_batch(args.batch, args.resolution))
-  key = jax.random.key(config.seed)
-  state = jax.jit(task.init_state)(key, batch)
-
-  def step(state, batch):
-    return task.train_step(state, batch, jax.random.fold_in(key, state.step))
-
-  start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+  compiled, state, batch, compile_s = compiled_train_step(
+      train_config(args.width, args.dtype, args.batch, args.config,
+                   args.override), args.resolution)
   holder = [state]
 
   def run_step():

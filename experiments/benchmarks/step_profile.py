@@ -26,7 +26,6 @@ import tempfile
 import jax
 
 from jaxface import bench
-from jaxface.train import loop
 
 _OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\S+) (.*)$', re.M)
 
@@ -48,13 +47,8 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   args = parser.parse_args()
-  config = bench.train_config(args.width, 'float32', args.batch)
-  task = loop.make_task(config, args.resolution)
-  batch = jax.device_put(bench.random_batch(args.batch, args.resolution))
-  key = jax.random.key(0)
-  state = jax.jit(task.init_state)(key, batch)
-  step = jax.jit(lambda s, b: task.train_step(s, b, key), donate_argnums=0)
-  compiled = step.lower(state, batch).compile()
+  compiled, state, batch, _ = bench.compiled_train_step(
+      bench.train_config(args.width, 'float32', args.batch), args.resolution)
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
       compiled.as_text())}
   for _ in range(2):

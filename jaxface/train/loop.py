@@ -184,6 +184,19 @@ def make_task(config, resolution: int,
   return cls.build(config, resolution, tx, layout, mix_scheme)
 
 
+def jit_train_step(task: task_lib.Task, base_key: jax.Array,
+                   replicated: jax.sharding.NamedSharding):
+  """The task's train step, jitted once: `(state, batch) -> (state,
+  metrics)` with the state replicated and donated, the batch as it is
+  sharded, and the step's rng `fold_in(base_key, state.step)`."""
+  def train_step(state, batch):
+    key = jax.random.fold_in(base_key, state.step)
+    return task.train_step(state, batch, key)
+
+  return jax.jit(train_step, in_shardings=(replicated, None),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def augment_config(config) -> augment_lib.AugmentConfig:
   """config.data.augment (on / off) and config.data.augmentation (the
   ranges and probabilities; configs without it get the defaults) as an
@@ -508,12 +521,7 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
       checkpointer.close()
     raise
 
-  def train_step(state, batch):
-    key = jax.random.fold_in(base_key, state.step)
-    return task.train_step(state, batch, key)
-
-  train_step = jax.jit(train_step, in_shardings=(repl, None),
-                       out_shardings=(repl, repl), donate_argnums=0)
+  train_step = jit_train_step(task, base_key, repl)
   eval_step = jax.jit(task.eval_step, out_shardings=repl)
   # Steps after `start` that a killed run logged are replayed: dropped.
   writer = (metrics_lib.MetricWriter(workdir, resume_step=start) if lead
