@@ -53,6 +53,19 @@ _KIND_CODE = {'recon': 1, 'multiview': 2, 'clips': 3}
 _SPLIT_CODE = {'train': 1, 'test': 2, 'validation': 3}
 
 
+# What `SynthConfig.leave_out` can remove from `recon` records, and what
+# takes its place: the skin's spatial detail, brows and lips (a flat skin
+# albedo); the scene light (one white Lambertian light and a uniform
+# ambient term: no environment colour, cast shadows or sheen);
+# the scene-like backgrounds (smooth colour noise); the occluders (none);
+# hair volume, neck, clothes, glasses and hats (the bare head); the camera
+# effects (no blur, colour jitter, vignetting or noise; JPEG at quality
+# 95); the photo pose distribution (yaw, pitch, roll uniform in +-90, +-30,
+# +-20 degrees, `random_pose`).
+REALISM_PARTS = ('texture', 'light', 'background', 'occluders', 'dressing',
+                 'camera', 'pose')
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
   """What the synthetic generator makes.
@@ -71,6 +84,9 @@ class SynthConfig:
     crop_scale_jitter: the largest relative change of a `recon` crop's
       side (face3d's: 0.1, a side of U(0.9, 1.1) x 1.5 x the landmarks'
       extent).
+    leave_out: parts of the renderer (`REALISM_PARTS`) that `recon`
+      records are made without, for the realism ablation
+      (experiments/ablations/realism.py).
     mesh_rows, mesh_cols: face model grid.
   """
   resolution: int = 256
@@ -81,8 +97,15 @@ class SynthConfig:
   p_occluder: float = 0.2
   crop_jitter: float = 0.1
   crop_scale_jitter: float = 0.1
+  leave_out: tuple[str, ...] = ()
   mesh_rows: int = 96
   mesh_cols: int = 113
+
+  def __post_init__(self):
+    unknown = sorted(set(self.leave_out) - set(REALISM_PARTS))
+    if unknown:
+      raise ValueError(f'leave_out: unknown part(s) {unknown}; parts: '
+                       f'{",".join(REALISM_PARTS)}')
 
   def identity_pool(self, split: str) -> tuple[int, int]:
     """(first identity id, count) of a split's pool."""
@@ -117,6 +140,31 @@ def add_occluder(image: np.ndarray, rng: np.random.Generator,
 def finish_image(image: np.ndarray, rng: np.random.Generator) -> bytes:
   """Camera effects and JPEG compression (`scenes.finish_image`)."""
   return scenes.finish_image(image, rng)
+
+
+def _flat_texture(albedo, size: int) -> np.ndarray:
+  """(size, size, 3) float32: the skin colour everywhere."""
+  return np.broadcast_to(np.asarray(albedo.skin, np.float32),
+                         (size, size, 3)).copy()
+
+
+def _plain_light(rng: np.random.Generator) -> render.SceneLight:
+  """`render.random_light`'s white Lambertian light as a SceneLight: a
+  uniform ambient term and a key light, no environment colour or gradient,
+  no cast shadows, no sheen."""
+  plain = render.random_light(rng)
+  sh = np.zeros((9, 3), np.float32)
+  sh[0] = plain.ambient
+  return render.SceneLight(sh=sh, direction=plain.direction,
+                           key=np.full(3, plain.diffuse, np.float32),
+                           specular=0.0, shininess=1.0, shadow=0.0)
+
+
+def _noise_background(rng: np.random.Generator, size: int) -> np.ndarray:
+  """(size, size, 3) float32 smooth colour noise in [0, 1]."""
+  cells = rng.uniform(0, 1, (4, 4, 3)).astype(np.float32)
+  return cv2.resize(cells, (size, size), interpolation=cv2.INTER_CUBIC).clip(
+      0, 1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -281,20 +329,33 @@ class Generator:
     res = self.config.resolution
     ident = self._identity(split, rng)
     expr = model_lib.sample_expression_coeffs(rng, self.model)
-    pose = photo_pose(rng)
-    tex = texture_lib.make_texture(ident.albedo, self.config.tex_size)
+    out = self.config.leave_out
+    pose = random_pose(rng) if 'pose' in out else photo_pose(rng)
+    tex = (_flat_texture(ident.albedo, self.config.tex_size)
+           if 'texture' in out else
+           texture_lib.make_texture(ident.albedo, self.config.tex_size))
     # Now and then the face is cut by the crop's edge (as in photos).
     jitter = self.config.crop_jitter * (2.5 if rng.random() < 0.15 else 1.0)
+    light = (_plain_light(rng) if 'light' in out else
+             render.random_scene_light(rng))
+    background = (_noise_background(rng, res) if 'background' in out else
+                  random_background(rng, res))
+    dressing = (None if 'dressing' in out else
+                appearance.sample_dressing(rng, ident.albedo))
     view = render_view(self.model, self.model.vertices(ident.shape, expr), tex,
-                       pose, render.random_scene_light(rng),
-                       random_background(rng, res), rng,
-                       appearance.sample_dressing(rng, ident.albedo), jitter,
+                       pose, light, background, rng, dressing, jitter,
                        self.config.crop_scale_jitter)
     image = view.image
-    if rng.random() < self.config.p_occluder:
+    occlude = rng.random() < self.config.p_occluder
+    if occlude and 'occluders' not in out:
       add_occluder(image, rng, ident.albedo.skin)
+    if 'camera' in out:
+      image = records.encode_jpeg(
+          np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8), 95)
+    else:
+      image = finish_image(image, rng)
     return dict(
-        image=finish_image(image, rng), position_map=view.position_map,
+        image=image, position_map=view.position_map,
         landmarks=view.landmarks, pose=pose, shape_coeffs=ident.shape,
         expression_coeffs=expr, face_box=view.face_box,
         crop_transform=view.crop_transform,
@@ -492,6 +553,7 @@ def _dataset_info(config: SynthConfig, results: list,
       results, source='synthetic', seed=config.seed,
       crop_jitter=config.crop_jitter,
       crop_scale_jitter=config.crop_scale_jitter,
+      leave_out=list(config.leave_out),
       resolution=config.resolution,
       identities={name: n for name, n in config.identities},
       clip_length=config.clip_length,

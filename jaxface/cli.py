@@ -44,6 +44,11 @@ def _add_synth(sub):
   p.add_argument('--crop-jitter', type=float, default=0.1,
                  help='largest shift of a recon crop\'s centre, relative to '
                       'the landmarks\' extent (300W-LP: 0.1; 0: centred)')
+  p.add_argument('--leave-out', default='',
+                 help='comma-separated parts of the renderer that recon '
+                      'records are made without (the realism ablation): '
+                      'texture, light, background, occluders, dressing, '
+                      'camera, pose')
   p.add_argument('--crop-scale-jitter', type=float, default=0.1,
                  help='largest relative change of a recon crop\'s side '
                       '(300W-LP: 0.1; 0: every face at one scale)')
@@ -75,7 +80,9 @@ def _synth_config(args):
       identities=(('train', args.identities_train),
                   ('test', args.identities_test)),
       clip_length=args.clip_length, crop_jitter=args.crop_jitter,
-      crop_scale_jitter=args.crop_scale_jitter)
+      crop_scale_jitter=args.crop_scale_jitter,
+      leave_out=tuple(p.strip() for p in args.leave_out.split(',')
+                      if p.strip()))
 
 
 def _synth(args) -> int:
