@@ -50,7 +50,8 @@ def study_run(tmp_path_factory):
       config='experiments/configs/quickstart.py',
       variants=(runner.Variant('base', ()),
                 runner.Variant('l1', ('loss.position=l1',)),
-                runner.Variant('broken', ('optimizer.lr=-1.0',))),
+                runner.Variant('broken', ('optimizer.lr=-1.0',)),
+                runner.Variant('plain', leave_out=('camera',))),
       metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
       scales={'tiny': runner.Scale(
           overrides=('model.width=0.125', 'data.global_batch_size=8',
@@ -148,3 +149,22 @@ def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
   assert stop.value.code == 130
   assert len(calls) == 1  # not variant c, not seed 1
   assert os.path.join('b', 'seed0') in calls[0]
+
+
+@pytest.mark.slow
+def test_a_variant_without_parts_of_the_renderer_trains_on_its_own_data(
+    study_run):
+  study, results, _, argv = study_run
+  plain = results['runs']['plain']
+  assert [r['status'] for r in plain] == ['ok', 'ok']
+  for run in plain:
+    assert run['leave_out'] == ['camera']
+    with open(os.path.join(run['workdir'], 'config.json')) as f:
+      data_dir = json.load(f)['data']['dir']
+    assert data_dir != argv[argv.index('--data') + 1]
+    with open(os.path.join(data_dir, 'dataset.json')) as f:
+      assert json.load(f)['leave_out'] == ['camera']
+  # (results.md itself is rewritten by the reuse test's smaller study.)
+  row = next(line for line in runner.markdown(study, results).splitlines()
+             if line.startswith('| plain |'))
+  assert 'data without camera' in row

@@ -57,10 +57,14 @@ RESULTS = ('results.json', 'results.md', 'results.png')
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """A named set of `KEY=VALUE` config overrides (config_lib syntax), run
-  at the named `scales` only (empty: at every scale)."""
+  at the named `scales` only (empty: at every scale). With `leave_out`
+  (parts of `synthetic.REALISM_PARTS`) it trains on the scale's data
+  rendered without those parts (its own dataset, rendered once); every
+  variant is measured on the scale's data."""
   name: str
   overrides: tuple[str, ...] = ()
   scales: tuple[str, ...] = ()
+  leave_out: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +86,11 @@ class Data:
   num_test: int = 256
   identities: tuple[tuple[str, int], ...] = (('train', 500), ('test', 100))
   crop_jitter: float = 0.0
+  leave_out: tuple[str, ...] = ()
 
   def folder(self) -> str:
     return (f'synth{self.resolution}-{"-".join(self.kinds)}-{self.num_train}'
-            f'-{self.num_test}')
+            f'-{self.num_test}' + ''.join(f'-no{p}' for p in self.leave_out))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +277,8 @@ def ensure_data(data: Data, folder: str) -> str:
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.SynthConfig(resolution=data.resolution,
                                  identities=data.identities,
-                                 crop_jitter=data.crop_jitter)
+                                 crop_jitter=data.crop_jitter,
+                                 leave_out=data.leave_out)
   counts = {kind: {'train': data.num_train, 'test': data.num_test}
             for kind in data.kinds}
   print(f'rendering the study\'s synthetic data into {folder} ...')
@@ -344,8 +350,10 @@ def markdown(study: Study, results: dict) -> str:
     ok = f'{row["ok"]}/{row["runs"]}'
     if row['errors']:
       ok += ' (failed: ' + '; '.join(row['errors']) + ')'
-    cells = [name, ' '.join(f'`{o}`' for o in variants[name].overrides)
-             or '(base config)', ok]
+    changes = [f'`{o}`' for o in variants[name].overrides] + [
+        f'data without {",".join(variants[name].leave_out)}'
+    ] * bool(variants[name].leave_out)
+    cells = [name, ' '.join(changes) or '(base config)', ok]
     for m in study.metrics:
       stats = row['metrics'][m.path]
       cells += [_cell(stats, m.scale), _diff_cell(stats['vs_baseline'],
@@ -409,9 +417,16 @@ def _parser(study: Study) -> argparse.ArgumentParser:
 def _run_all(study: Study, scale: Scale, seeds: Sequence[int],
              common: Sequence[str], root: str, config_path: str,
              data_dir: str, runs: dict, curves: dict,
-             write_partial: Callable[[], Any]) -> None:
+             write_partial: Callable[[], Any], data_root: str) -> None:
   """Every seed's pretraining (if any) and variants, in order, filling
-  `runs` and `curves`; the tables are rewritten after every run."""
+  `runs` and `curves`; the tables are rewritten after every run. Variants
+  with `leave_out` train on data rendered into `data_root`."""
+  own_data = {}
+  for v in study.variants:
+    if v.leave_out:
+      data = dataclasses.replace(scale.data, leave_out=v.leave_out)
+      folder = ensure_data(data, os.path.join(data_root, data.folder()))
+      own_data[v.name] = [f'data.dir={folder}']
   for seed in seeds:
     seeded = [*common, f'seed={seed}']
     if scale.pretrain is not None:
@@ -428,10 +443,12 @@ def _run_all(study: Study, scale: Scale, seeds: Sequence[int],
     for v in study.variants:
       workdir = os.path.join(root, v.name, f'seed{seed}')
       print(f'[{study.name}] {v.name}, seed {seed}: {workdir}')
-      result = run_one(study, config_path, [*seeded, *v.overrides], workdir,
-                       data_dir)
+      result = run_one(study, config_path,
+                       [*seeded, *own_data.get(v.name, []), *v.overrides],
+                       workdir, data_dir)
       runs[v.name].append({**result, 'seed': seed,
-                           'overrides': list(v.overrides)})
+                           'overrides': list(v.overrides),
+                           'leave_out': list(v.leave_out)})
       curves[v.name].append(_curve(workdir))
       # The tables so far: a long study shows its results as they come.
       write_partial()
@@ -458,8 +475,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
       v for v in study.variants if not v.scales or args.scale in v.scales))
   scale = study.scales[args.scale]
   root = os.path.join(args.runs, study.name, args.scale)
+  data_root = os.path.join(args.runs, 'data')
   data_dir = args.data or ensure_data(
-      scale.data, os.path.join(args.runs, 'data', scale.data.folder()))
+      scale.data, os.path.join(data_root, scale.data.folder()))
   config_path = os.path.join(repo_root(), study.config)
   common = [f'data.dir={data_dir}', *scale.overrides, *args.override,
             'train.progress=false']
@@ -489,7 +507,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> dict:
   try:
     _run_all(study, scale, seeds, common, root, config_path, data_dir, runs,
              curves, lambda: write_results(study, results(False), curves,
-                                           out))
+                                           out), data_root)
   except StudyStopped as e:
     print(f'[{study.name}] stopped: {e}', file=sys.stderr)
     raise SystemExit(130) from e
