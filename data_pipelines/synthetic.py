@@ -102,6 +102,8 @@ class SynthConfig:
   mesh_cols: int = 113
 
   def __post_init__(self):
+    # A tuple, also when it comes from JSON as a list (a hashable config).
+    object.__setattr__(self, 'leave_out', tuple(self.leave_out))
     unknown = sorted(set(self.leave_out) - set(REALISM_PARTS))
     if unknown:
       raise ValueError(f'leave_out: unknown part(s) {unknown}; parts: '

@@ -245,6 +245,10 @@ def test_each_part_of_the_renderer_can_be_left_out():
       synthetic.SynthConfig(resolution=64)).recon('train', i)['image']))
            for i in range(6)]
   assert np.median(smooth) < 0.5 * np.median(rough), (smooth, rough)
+  # From JSON (a list), as a dataset's or a model's spec stores it.
+  assert synthetic.SynthConfig(leave_out=['pose']) == synthetic.SynthConfig(
+      leave_out=('pose',))
+  hash(synthetic.SynthConfig(leave_out=['pose']))
   with pytest.raises(ValueError, match=r"unknown part\(s\) \['hair'\]"):
     synthetic.SynthConfig(leave_out=('hair',))
 
