@@ -138,8 +138,8 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def check_args(args) -> None:
-  """Raises ValueError naming the first bad option; sets `args.what_list`
-  and `args.infer_batches`."""
+  """Raises ValueError naming the first bad option; sets `args.what_list`,
+  `args.infer_batches` and `args.train_config` (the experiment config)."""
   what = [w.strip() for w in args.what.split(',') if w.strip()]
   unknown = [w for w in what if w not in WHAT]
   if unknown or not what:
@@ -158,9 +158,11 @@ def check_args(args) -> None:
   prnet.check_resolution(args.resolution, '--resolution')
   if args.width is not None and not args.width > 0:
     raise ValueError(f'--width must be > 0, got {args.width}')
-  config = train_config(args.width, args.dtype, args.batch, args.config,
-                        args.override)
-  args.width = config.model.width
+  # Loaded once here (its errors before any work) and used by every
+  # measurement.
+  args.train_config = train_config(args.width, args.dtype, args.batch,
+                                   args.config, args.override)
+  args.width = args.train_config.model.width
   if args.peak_flops is not None and not args.peak_flops > 0:
     raise ValueError(f'--peak-flops must be > 0, got {args.peak_flops}')
   if args.json is not None:
@@ -273,8 +275,7 @@ def bench_train(args, peak: float | None) -> dict:
   """The train step's row (`compile_s`: lowering + compilation)."""
   import jax  # pylint: disable=g-import-not-at-top
   compiled, state, batch, compile_s = compiled_train_step(
-      train_config(args.width, args.dtype, args.batch, args.config,
-                   args.override), args.resolution)
+      args.train_config, args.resolution)
   holder = [state]
 
   def run_step():
@@ -295,8 +296,7 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch, args.config,
-                        args.override)
+  config = args.train_config
   model = prnet.from_config(config.model, recon.compute_dtype(args.dtype))
   r = args.resolution
   variables = jax.jit(model.init)(jax.random.key(0),
@@ -362,8 +362,7 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
   on `data`, after `warmup` batches (at least 1: worker start-up)."""
   from jaxface.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  config = train_config(args.width, args.dtype, args.batch, args.config,
-                        args.override)
+  config = args.train_config
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
       kind='recon', split='train', global_batch_size=args.batch,
       worker_count=args.workers, augment=loop.augment_config(config),
