@@ -265,7 +265,7 @@ def compiled_train_step(config, resolution: int):
   batch = jax.device_put(
       random_batch(config.data.global_batch_size, resolution), repl)
   key = jax.random.key(config.seed)
-  state = jax.jit(task.init_state, out_shardings=repl)(key, batch)
+  state = state_lib.initialize(task.init_state, key, batch, sharding=repl)
   start = time.perf_counter()
   compiled = loop.jit_train_step(task, key, repl).lower(state, batch).compile()
   return compiled, state, batch, time.perf_counter() - start
@@ -296,11 +296,12 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   from jaxface.train import recon  # pylint: disable=g-import-not-at-top
+  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
   config = args.train_config
   model = prnet.from_config(config.model, recon.compute_dtype(args.dtype))
   r = args.resolution
-  variables = jax.jit(model.init)(jax.random.key(0),
-                                  np.zeros((1, r, r, 3), np.float32))
+  variables = state_lib.initialize(model.init, jax.random.key(0),
+                                   np.zeros((1, r, r, 3), np.float32))
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   rng = np.random.default_rng(0)
   photo = rng.integers(0, 256, PHOTO_SIZE + (3,), np.uint8)

@@ -14,6 +14,7 @@ from jaxface.data import pipeline
 from jaxface.train import config_lib
 from jaxface.train import facegen
 from jaxface.train import loop
+from jaxface.train import state as state_lib
 from jaxface.train import trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +119,7 @@ def test_generator_losses_go_down_on_a_fixed_batch(multiview):
       'train.num_steps': 100})
   task = loop.make_task(config, 32)
   batch = _batch(multiview)
-  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
   step = jax.jit(task.train_step)
   history = []
   for k in range(30):
@@ -144,7 +145,7 @@ def test_ema_of_generator_weights(multiview):
   config = _config(multiview, **{'train.ema_decay': 0.5})
   task = loop.make_task(config, 32)
   batch = _batch(multiview)
-  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
   init = state.params['gen']
   assert loop.tree_equal(state.ema_params, init)
   step = jax.jit(task.train_step)

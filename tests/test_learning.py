@@ -31,8 +31,9 @@ def data(tmp_path_factory):
 
 @pytest.mark.slow
 def test_short_run_beats_the_mean_face(data, tmp_path):
-  # In a process of its own on one CPU device, as the thresholds were
-  # measured (and 4x faster than over the tests' 8 fake devices).
+  # In a process of its own on one CPU device with XLA's full optimisation
+  # (not the tests' quick compilation, conftest.py), as the thresholds
+  # were measured.
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   workdir = str(tmp_path / 'run')
   result = subprocess.run(

@@ -24,6 +24,7 @@ from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.train import config_lib
 from jaxface.train import loop
+from jaxface.train import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
@@ -141,7 +142,7 @@ def test_a_short_mixed_run_lowers_the_2d_loss_on_a_fixed_batch(
                                       'train.num_steps': 60,
                                       'mix.weight': weight})
     task = loop.make_task(config, RESOLUTION, None, schemes.AFLW21)
-    state = jax.jit(task.init_state)(jax.random.key(0), fixed)
+    state = state_lib.initialize(task.init_state, jax.random.key(0), fixed)
     before = _mix_loss(task, state, fixed)
     step = jax.jit(task.train_step)
     for k in range(60):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxface import models
+from jaxface.train import state as state_lib
 
 KEY = jax.random.key(0)
 
@@ -23,8 +24,14 @@ def _count(tree):
 
 
 def _init(module, *args, **kwargs):
-  # Jitted: eager init would compile every primitive on its own.
-  return jax.jit(functools.partial(module.init, **kwargs))(KEY, *args)
+  # Jitted (eager init would compile every primitive on its own), without
+  # backend optimisation (`state_lib.INIT_COMPILER_OPTIONS`).
+  return state_lib.initialize(functools.partial(module.init, **kwargs), KEY,
+                              *args)
+
+
+def _shapes(module, *args, **kwargs):
+  return jax.eval_shape(functools.partial(module.init, **kwargs), KEY, *args)
 
 
 def _apply(module, variables, *args, **kwargs):
@@ -36,7 +43,7 @@ def _apply(module, variables, *args, **kwargs):
 
 def test_prnet_full_size_shapes_and_original_parameter_count():
   model = models.PRNet()
-  variables = jax.eval_shape(lambda: _init(model, jnp.zeros((1, 256, 256, 3))))
+  variables = _shapes(model, jnp.zeros((1, 256, 256, 3)))
   # PRNet's ResFCN256 counted with BatchNorm scales and offsets.
   assert _count(variables['params']) == 13_353_618
   out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((4, 256, 256, 3))),
@@ -52,21 +59,21 @@ def test_prnet_full_size_shapes_and_original_parameter_count():
 def test_prnet_rejects_bad_resolution():
   with pytest.raises(ValueError,
                      match='side must be a positive multiple of 32'):
-    jax.eval_shape(lambda: _init(models.PRNet(), jnp.zeros((1, 48, 48, 3))))
+    _shapes(models.PRNet(), jnp.zeros((1, 48, 48, 3)))
 
 
 def test_prnet_variants_full_size_shapes():
   images = jnp.zeros((2, 128, 128, 3))
-  base = jax.eval_shape(lambda: _init(models.PRNet(width=0.25), images))
+  base = _shapes(models.PRNet(width=0.25), images)
   for kwargs in ({'head': 'conv'}, {'head': 'conv', 'coords': True},
                  {'global_dim': 64}):
     model = models.PRNet(width=0.25, **kwargs)
-    variables = jax.eval_shape(lambda m=model: _init(m, images))
+    variables = _shapes(model, images)
     out = jax.eval_shape(lambda v, m=model: m.apply(v, images), variables)
     chex.assert_shape(out, (2, 128, 128, 3))
     assert _count(variables['params']) != _count(base['params']), kwargs
   with pytest.raises(ValueError, match='unknown PRNet head'):
-    jax.eval_shape(lambda: _init(models.PRNet(head='x'), images))
+    _shapes(models.PRNet(head='x'), images)
 
 
 def test_prnet_conv_head_starts_at_the_centre_and_leaves_the_crop():
@@ -116,7 +123,7 @@ def test_prnet_is_deterministic_for_a_seed(small_prnet):
   model, variables, images = small_prnet
   again = _init(model, images)
   chex.assert_trees_all_equal(variables, again)
-  other = jax.jit(model.init)(jax.random.key(7), images)
+  other = state_lib.initialize(model.init, jax.random.key(7), images)
   assert any(not np.allclose(a, b) for a, b in zip(
       jax.tree.leaves(other['params']), jax.tree.leaves(variables['params'])))
   np.testing.assert_array_equal(_apply(model, variables, images),
@@ -130,7 +137,7 @@ def test_prnet_bfloat16_compute_is_close_to_float32(small_prnet):
   out16 = _apply(bf16, variables, images)
   assert out16.dtype == jnp.float32  # outputs are float32 pixels
   # Parameters stay float32 in the bfloat16 model.
-  params16 = jax.eval_shape(lambda: _init(bf16, images))['params']
+  params16 = _shapes(bf16, images)['params']
   assert {np.dtype(x.dtype) for x in jax.tree.leaves(params16)} == {
       np.dtype('float32')}
   err = np.abs(np.asarray(out16) - np.asarray(out32))
@@ -226,13 +233,12 @@ def test_conv_module_matches_flax_module_and_names(monkeypatch):
 
 def test_resnet_discriminator_is_resnet18():
   model = models.ResNetDiscriminator()
-  variables = jax.eval_shape(lambda: _init(model, jnp.zeros((1, 256, 256, 3))))
+  variables = _shapes(model, jnp.zeros((1, 256, 256, 3)))
   # torchvision's ResNet-18 has 11,689,512 parameters with its 1000-way
   # classifier (512 * 1000 + 1000); here the classifier has one logit.
   assert _count(variables['params']) == 11_689_512 - 513_000 + 513
   out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((3, 256, 256, 6))),
-                       jax.eval_shape(lambda: _init(
-                           model, jnp.zeros((1, 256, 256, 6)))))
+                       _shapes(model, jnp.zeros((1, 256, 256, 6))))
   chex.assert_shape(out, (3,))
 
 
@@ -334,12 +340,12 @@ def test_feature_encoder_standardises_its_features():
 def test_face_gan_full_size_shapes(head, shape):
   gen = models.FaceGenerator(head=head)
   features, noise = jnp.zeros((2, 31)), jnp.zeros((2, 128))
-  variables = jax.eval_shape(lambda: _init(gen, features, noise))
+  variables = _shapes(gen, features, noise)
   out = jax.eval_shape(lambda v: gen.apply(v, features, noise), variables)
   chex.assert_shape(out, (2,) + shape)
   disc = models.FaceDiscriminator(head=head)
   x = jnp.zeros((2,) + shape)
-  dvars = jax.eval_shape(lambda: _init(disc, x, features))
+  dvars = _shapes(disc, x, features)
   logits, maps = jax.eval_shape(lambda v: disc.apply(v, x, features), dvars)
   chex.assert_shape(logits, (2,))
   assert [m.shape[1] for m in maps] == [32, 16, 8, 4]
@@ -392,8 +398,8 @@ def test_attention_flag_adds_exactly_the_attention_parameters():
   features, noise = jnp.zeros((1, 31)), jnp.zeros((1, 128))
   with_att, _ = _small_gan('uv', attention=True)
   without, _ = _small_gan('uv', attention=False)
-  p_with = jax.eval_shape(lambda: _init(with_att, features, noise))['params']
-  p_without = jax.eval_shape(lambda: _init(without, features, noise))['params']
+  p_with = _shapes(with_att, features, noise)['params']
+  p_without = _shapes(without, features, noise)['params']
   # Generator 16x16 from 4x4 with base 32: up blocks of 16 and 16 channels
   # (halving, at least 16), each followed by a residual block: 4 SE blocks.
   assert _count(p_with) - _count(p_without) == 4 * _se_params(16)
@@ -406,8 +412,8 @@ def test_code_every_stage_widens_exactly_the_up_blocks_inputs():
   plain = models.FaceGenerator(size=16, base_channels=32)
   every = models.FaceGenerator(size=16, base_channels=32,
                                code_every_stage=True)
-  p_plain = jax.eval_shape(lambda: _init(plain, features, noise))['params']
-  p_every = jax.eval_shape(lambda: _init(every, features, noise))['params']
+  p_plain = _shapes(plain, features, noise)['params']
+  p_every = _shapes(every, features, noise)['params']
   # Two up blocks (4 -> 8 -> 16) with 4x4 kernels, 16 output channels each:
   # 128 more input channels (the code) each.
   assert _count(p_every) - _count(p_plain) == 2 * 4 * 4 * 128 * 16

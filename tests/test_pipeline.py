@@ -470,6 +470,7 @@ def test_bytes_source(dataset):
                        all_batches(dataset, cfg)[0])
 
 
+@pytest.mark.multidevice
 def test_to_global_arrays_shards_over_data(dataset):
   assert jax.device_count() == 8
   mesh = jax.make_mesh((4, 2), ('data', 'model'),

@@ -82,7 +82,7 @@ def test_loss_goes_down_on_a_fixed_batch(data):
       split='train', global_batch_size=8, shuffle=False, training=False))
   batch = jax.tree.map(jnp.asarray, next(it))
   it.close()
-  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
   step = jax.jit(task.train_step)
   losses = []
   for _ in range(40):
@@ -227,6 +227,7 @@ def _to_float64(tree):
 
 
 @pytest.mark.slow
+@pytest.mark.multidevice
 def test_sharded_step_equals_single_device_step(data):
   # In float64, so that equality is exact up to 1e-7: in float32 the
   # reduction order of the sharded batch changes the last bits, which a
@@ -245,7 +246,7 @@ def test_sharded_step_equals_single_device_step(data):
       mesh = state_lib.make_mesh(devices)
       repl = state_lib.replicated(mesh)
       batch = _to_float64(pipeline.to_global_arrays(host_batch, mesh))
-      state = jax.jit(task.init_state)(jax.random.key(0), batch)
+      state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
       state = jax.device_put(_to_float64(state), repl)
       step = jax.jit(task.train_step, in_shardings=(repl, None, repl),
                      out_shardings=(repl, repl))
@@ -337,7 +338,7 @@ def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
       training=False))
   batch = jax.tree.map(jnp.asarray, next(it))
   it.close()
-  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
   step = jax.jit(task.train_step)
   losses = []
   for _ in range(30):
@@ -371,8 +372,8 @@ def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
   assert all(np.isfinite(l['train/adversarial_loss']) for l in lines)
   # Started from the pretrained generator, not from a fresh init.
   task = loop.make_task(config, 32)
-  fresh = jax.jit(task.init_state)(
-      jax.random.key(0), jax.tree.map(jnp.asarray, _first_batch(data)))
+  fresh = state_lib.initialize(task.init_state, jax.random.key(0),
+                               jax.tree.map(jnp.asarray, _first_batch(data)))
   loaded = task.load_pretrained(fresh)
   pre_params, _ = loop.final_variables(pretrained)
   assert loop.tree_equal(loaded.params['gen'], pre_params)
@@ -421,7 +422,7 @@ def test_cycle_discriminator_weights_reach_the_generator_loss(
       f'cycle.resnet_weight={resnet}', f'cycle.landmark_weight={landmark}'])
   task = loop.make_task(config, 32)
   batch = jax.tree.map(jnp.asarray, _first_batch(data))
-  state = jax.jit(task.init_state)(jax.random.key(0), batch)
+  state = state_lib.initialize(task.init_state, jax.random.key(0), batch)
   _, (_, _, metrics) = jax.jit(task.generator_step)(state, batch)
   gap = float(metrics['loss'] - metrics['position_loss'])
   adversarial = float(metrics['adversarial_loss'])

@@ -493,7 +493,8 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
     initial_data_state = train_it.get_state()
     first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
     base_key = jax.random.key(config.seed)
-    state = jax.jit(task.init_state, out_shardings=repl)(base_key, first)
+    state = state_lib.initialize(task.init_state, base_key, first,
+                                 sharding=repl)
 
     checkpointer = checkpoint_lib.Checkpointer(
         workdir, keep=config.train.keep_checkpoints,
