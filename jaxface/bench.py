@@ -256,7 +256,8 @@ def random_batch(batch: int, resolution: int) -> dict:
 def compiled_train_step(config, resolution: int):
   """The config's train step as the training loop jits it, compiled for a
   random batch on the first device: (compiled, state, batch, seconds of
-  lowering + compilation). `compiled(state, batch)` donates `state`."""
+  lowering + compilation, seconds to compute the initial state, its
+  compilation included). `compiled(state, batch)` donates `state`."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -265,16 +266,20 @@ def compiled_train_step(config, resolution: int):
   batch = jax.device_put(
       random_batch(config.data.global_batch_size, resolution), repl)
   key = jax.random.key(config.seed)
-  state = state_lib.initialize(task.init_state, key, batch, sharding=repl)
+  start = time.perf_counter()
+  state = jax.block_until_ready(
+      state_lib.initialize(task.init_state, key, batch, sharding=repl))
+  init_s = time.perf_counter() - start
   start = time.perf_counter()
   compiled = loop.jit_train_step(task, key, repl).lower(state, batch).compile()
-  return compiled, state, batch, time.perf_counter() - start
+  return compiled, state, batch, time.perf_counter() - start, init_s
 
 
 def bench_train(args, peak: float | None) -> dict:
-  """The train step's row (`compile_s`: lowering + compilation)."""
+  """The train step's row (`compile_s`: lowering + compilation; `init_s`:
+  the initial state, compilation included)."""
   import jax  # pylint: disable=g-import-not-at-top
-  compiled, state, batch, compile_s = compiled_train_step(
+  compiled, state, batch, compile_s, init_s = compiled_train_step(
       args.train_config, args.resolution)
   holder = [state]
 
@@ -285,7 +290,7 @@ def bench_train(args, peak: float | None) -> dict:
   seconds = time_repeats(run_step, args.repeats, args.warmup)
   return measurement('train', f'train step, batch {args.batch}', args.batch,
                      seconds, xla_flops(compiled), peak,
-                     compile_s=compile_s)
+                     compile_s=compile_s, init_s=init_s)
 
 
 def bench_infer(args, peak: float | None) -> list[dict]:
@@ -482,6 +487,9 @@ def format_table(result: dict) -> str:
         f'{_num(row["peak_fraction"], 100)} |')
     if 'compile_s' in row:
       notes.append(f'{row["what"]}: compiled in {row["compile_s"]:.1f} s')
+    if 'init_s' in row:
+      notes.append(f'{row["what"]}: initial state in {row["init_s"]:.1f} s '
+                   '(compilation included)')
     if row.get('vs_train') is not None:
       notes.append(f'pipeline: {row["vs_train"]:.1f}x the train step\'s '
                    'images/s (goal: >= 5x)')

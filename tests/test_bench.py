@@ -53,6 +53,7 @@ def test_every_measurement_has_positive_finite_figures(result):
   for name in ('train', 'forward_b2'):  # XLA's FLOPs, and the given peak
     for key in ('flops_per_image', 'peak_fraction', 'compile_s'):
       assert _positive(rows[name][key]), (name, key, rows[name][key])
+  assert _positive(rows['train']['init_s'])
   assert _positive(rows['pipeline']['vs_train'])
   assert result['peak_flops'] == 1e12
   assert result['machine']['jax'] == jax.__version__

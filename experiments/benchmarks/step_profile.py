@@ -47,7 +47,7 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   args = parser.parse_args()
-  compiled, state, batch, _ = bench.compiled_train_step(
+  compiled, state, batch, _, _ = bench.compiled_train_step(
       bench.train_config(args.width, 'float32', args.batch), args.resolution)
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
       compiled.as_text())}
