@@ -119,6 +119,21 @@ def test_prnet_small_compiled_train_step(small_prnet):
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
+def test_quickly_compiled_init_equals_a_plain_jit():
+  # state.initialize compiles without XLA's backend optimisation; the
+  # values are the same draws, equal to float rounding.
+  model = nn.Sequential([nn.Conv(8, (3, 3)), nn.relu, nn.Dense(4)])
+  x = jnp.ones((1, 8, 8, 3))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  quick = state_lib.initialize(model.init, KEY, x, sharding=sharding)
+  plain = jax.jit(model.init)(KEY, x)
+  chex.assert_trees_all_close(quick, plain, rtol=1e-6, atol=1e-7)
+  assert all(leaf.sharding == sharding for leaf in jax.tree.leaves(quick))
+  other = state_lib.initialize(model.init, jax.random.key(1), x)
+  assert not np.allclose(other['params']['layers_0']['kernel'],
+                         quick['params']['layers_0']['kernel'])
+
+
 def test_prnet_is_deterministic_for_a_seed(small_prnet):
   model, variables, images = small_prnet
   again = _init(model, images)
