@@ -11,9 +11,6 @@ from data_pipelines import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
 
-# One worker builds this module's shared fixtures (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group('test_ablations')
-
 R = 32
 
 

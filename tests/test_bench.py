@@ -19,9 +19,6 @@ from jaxface import cli
 from jaxface.models import PRNet
 from jaxface.models import prnet
 
-# One worker builds this module's shared fixtures (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group('test_bench')
-
 TINY = ['--resolution', '32', '--width', '0.125', '--batch', '2',
         '--infer-batch', '2', '--repeats', '1', '--warmup', '0',
         '--records', '2']

@@ -21,9 +21,6 @@ from jaxface.infer import generate
 from jaxface.train import facegen
 from jaxface.train import trained
 
-# One worker builds this module's shared fixtures (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group('test_generate_and_eval')
-
 SCALE = 4  # the 32 x 32 crops are written as 128 x 128 photos
 
 

@@ -27,9 +27,6 @@ from jaxface.train import config_lib
 from jaxface.train import loop
 from jaxface.train import trained
 
-# One worker builds this module's shared fixtures (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group('test_pretrained')
-
 RESOLUTION = 32
 # float16 keeps 11 significant bits: the maps (up to 1.1 R = 35 pixels) of
 # the exported weights stay within this many pixels of the float32 ones

@@ -17,9 +17,6 @@ from jaxface.eval import recon_eval
 from jaxface.face import model as model_lib
 import workdirs
 
-# One worker builds this module's shared fixtures (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group('test_recon_eval')
-
 NUM_TEST = 12
 
 
