@@ -133,6 +133,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_parameters(
   _wait_for_checkpoint(killed, every, p)
   p.send_signal(signal.SIGKILL)
   p.wait()
+  assert loop.final_variables(killed) is not None  # something to resume
   assert every <= checkpoint_lib.latest_step(killed) < steps  # killed mid-run
   p = _train_process(_args(data, steps, every), killed)
   out = p.communicate(timeout=600)[0]

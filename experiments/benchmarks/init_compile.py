@@ -49,7 +49,8 @@ def main() -> None:
       task.init_state, key, batch, sharding=repl))
   diff = max(float(abs(a - b).max()) for a, b in zip(
       jax.tree.leaves(plain.params), jax.tree.leaves(quick.params)))
-  print(f'{args.config or "prnet_pretrain.py"} at {args.resolution}x{args.resolution}, '
+  name = args.config or 'prnet_pretrain.py'
+  print(f'{name} at {args.resolution}x{args.resolution}, '
         f'{jax.devices()[0].device_kind}:')
   print(f'  jax.jit:             {plain_s:.1f} s')
   print(f'  state.initialize:    {quick_s:.1f} s')
