@@ -10,7 +10,6 @@ Reconstruction (the second seed, PRNet):
   seed's weighted absolute error ('l1', sum |p - p_g| * W), normalised so its
   value does not depend on the resolution.
 - `landmark_loss`: error of the 68 landmarks read off a position map.
-- `nme`: AFLW2000-3D's normalised mean error (3DDFA), for logs.
 
 Adversarial (both systems): `discriminator_loss` / `generator_loss` with
 `ADVERSARIAL_KINDS` = 'lsgan' (CycleGAN), 'nonsaturating', 'hinge' and
@@ -167,29 +166,6 @@ def landmark_loss(pred_map, target_landmarks, landmark_uv=None,
   if visible is None:
     return jnp.mean(per_point)
   return jnp.sum(per_point * visible) / jnp.maximum(jnp.sum(visible), 1.0)
-
-
-def nme(pred_landmarks, true_landmarks) -> jax.Array:
-  """AFLW2000-3D normalised mean error (3DDFA's protocol), per example.
-
-    nme = mean_p ||pred_p[:2] - true_p[:2]|| / sqrt(w * h),
-
-  where w, h are the width and height of the bounding box of the true
-  landmarks' (x, y). Depth is ignored (the 2D NME of 3DDFA / PRNet's
-  tables). Multiply by 100 for the usual percentage.
-
-  Args:
-    pred_landmarks: (..., P, D) predicted landmarks, pixels, D >= 2.
-    true_landmarks: (..., P, D') true landmarks, pixels, D' >= 2.
-
-  Returns:
-    (...) float32 NME of each example (e.g. (B,)), unitless.
-  """
-  pred = _f32(pred_landmarks)[..., :2]
-  true = _f32(true_landmarks)[..., :2]
-  size = jnp.max(true, axis=-2) - jnp.min(true, axis=-2)
-  norm = jnp.sqrt(jnp.maximum(size[..., 0] * size[..., 1], _TINY))
-  return jnp.mean(_safe_norm(pred - true), axis=-1) / norm
 
 
 # ---------------------------------------------------------- adversarial ----

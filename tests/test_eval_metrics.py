@@ -1,11 +1,12 @@
 """Evaluation metrics and the CED figure, against hand-computed values."""
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import fabricate
-from jaxface import losses
 from jaxface.eval import metrics
 from jaxface.eval import plots
 from jaxface.face import bfm as bfm_lib
@@ -78,12 +79,26 @@ def test_visible_point_errors_and_nme_hand_made():
     metrics.nme_visible(pred[0], true[0])
 
 
-def test_nme_agrees_with_the_training_nme():
+def test_nme_of_jax_arrays_inside_jit_known_shift():
+  # The training loop's eval step calls `nme` on traced float32 arrays.
   rng = np.random.default_rng(1)
-  true = rng.uniform(0, 64, (5, 68, 3))
-  pred = true + rng.normal(0, 2, (5, 68, 3))
-  np.testing.assert_allclose(metrics.nme(pred, true),
-                             np.asarray(losses.nme(pred, true)), rtol=1e-5)
+  # True landmarks in the box x in [10, 20], y in [0, 40]: sqrt(w h) = 20.
+  true = np.stack([rng.uniform(10, 20, 68), rng.uniform(0, 40, 68),
+                   rng.uniform(0, 9, 68)], -1)
+  true[0, :2], true[1, :2] = (10, 0), (20, 40)
+  true = np.stack([true, 2 * true]).astype(np.float32)  # Second box: 40.
+  # Shift (3, 4) in x, y -> 5 pixels; a depth shift is ignored.
+  pred = true + np.array([3.0, 4.0, 100.0], np.float32)
+  got = jax.jit(metrics.nme)(jnp.asarray(pred), jnp.asarray(true))
+  assert isinstance(got, jax.Array) and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, [5 / 20, 5 / 40], rtol=1e-5)
+  got3 = jax.jit(metrics.nme, static_argnums=2)(pred, jnp.asarray(true), 3)
+  np.testing.assert_allclose(got3, [5 / 20, 5 / 40], rtol=1e-5)
+  # bfloat16 landmarks are measured in float32.
+  assert metrics.nme(jnp.asarray(pred, jnp.bfloat16),
+                     jnp.asarray(true)).dtype == jnp.float32
+  # The numpy path (float64) gives the same values.
+  np.testing.assert_allclose(metrics.nme(pred, true), got, rtol=1e-5)
 
 
 def test_nme_rejects_too_few_coordinates():

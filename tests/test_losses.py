@@ -175,19 +175,6 @@ def test_masked_landmark_loss_ignores_invisible_points():
   assert float(none) == 0.0
 
 
-def test_nme_known_shift():
-  rng = np.random.default_rng(1)
-  # True landmarks in the box x in [10, 20], y in [0, 40]: sqrt(w h) = 20.
-  true = np.stack([rng.uniform(10, 20, 68), rng.uniform(0, 40, 68),
-                   rng.uniform(0, 9, 68)], -1)
-  true[0, :2], true[1, :2] = (10, 0), (20, 40)
-  true = np.stack([true, 2 * true]).astype(np.float32)  # Second box: 40.
-  # Shift (3, 4) in x, y -> 5 pixels; a depth shift is ignored.
-  pred = true + np.array([3.0, 4.0, 100.0], np.float32)
-  np.testing.assert_allclose(losses.nme(pred, true), [5 / 20, 5 / 40],
-                             rtol=1e-5)
-
-
 # -------------------------------------------------------- adversarial ------
 
 

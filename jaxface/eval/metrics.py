@@ -1,8 +1,8 @@
 """Evaluation metrics of 3D face reconstruction and generation (numpy).
 
-Pure host-side functions over numpy arrays, for evaluation runs rather than
-training steps (`jaxface.losses.nme` is the jnp twin of `nme` used in
-training logs):
+Host-side functions over numpy arrays, for evaluation runs; `nme` also
+takes jax arrays, so that the training loop's eval step measures with the
+same function:
 
 - landmarks: `nme` (AFLW2000-3D / 3DDFA protocol, 2D or 3D),
   `visible_point_errors` and `nme_visible` (AFLW's 21 points, some not
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import spatial
 from skimage import measure
@@ -42,8 +44,7 @@ BIN_NAMES = tuple(f'{lo}-{hi}' for lo, hi in YAW_BINS)
 # `pose_benchmark_mask`.
 POSE_MAX_ABS_DEG = 99.0
 
-# Squared box sizes below this (squared pixels) count as 0, as in
-# `jaxface.losses.nme`.
+# Squared box sizes below this (squared pixels) count as 0.
 _TINY = 1e-12
 # Flips y: the y-down image frame <-> the y-up model / camera frame.
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])
@@ -58,7 +59,12 @@ def _box_norm(points_xy: np.ndarray) -> np.ndarray:
   return np.sqrt(np.maximum(size[..., 0] * size[..., 1], _TINY))
 
 
-def nme(pred, true, dims: int = 2) -> np.ndarray:
+def _namespace(*arrays):
+  """jax.numpy for jax arrays (tracers inside jit included), else numpy."""
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def nme(pred, true, dims: int = 2):
   """Normalised mean error of landmarks, per image (3DDFA's protocol).
 
     nme = mean_p ||pred_p[:dims] - true_p[:dims]|| / sqrt(w * h),
@@ -66,6 +72,10 @@ def nme(pred, true, dims: int = 2) -> np.ndarray:
   with w, h the width and height of the bounding box of the TRUE landmarks'
   (x, y), whatever `dims`: dims = 2 is AFLW2000-3D's 2D NME (3DDFA's and
   PRNet's tables), dims = 3 also counts the depth error.
+
+  The one NME of jaxface: `jaxface eval` calls it on numpy arrays (float64,
+  on the host), the training loop's eval step on jax arrays (at least
+  float32, inside jit); the formula is the same.
 
   Depth (dims = 3) is compared up to an offset: the z of each set is first
   shifted so that its minimum over the P points is 0. An orthographic
@@ -80,17 +90,24 @@ def nme(pred, true, dims: int = 2) -> np.ndarray:
   prediction (XgTu/2DASL, evaluation/nme_for_alignment_68pts_3d.m).
 
   Args:
-    pred: (B, P, D) predicted landmarks, pixels, D >= dims (P = 68).
-    true: (B, P, D') true landmarks, pixels, D' >= dims.
+    pred: (..., P, D) predicted landmarks, pixels, D >= dims (P = 68);
+      numpy or jax.
+    true: (..., P, D') true landmarks, pixels, D' >= dims.
     dims: 2 (x, y) or 3 (x, y, z, z shifted as above).
 
   Returns:
-    (B,) float64 unitless NME per image.
+    (...) unitless NME per image (e.g. (B,)): float64 numpy for numpy
+    inputs, a jax array (float32 or wider) for jax inputs.
   """
   if dims not in (2, 3):
     raise ValueError(f'dims must be 2 or 3, got {dims}')
-  pred = np.asarray(pred, np.float64)
-  true = np.asarray(true, np.float64)
+  xp = _namespace(pred, true)
+  if xp is np:
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+  else:
+    pred, true = jnp.asarray(pred), jnp.asarray(true)
+    dtype = jnp.promote_types(jnp.result_type(pred, true), jnp.float32)
+    pred, true = pred.astype(dtype), true.astype(dtype)
   if pred.shape[-1] < dims or true.shape[-1] < dims:
     raise ValueError(f'need {dims} coordinates, got landmarks of shapes '
                      f'{pred.shape} and {true.shape}')
@@ -99,17 +116,16 @@ def nme(pred, true, dims: int = 2) -> np.ndarray:
                      'not match')
   pred, true = pred[..., :dims], true[..., :dims]
   if dims == 3:
-    pred = _z_from_min(pred)
-    true = _z_from_min(true)
-  dist = np.linalg.norm(pred - true, axis=-1)
-  return dist.mean(axis=-1) / _box_norm(true[..., :2])
-
-
-def _z_from_min(points: np.ndarray) -> np.ndarray:
-  """(..., P, 3) -> a copy with z shifted so that its minimum over P is 0."""
-  out = np.array(points, np.float64, copy=True)
-  out[..., 2] -= out[..., 2].min(axis=-1, keepdims=True)
-  return out
+    pred = pred - xp.concatenate(
+        [xp.zeros_like(pred[..., :1, :2]),
+         pred[..., 2:].min(axis=-2, keepdims=True)], axis=-1)
+    true = true - xp.concatenate(
+        [xp.zeros_like(true[..., :1, :2]),
+         true[..., 2:].min(axis=-2, keepdims=True)], axis=-1)
+  dist = xp.sqrt(xp.sum((pred - true)**2, axis=-1))
+  size = true[..., :2].max(axis=-2) - true[..., :2].min(axis=-2)
+  norm = xp.sqrt(xp.maximum(size[..., 0] * size[..., 1], _TINY))
+  return dist.mean(axis=-1) / norm
 
 
 def visible_point_errors(pred, true) -> np.ndarray:

@@ -19,6 +19,7 @@ import optax
 
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
+from jaxface.eval import metrics as eval_metrics
 from jaxface.face import frames
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
@@ -163,7 +164,7 @@ class ReconTask(task_lib.Task):
     """Per-example metrics (B,): nme, position_loss."""
     pred = self.predict(state, batch['image'])
     landmarks = uv_lib.sample_uv(pred, self.landmark_uv)
-    out = {'nme': losses.nme(landmarks, batch['landmarks'])}
+    out = {'nme': eval_metrics.nme(landmarks, batch['landmarks'])}
     if 'position_map' in batch:
       err = ((pred - batch['position_map']) / (
           frames.POSITION_SCALE * self.resolution))**2
@@ -184,8 +185,7 @@ class ReconTask(task_lib.Task):
     train = np.concatenate([b['landmarks'] for b in train_batches])
     mean_face = train.mean(axis=0)
     pred = np.broadcast_to(mean_face, eval_landmarks.shape)
-    nme = np.asarray(losses.nme(jnp.asarray(pred), jnp.asarray(
-        eval_landmarks)))
+    nme = eval_metrics.nme(pred, eval_landmarks)
     return {'nme_mean_face': float(nme.mean())}
 
   def figure(self, state: state_lib.TrainState, batch: dict, path: str,
