@@ -10,6 +10,7 @@ import pytest
 from data_pipelines import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
+import shared
 
 R = 32
 
@@ -40,30 +41,35 @@ def test_lookup_reads_dotted_paths():
 
 @pytest.fixture(scope='module')
 def study_run(tmp_path_factory):
-  root = tmp_path_factory.mktemp('ablation')
-  data = str(root / 'data')
-  synthetic.synthesize(data, synthetic.SynthConfig(
-      resolution=R, identities=(('train', 4), ('test', 2))),
-                       {'recon': {'train': 16, 'test': 8}}, progress=False)
-  study = runner.Study(
-      name='tiny', title='tiny study',
-      config='experiments/configs/quickstart.py',
-      variants=(runner.Variant('base', ()),
-                runner.Variant('l1', ('loss.position=l1',)),
-                runner.Variant('broken', ('optimizer.lr=-1.0',))),
-      metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
-      scales={'tiny': runner.Scale(
-          overrides=('model.width=0.125', 'data.global_batch_size=8',
-                     'data.eval_batch_size=8', 'train.num_steps=2',
-                     'optimizer.warmup_steps=0',
-                     'train.log_every=1', 'train.eval_every=2',
-                     'train.checkpoint_every=2'),
-          data=recon_metrics.CPU_DATA)},
-      seeds=(0, 1))
-  out = str(root / 'results')
-  argv = ['--scale', 'tiny', '--runs', str(root / 'runs'), '--data', data,
-          '--out', out]
-  results = runner.main(study, argv)
+  # Trained once per session: a second xdist worker reuses the runs (the
+  # runner's own reuse of finished runs) and writes its tables to its own
+  # folder.
+  out = str(tmp_path_factory.mktemp('ablation') / 'results')
+  with shared.shared_folder(tmp_path_factory, 'ablation_study') as root:
+    data = str(root / 'data')
+    if not os.path.isfile(os.path.join(data, 'dataset.json')):
+      synthetic.synthesize(data, synthetic.SynthConfig(
+          resolution=R, identities=(('train', 4), ('test', 2))),
+                           {'recon': {'train': 16, 'test': 8}},
+                           progress=False)
+    study = runner.Study(
+        name='tiny', title='tiny study',
+        config='experiments/configs/quickstart.py',
+        variants=(runner.Variant('base', ()),
+                  runner.Variant('l1', ('loss.position=l1',)),
+                  runner.Variant('broken', ('optimizer.lr=-1.0',))),
+        metrics=recon_metrics.METRICS, evaluate=recon_metrics.evaluate,
+        scales={'tiny': runner.Scale(
+            overrides=('model.width=0.125', 'data.global_batch_size=8',
+                       'data.eval_batch_size=8', 'train.num_steps=2',
+                       'optimizer.warmup_steps=0',
+                       'train.log_every=1', 'train.eval_every=2',
+                       'train.checkpoint_every=2'),
+            data=recon_metrics.CPU_DATA)},
+        seeds=(0, 1))
+    argv = ['--scale', 'tiny', '--runs', str(root / 'runs'), '--data', data,
+            '--out', out]
+    results = runner.main(study, argv)
   return study, results, out, argv
 
 

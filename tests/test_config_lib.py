@@ -308,7 +308,10 @@ def test_a_stored_config_gets_the_keys_added_since_with_their_old_values():
   assert filled.loss.z_weight == 0.1  # present: kept
   assert filled.loss.mask == 'prnet'
   assert tuple(filled.train.profile_steps) == (0, 0)
-  assert 'cycle' not in filled and 'facegen' not in filled  # no new sections
+  # A task's section is not added; `evals`, a section of every run, is (no
+  # evaluators: what such a run measured).
+  assert 'cycle' not in filled and 'facegen' not in filled
+  assert 'evals' in filled and not filled.evals and 'evals' not in stored
   assert 'head' not in stored.model  # a copy
   frozen = config_lib.with_added_keys(ml_collections.FrozenConfigDict(stored))
   assert isinstance(frozen, ml_collections.FrozenConfigDict)
@@ -327,5 +330,7 @@ def test_every_added_key_is_a_key_of_an_experiment_config():
     keys |= {f'{s}.{k}' for s in config.keys()
              if isinstance(config[s], ml_collections.ConfigDict)
              for k in config[s].keys()}
+    keys |= {s for s in config.keys()
+             if isinstance(config[s], ml_collections.ConfigDict)}
   assert set(config_lib.ADDED_KEYS) <= keys, (
       set(config_lib.ADDED_KEYS) - keys)

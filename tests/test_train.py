@@ -20,6 +20,8 @@ from jaxface import cli
 from jaxface import files
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.eval import evaluators
+from jaxface.eval import recon_eval
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 from jaxface.train import loop
@@ -72,6 +74,56 @@ def test_two_steps_write_everything(data, tmp_path):
              for name in os.listdir(tmp_path))
   assert os.path.exists(tmp_path / 'summary.json')
   assert loop.final_variables(str(tmp_path))[0]  # a checkpoint with params
+
+
+def test_configured_evaluators_log_what_jaxface_eval_reports(data, tmp_path):
+  config = _config(data)
+  with config.unlocked():
+    config.evals.report = evaluators.config('reconstruction', every=1,
+                                            limit=12)
+  workdir = str(tmp_path / 'run')
+  summary = loop.run(config, workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  logged = {l['step']: l for l in lines
+            if 'evals/report/nme_2d.mean_of_bins' in l}
+  assert sorted(logged) == [1, 2]
+  assert summary['evals']['report']['count'] == 12
+  # `jaxface eval` of the last checkpoint: the same report.
+  report, _ = recon_eval.evaluate_reconstruction(workdir, data, 'test',
+                                                 limit=12, progress=False)
+  for path in ('nme_2d.mean_of_bins', 'nme_3d.mean_of_bins',
+               'pose_error.mean', 'dense_nme.mean'):
+    np.testing.assert_allclose(logged[2][f'evals/report/{path}'],
+                               _lookup(report, path), rtol=1e-5)
+  assert logged[1]['evals/report/nme_2d.mean_of_bins'] != logged[2][
+      'evals/report/nme_2d.mean_of_bins']  # measured on each step's weights
+
+
+def _lookup(report, path):
+  for key in path.split('.'):
+    report = report[key]
+  return report
+
+
+@pytest.mark.parametrize('entry, message', [
+    ({'type': 'inception'}, r'config.evals.bad.type must be one of'),
+    ({'type': 'facegen'}, r"measures models of \('facegen',\), not of task "
+                          "'prnet'"),
+    ({'type': 'reconstruction', 'every': -1}, r'evals.bad.every must be a '
+                                              'whole number >= 0'),
+    ({'type': 'reconstruction', 'data_dir': '/nonexistent'},
+     r"data_dir '/nonexistent' is not a jaxface dataset"),
+])
+def test_a_bad_evaluator_entry_is_refused_before_training(data, tmp_path,
+                                                           entry, message):
+  config = _config(data)
+  with config.unlocked():
+    config.evals.bad = evaluators.config(**{'kind': entry.pop('type'),
+                                            **entry})
+  with pytest.raises(ValueError, match=message):
+    loop.run(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
 def test_loss_goes_down_on_a_fixed_batch(data):
@@ -515,6 +567,10 @@ def test_a_changed_config_is_listed_and_needs_allow_config_change(
   del stored['loss']['mask']
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(stored, f)
+  assert loop.run(config, workdir)['steps'] == 4
+  # What is measured (config.evals) may change freely.
+  with config.unlocked():
+    config.evals.report = evaluators.config('reconstruction')
   assert loop.run(config, workdir)['steps'] == 4
   with pytest.raises(ValueError, match="loss.mask: 'prnet' -> 'uniform'"):
     loop.run(_config(data, **{'train.num_steps': 4, 'loss.mask': 'uniform'}),

@@ -83,4 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   # A jax.profiler trace of steps FIRST..LAST (1-based, inclusive) into
   # WORKDIR/profile, for TensorBoard's profile plugin or Perfetto; 0, 0: off.
   config.train.profile_steps = (0, 0)
+
+  # The measurements of `jaxface eval`, run on the training weights: name ->
+  # jaxface.eval.evaluators.config(TYPE, every=...), logged as
+  # evals/NAME/... (see jaxface/eval/evaluators.py). None by default.
+  config.evals = ml_collections.ConfigDict()
   return config

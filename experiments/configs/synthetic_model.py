@@ -12,10 +12,14 @@ The quickstart's recipe (experiments/configs/quickstart.py: conv head,
 coordinate channels, z weighted 0.1, a landmark loss, centred crops, no
 augmentation beyond the renderer's own randomisation) with 8 times the
 faces and 1.5 times the steps. The data seed (1) differs from the seed
-`jaxface export` renders its check set with (7).
+`jaxface export` renders its check set with (7). At the end, the
+`report` evaluator measures the held-out split as `jaxface eval` does (NME
+2D / 3D per yaw bin, dense NME, head pose), into summary.json and
+metrics.jsonl (`evals/report/...`).
 """
 
 from experiments.configs import quickstart
+from jaxface.eval import evaluators
 
 
 def get_config():
@@ -26,4 +30,5 @@ def get_config():
   config.train.eval_every = 2000
   config.train.checkpoint_every = 1000
   config.train.keep_checkpoints = 2
+  config.evals.report = evaluators.config('reconstruction')
   return config

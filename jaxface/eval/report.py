@@ -3,7 +3,8 @@
   jaxface eval --workdir runs/prnet --data data/aflw2000 [--out report.json]
   jaxface eval --model synthetic --data data/aflw2000   # a shipped model
 
-What is measured follows the workdir's task:
+What is measured follows the workdir's task (`evaluators.EVALUATORS`, the
+measurements a training run's `config.evals` can also run while training):
 - `prnet`, `cycle`: AFLW2000-3D's protocol on `recon` records of any
   resolution (resized to the model's): 68-landmark NME (2D and 3D) per yaw
   bin and as the mean of the bin means, dense NME, head-pose MAE (yaw,
@@ -84,28 +85,21 @@ def run(args) -> int:
   progress = not args.no_progress
   print(f'measuring {args.workdir or args.model} (task {model.task}, step '
         f'{model.step}) on {args.data} [{args.split}]')
-  if model.task in ('prnet', 'cycle'):
-    from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
-    from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
-    report, per_image = recon_eval.evaluate_reconstruction(
-        model, args.data, args.split, args.batch_size, args.limit,
-        metrics.load_canonical(args.canonical, model.resolution), progress)
-    paths = recon_eval.write_outputs(report, per_image, out)
-    table = recon_eval.markdown_table(report)
-  elif model.task in ('facegen', 'progression'):
-    from jaxface.eval import gen_eval  # pylint: disable=g-import-not-at-top
-    if model.task == 'facegen':
-      report = gen_eval.evaluate_facegen(
-          model, args.data, args.split, args.batch_size, args.limit,
-          args.classifier, args.samples, progress,
-          classifier_dir=os.path.join(args.workdir, 'eval', 'classifier'))
-    else:
-      report = gen_eval.evaluate_progression(
-          model, args.data, args.split, args.batch_size, args.limit, progress)
-    paths = gen_eval.write_outputs(report, out)
-    table = gen_eval.markdown_table(report)
-  else:
-    raise ValueError(f'{args.workdir}: no evaluation for task {model.task!r}')
+  from jaxface.eval import evaluators  # pylint: disable=g-import-not-at-top
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
+  evaluator = evaluators.for_task(model.task)
+  options = {'classifier': args.classifier, 'samples': args.samples}
+  if evaluator is evaluators.EVALUATORS['reconstruction']:
+    options['canonical'] = metrics.load_canonical(args.canonical,
+                                                  model.resolution)
+  if args.workdir:
+    options['classifier_dir'] = os.path.join(args.workdir, 'eval',
+                                             'classifier')
+  report, extra = evaluator.measure(model, args.data, args.split,
+                                    args.batch_size, args.limit, progress,
+                                    **options)
+  paths = evaluator.write(report, extra, out)
+  table = evaluator.table(report)
   print(table)
   for name, path in paths.items():
     print(f'  {name}: {path}')

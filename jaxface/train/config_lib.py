@@ -140,6 +140,8 @@ def _override(config: ml_collections.ConfigDict, override: str) -> None:
 # reads every key directly, and a resume that keeps these values changes
 # nothing.
 ADDED_KEYS = {
+    # A whole section (a key without a dot): added when absent.
+    'evals': ml_collections.ConfigDict(),
     'model.head': 'prnet',
     'model.coords': False,
     'model.global_dim': 0,
@@ -157,10 +159,16 @@ def with_added_keys(config: ml_collections.ConfigDict
                     ) -> ml_collections.ConfigDict:
   """A copy of `config` with every key of `ADDED_KEYS` whose section it has
   (a prnet run has no `cycle` section) and whose key it lacks, at its value
-  from before the key existed. A FrozenConfigDict gives one back."""
+  from before the key existed, and every whole section of `ADDED_KEYS` it
+  lacks. A FrozenConfigDict gives one back."""
   frozen = isinstance(config, ml_collections.FrozenConfigDict)
   new = ml_collections.ConfigDict(config) if frozen else copy.deepcopy(config)
   for dotted, value in ADDED_KEYS.items():
+    if '.' not in dotted:  # a whole top-level section
+      if dotted not in new:
+        with new.unlocked():
+          new[dotted] = copy.deepcopy(value)
+      continue
     section, key = dotted.rsplit('.', 1)
     if section in new and key not in new[section]:
       with new[section].unlocked():

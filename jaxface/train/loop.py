@@ -50,6 +50,7 @@ from jaxface.data import augment as augment_lib
 from jaxface.data import padding
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.eval import evaluators
 from jaxface.eval import plots
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
@@ -96,6 +97,7 @@ def _check_config(config) -> None:
     if config.data[name] < 1:
       problems.append(f'config.data.{name} must be >= 1, got '
                       f'{config.data[name]!r}')
+  problems += evaluators.check(config.evals, config.task)
   if problems:
     raise ValueError('; '.join(problems))
 
@@ -368,6 +370,7 @@ _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'data.worker_count',
                    'data.eval_batch_size')
 _FIXED_ON_RESUME = ('task', 'model')  # top-level keys
+_FREE_SECTIONS_ON_RESUME = ('evals',)  # what is measured, not how it trains
 
 
 def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -410,7 +413,8 @@ def _check_resume(config, workdir: str, model_info: dict,
                if k in current}, **stored}
   changed = sorted(k for k in set(stored) | set(current)
                    if stored.get(k, '<unset>') != current.get(k, '<unset>')
-                   and k not in _FREE_ON_RESUME)
+                   and k not in _FREE_ON_RESUME
+                   and k.split('.')[0] not in _FREE_SECTIONS_ON_RESUME)
   fixed = [k for k in changed if k.split('.')[0] in _FIXED_ON_RESUME]
   describe = lambda keys: ', '.join(  # noqa: E731
       f'{k}: {stored.get(k, "<unset>")!r} -> {current.get(k, "<unset>")!r}'
@@ -579,6 +583,18 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
     summary['figure'] = path
     return metrics
 
+  def run_evals(step, due_names):
+    # The evaluators of `jaxface eval` (config.evals), on this state's
+    # weights as `trained.load` would read them from its checkpoint.
+    model = trained_lib.from_state(state, config, workdir, step, model_info,
+                                   layout)
+    for name in due_names:
+      report, _ = evaluators.run_configured(config.evals[name], model, config)
+      writer.write_scalars(step, {
+          f'evals/{name}/{path}': value
+          for path, value in evaluators.scalars(report).items()})
+      summary.setdefault('evals', {})[name] = report
+
   learning_rate = optim.make_schedule(config.optimizer,
                                       config.train.num_steps)
 
@@ -626,6 +642,10 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
         if due['log']:
           log(step)
         eval_metrics = do_eval(step) if due['eval'] else None
+        due_evals = [name for name, entry in config.evals.items()
+                     if _due(step, entry.every or num_steps, num_steps)]
+        if due_evals:
+          run_evals(step, due_evals)
         if due['checkpoint']:
           save(step, eval_metrics)
         if stop:

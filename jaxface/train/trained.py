@@ -141,6 +141,20 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
       ema_params=host(state.get('ema_params') or {}), layout=layout)
 
 
+def from_state(state, config, workdir: str, step: int, info: dict,
+               layout: layout_lib.UVLayout) -> TrainedModel:
+  """The `TrainedModel` that `load` would read from a checkpoint of the
+  live train `state` (replicated jax arrays) at `step`; `info` is
+  model.json's content (`model_info`)."""
+  host = lambda tree: jax.tree.map(  # noqa: E731
+      lambda x: np.asarray(x.addressable_data(0)), tree)
+  return TrainedModel(
+      workdir=workdir, step=int(step), config=config, task=info['task'],
+      resolution=int(info['resolution']), params=host(state.params),
+      batch_stats=host(state.batch_stats),
+      ema_params=host(state.ema_params or {}), layout=layout)
+
+
 def _layout_of(info: dict, path: str) -> layout_lib.UVLayout:
   """The UV layout a model.json (at `path`) records; the procedural one
   when it records none. ValueError when it is malformed."""

@@ -1,0 +1,31 @@
+"""A folder that the pytest-xdist workers of one test session share.
+
+xdist runs a module's tests on whichever workers are free, and each worker
+builds the module's fixtures again. For a fixture that trains (the ablation
+runner's study), the second worker should wait for the first and reuse
+what it wrote: `shared_folder` yields the session's folder of that name
+under an exclusive lock (`fcntl.flock`), so one worker at a time builds or
+reads it. Without xdist the folder is the session's own.
+"""
+
+import contextlib
+import fcntl
+import os
+import pathlib
+
+
+@contextlib.contextmanager
+def shared_folder(tmp_path_factory, name: str):
+  """Yields `pathlib.Path` of the folder `name` shared by this session's
+  workers, created if absent, while holding its lock."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # the session's base, above each worker's own
+  folder = pathlib.Path(root) / name
+  with open(pathlib.Path(root) / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      folder.mkdir(exist_ok=True)
+      yield folder
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
