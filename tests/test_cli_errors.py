@@ -74,6 +74,34 @@ def test_quickstart_checks_before_rendering(tmp_path, capsys, no_rendering):
   assert f'--workdir {workdir} is a file, not a folder' in _error(capsys)
 
 
+def test_quickstart_data_is_reused_only_when_it_is_the_current_recipe(
+    tmp_path, monkeypatch, capsys):
+  from jaxface.train import quickstart  # pylint: disable=g-import-not-at-top
+  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(quickstart, 'QUICKSTART_COUNTS',
+                      {'recon': {'train': 3, 'test': 1}})
+  monkeypatch.setattr(quickstart, 'QUICKSTART_IDENTITIES',
+                      (('train', 2), ('test', 1)))
+  data = str(tmp_path / 'data')
+  quickstart.ensure_data(data, 32, workers=1)
+  assert 'rendering' in capsys.readouterr().out
+  quickstart.ensure_data(data, 32, workers=1)
+  assert 'using the synthetic dataset' in capsys.readouterr().out
+  # A quickstart dataset of an older recipe (other counts) is made again.
+  monkeypatch.setattr(quickstart, 'QUICKSTART_COUNTS',
+                      {'recon': {'train': 4, 'test': 1}})
+  quickstart.ensure_data(data, 32, workers=1)
+  assert 'rendering' in capsys.readouterr().out
+  info = shards.read_dataset_info(data)
+  assert info['kinds']['recon']['train']['count'] == 4
+  monkeypatch.setattr(quickstart, 'QUICKSTART_IDENTITIES',
+                      (('train', 3), ('test', 1)))
+  quickstart.ensure_data(data, 32, workers=1)
+  assert 'rendering' in capsys.readouterr().out
+  assert shards.read_dataset_info(data)['identities'] == {'train': 3,
+                                                          'test': 1}
+
+
 def test_check_output_folder(tmp_path):
   files.check_output_folder(str(tmp_path / 'new' / 'deeper'), '--out')
   assert not (tmp_path / 'new').exists()  # nothing is made

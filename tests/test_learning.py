@@ -3,12 +3,12 @@ the best constant prediction (the mean face fitted to the crop).
 
 A regression test for whatever breaks learning (the map normalisation, the
 decoder, BatchNorm at eval, the loss, the optimiser, the data's labels), at
-32 x 32 to keep it short: with PRNet's original head, no coordinate
-channels, z at full weight, no landmark loss and Adam at 1e-3, this run
-ends at 1.057 x the mean face's NME (it does not learn in 800 steps at this
-size); with the quickstart's recipe at 0.740 (0.804 after 400 steps). Both
-measured on one device, 2026-12-02. At 64 x 64 the same run took three
-times as long (0.755 and 0.669).
+32 x 32 to keep it short. With the quickstart's recipe this run ends at
+0.622 x the mean face's NME (0.712 after 400 steps); with PRNet as
+published (its 24 layers and 3-channel sigmoid head, no skips, no
+coordinate channels, z at full weight, no landmark loss, Adam at 1e-3) at
+1.057: it does not learn in 800 steps at this size. Both measured on one
+device, 2026-12-02.
 """
 
 import json
@@ -50,5 +50,5 @@ def test_short_run_beats_the_mean_face(data, tmp_path):
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   nme, mean_face = summary['eval']['nme'], summary['nme_mean_face']
-  assert nme < 0.85 * mean_face, (nme, mean_face)
+  assert nme < 0.8 * mean_face, (nme, mean_face)
   assert os.path.exists(summary['learning_curve'])

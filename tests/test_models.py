@@ -119,6 +119,42 @@ def test_prnet_small_compiled_train_step(small_prnet):
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
+def test_prnet_lite_keeps_one_layer_per_resolution_and_skips_add_encoder_features():
+  images = jnp.zeros((2, 64, 64, 3))
+  full = _shapes(models.PRNet(width=0.25, head='conv'), images)['params']
+  lite = _shapes(models.PRNet(width=0.25, head='conv', lite=True),
+                 images)['params']
+  blocks = lambda p: sorted(k for k in p if k.startswith('ResBlock'))  # noqa: E731
+  ups = lambda p: sorted(k for k in p if k.startswith('ConvTranspose'))  # noqa: E731
+  assert len(blocks(full)) == 10 and len(ups(full)) == 14
+  assert len(blocks(lite)) == 5 and len(ups(lite)) == 6
+  # Lite's first decoder layer is the full one's (512 x width at the
+  # bottleneck), then one stride-2 layer per side: 256, 128, 64, 32, 16 x
+  # width channels; the stride-1 blocks that it drops keep the shapes.
+  assert [lite[k]['kernel'].shape[-1] for k in ups(lite)] == [
+      128, 64, 32, 16, 8, 4]
+  assert lite['ResBlock_4']['Conv_3']['kernel'].shape == (1, 1, 64, 128)
+  # skips: a 1x1 projection of the encoder's features after each of the
+  # five upsamplings, at sides 4, 8, 16, 32 (the residual blocks' 256, 128,
+  # 64, 32 x width channels) and 64 (the stem's 16 x width).
+  skips = _shapes(models.PRNet(width=0.25, head='conv', skips=True),
+                  images)['params']
+  one_by_one = lambda p: [  # noqa: E731
+      p[k]['kernel'].shape for k in sorted(
+          (k for k in p if k.startswith('Conv_')),
+          key=lambda k: int(k.split('_')[1]))
+      if p[k]['kernel'].shape[:2] == (1, 1)]
+  assert not one_by_one(full)  # the stem is 4x4, the head 3x3
+  assert one_by_one(skips) == [
+      (1, 1, 64, 64), (1, 1, 32, 32), (1, 1, 16, 16), (1, 1, 8, 8),
+      (1, 1, 4, 4)]
+  out = _apply(models.PRNet(width=0.25, head='conv', lite=True, skips=True),
+               _init(models.PRNet(width=0.25, head='conv', lite=True,
+                                  skips=True), images[:, :32, :32]),
+               images[:, :32, :32])
+  chex.assert_shape(out, (2, 32, 32, 3))
+
+
 def test_quickly_compiled_init_equals_a_plain_jit():
   # state.initialize compiles without XLA's backend optimisation; the
   # values are the same draws, equal to float rounding.

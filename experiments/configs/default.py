@@ -45,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head = 'prnet'  # PRNet's output head: prnet | conv
   config.model.coords = False  # PRNet: x, y / u, v channels into the layers
   config.model.global_dim = 0  # PRNet: width of a dense bottleneck path
+  config.model.skips = False  # PRNet: encoder features added in the decoder
+  config.model.lite = False  # PRNet: one block per stage (PRNet: 2 and 3)
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)

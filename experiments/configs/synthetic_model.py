@@ -8,10 +8,11 @@ synthetic faces, at 96 x 96, on a 2-core CPU.
       --workdir runs/synthetic --config.data.dir=data/synth96
   jaxface export --workdir runs/synthetic --name synthetic
 
-The quickstart's recipe (experiments/configs/quickstart.py: conv head,
-coordinate channels, z weighted 0.1, a landmark loss, centred crops, no
-augmentation beyond the renderer's own randomisation) with 8 times the
-faces and 1.5 times the steps. The data seed (1) differs from the seed
+The quickstart's recipe as it was when this model was trained
+(experiments/configs/quickstart.py: conv head, coordinate channels, z
+weighted 0.1, a landmark loss, centred crops, no augmentation beyond the
+renderer's own randomisation; PRNet's full 24 layers, no skips) with 8
+times the faces and 6,000 steps. The data seed (1) differs from the seed
 `jaxface export` renders its check set with (7). At the end, the
 `report` evaluator measures the held-out split as `jaxface eval` does (NME
 2D / 3D per yaw bin, dense NME, head pose), into summary.json and
@@ -25,6 +26,9 @@ from jaxface.eval import evaluators
 def get_config():
   config = quickstart.get_config()
   config.model.bn_momentum = 0.99
+  # The shipped model's network: the quickstart's lite + skips came later.
+  config.model.lite = False
+  config.model.skips = False
   config.train.num_steps = 6000
   config.train.log_every = 100
   config.train.eval_every = 2000

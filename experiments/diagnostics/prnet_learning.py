@@ -47,6 +47,11 @@ VARIANTS = {
     'dense128': ['model.global_dim=128'],
     'lr4e-3': ['optimizer.lr=4e-3'],
     'l1': ['loss.position=l1'],
+    'skips': ['model.skips=True'],
+    'lite': ['model.lite=True'],
+    'skips_lite': ['model.skips=True', 'model.lite=True'],
+    'batch64': ['data.global_batch_size=64', 'train.num_steps=1000',
+                'optimizer.lr=4e-3'],
 }
 
 

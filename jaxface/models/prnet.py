@@ -26,6 +26,14 @@ forehead lies above the crop (a fifth of the weighted texels have y < 0)
 and whose depth passes 1.1 R. `coords=True` appends x, y (image) and u, v
 (map) coordinate channels to the input and to every decoder layer
 (CoordConv). Measured in `experiments/diagnostics/prnet_learning.py`.
+
+`lite=True` keeps one layer per resolution: the five stride-2 residual
+blocks of the encoder, and of the decoder its first layer and the five
+stride-2 transposed convolutions (plus the prnet head's three 3-channel
+layers): 11 layers instead of 24, the same resolutions and channel
+counts. `skips=True` adds, after each stride-2 transposed convolution, a
+1x1 projection of the encoder's last features at that side (U-Net-like,
+additive).
 """
 
 from __future__ import annotations
@@ -114,6 +122,8 @@ class PRNet(nn.Module):
       the module docstring).
     coords: append coordinate channels (see the module docstring).
     global_dim: width of a dense path through the bottleneck (0: none).
+    skips: add projected encoder features in the decoder (see above).
+    lite: one layer per resolution (see above).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
@@ -125,6 +135,8 @@ class PRNet(nn.Module):
   head: str = 'prnet'
   coords: bool = False
   global_dim: int = 0
+  skips: bool = False
+  lite: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -141,9 +153,13 @@ class PRNet(nn.Module):
     x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
                 dtype=self.dtype)(x)
     x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
+    encoded = {x.shape[1]: x}  # side -> the encoder's last features there
     for features, strides in ENCODER:
+      if self.lite and strides == 1:
+        continue
       x = ResBlock(self._channels(features), strides, self.dtype,
                    self.bn_momentum)(x, train)
+      encoded[x.shape[1]] = x
     if self.global_dim:
       # A dense path through the whole bottleneck: its weights differ per
       # position, so where a feature is in the image becomes a linear
@@ -158,13 +174,20 @@ class PRNet(nn.Module):
       raise ValueError(f'unknown PRNet head {self.head!r}; choose from '
                        f'{HEADS}')
     decoder = DECODER if self.head == 'prnet' else DECODER[:-3]
+    if self.lite:
+      decoder = [layer for k, layer in enumerate(decoder)
+                 if k == 0 or layer[1] == 2 or k >= len(DECODER) - 3]
     for k, (features, strides) in enumerate(decoder):
       if self.coords:
         x = _with_coordinate_channels(x)
       x = layers.ConvTranspose(self._channels(features), (4, 4),
                                (strides, strides), dtype=self.dtype)(x)
+      if self.skips and strides == 2 and x.shape[1] in encoded:
+        x = x + nn.Conv(x.shape[-1], (1, 1), use_bias=False,
+                        dtype=self.dtype)(encoded[x.shape[1]])
       x = _bn(train, self.dtype, self.bn_momentum)(x)
-      x = nn.sigmoid(x) if k == len(DECODER) - 1 else nn.relu(x)
+      x = (nn.sigmoid(x) if self.head == 'prnet' and k == len(decoder) - 1
+           else nn.relu(x))
     if self.head == 'conv':
       if self.coords:
         x = _with_coordinate_channels(x)
@@ -185,4 +208,5 @@ def from_config(model_config, dtype=None) -> PRNet:
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.head, coords=model_config.coords,
-               global_dim=model_config.global_dim)
+               global_dim=model_config.global_dim,
+               skips=model_config.skips, lite=model_config.lite)

@@ -145,6 +145,8 @@ ADDED_KEYS = {
     'model.head': 'prnet',
     'model.coords': False,
     'model.global_dim': 0,
+    'model.skips': False,
+    'model.lite': False,
     'loss.z_weight': 1.0,
     'loss.mask': 'prnet',
     'train.profile_steps': (0, 0),

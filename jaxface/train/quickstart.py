@@ -15,7 +15,9 @@ import numpy as np
 from jaxface import files
 from jaxface.data import shards
 
-QUICKSTART_COUNTS = {'recon': {'train': 3000, 'test': 256}}
+QUICKSTART_COUNTS = {'recon': {'train': 6000, 'test': 256}}
+# Identities of the training and held-out faces (disjoint).
+QUICKSTART_IDENTITIES = (('train', 1000), ('test', 100))
 # Crops centred on the landmarks: where the face sits in a jittered crop
 # is what a PRNet learns last (experiments/diagnostics/prnet_learning.py),
 # beyond a few minutes of CPU training.
@@ -37,12 +39,17 @@ def ensure_data(data: str, resolution: int, workers: int) -> None:
       raise FileExistsError(
           f'{data} holds a dataset that quickstart did not make; choose '
           'another --workdir')
+    counts = {kind: {split: info['kinds'].get(kind, {}).get(split, {}).get(
+        'count') for split in splits} for kind, splits in
+              QUICKSTART_COUNTS.items()}
     if (info.get('resolution') == resolution and
-        info.get('crop_jitter') == QUICKSTART_CROP_JITTER):
+        info.get('crop_jitter') == QUICKSTART_CROP_JITTER and
+        counts == QUICKSTART_COUNTS and
+        info.get('identities') == dict(QUICKSTART_IDENTITIES)):
       print(f'using the synthetic dataset in {data}')
       return
   config = synthetic.SynthConfig(resolution=resolution,
-                                 identities=(('train', 500), ('test', 100)),
+                                 identities=QUICKSTART_IDENTITIES,
                                  crop_jitter=QUICKSTART_CROP_JITTER)
   print(f'rendering the synthetic dataset into {data} ...')
   synthetic.synthesize(data, config, QUICKSTART_COUNTS, workers=workers,
