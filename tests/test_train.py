@@ -415,13 +415,15 @@ def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
   mismatched = _tiny(CYCLE, data, **{
       'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
       'cycle.init_from': pretrained, 'model.bn_momentum': 0.9})
-  with pytest.raises(ValueError, match='pass the same --config.model'):
+  with pytest.raises(ValueError, match="'lite': True.*'lite': False.*pass "
+                     'the same --config.model'):
     loop.run(mismatched, str(tmp_path / 'mismatched'))
-  # The quickstart's PRNet (conv head, coordinate channels).
+  # The quickstart's PRNet (conv head, coordinate channels, lite, skips).
   config = _tiny(CYCLE, data, **{
       'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
       'cycle.init_from': pretrained, 'model.bn_momentum': 0.9,
-      'model.head': 'conv', 'model.coords': True})
+      'model.head': 'conv', 'model.coords': True, 'model.lite': True,
+      'model.skips': True})
   summary = loop.run(config, str(tmp_path / 'cycle'))
   assert summary['steps'] == 2 and summary['eval']['nme'] > 0
   with open(tmp_path / 'cycle' / 'metrics.jsonl') as f:

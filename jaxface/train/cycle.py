@@ -106,7 +106,7 @@ class CycleTask(task_lib.Task):
     params, stats = pretrained.params, pretrained.batch_stats
     shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
     if shapes(params) != shapes(state.params['gen']):
-      keys = ('width', 'head', 'coords', 'global_dim')
+      keys = ('width', 'head', 'coords', 'global_dim', 'lite', 'skips')
       theirs = {k: pretrained.config.model.get(k) for k in keys}
       ours = {k: self.config.model.get(k) for k in keys}
       raise ValueError(
