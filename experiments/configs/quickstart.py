@@ -7,7 +7,7 @@
 64 x 64 crops, a quarter-width PRNet with one layer per resolution
 (`lite`), encoder features added in the decoder (`skips`), the conv output
 head and x / y, u / v coordinate channels, z's error weighted 0.1, a
-landmark loss, no augmentation, Adam with a cosine schedule over 6,000
+landmark loss, no augmentation, Adam with a cosine schedule over 8,000
 steps. Why each choice: experiments/diagnostics/
 prnet_learning.py and the README's "Why PRNet learned slowly".
 """
@@ -34,7 +34,7 @@ def get_config():
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 50
   config.optimizer.end_lr_fraction = 0.05
-  config.train.num_steps = 6000
+  config.train.num_steps = 8000
   config.train.log_every = 50
   config.train.eval_every = 1000
   config.train.eval_batches = 0

@@ -17,7 +17,7 @@ from jaxface.data import shards
 
 QUICKSTART_COUNTS = {'recon': {'train': 6000, 'test': 256}}
 # Identities of the training and held-out faces (disjoint).
-QUICKSTART_IDENTITIES = (('train', 1000), ('test', 100))
+QUICKSTART_IDENTITIES = (('train', 3000), ('test', 100))
 # Crops centred on the landmarks: where the face sits in a jittered crop
 # is what a PRNet learns last (experiments/diagnostics/prnet_learning.py),
 # beyond a few minutes of CPU training.
