@@ -38,6 +38,7 @@ def _positive(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # the whole benchmark, end to end
 def test_every_measurement_has_positive_finite_figures(result):
   rows = {row['name']: row for row in result['measurements']}
   assert list(rows) == ['train', 'forward_b2', 'reconstruct_b2', 'pipeline',
@@ -58,6 +59,7 @@ def test_every_measurement_has_positive_finite_figures(result):
                                       'train,infer,pipeline,synth ')
 
 
+@pytest.mark.slow  # the whole benchmark, end to end
 def test_train_step_counts_forward_and_backward(result):
   """The backward pass costs about twice the forward (convolutions' input
   and kernel gradients), plus training-mode BatchNorm and Adam."""

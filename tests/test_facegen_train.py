@@ -44,6 +44,7 @@ def _config(data, **overrides):
                                     [f'{k}={v}' for k, v in values.items()])
 
 
+@pytest.mark.slow  # a training run, as the two-step tests below
 def test_quick_recipe_standardises_features_in_both_networks(multiview,
                                                              tmp_path):
   # facegen_quick.py: standardised features, the code in every block, a

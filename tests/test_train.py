@@ -479,6 +479,7 @@ def test_cycle_discriminator_weights_reach_the_generator_loss(
   config = config_lib.apply_overrides(config_lib.load_config(CYCLE), [
       f'data.dir={data}', 'model.width=0.125', 'cycle.disc_width=0.125',
       'cycle.pool_size=4', 'data.global_batch_size=8',
+      'model.lite=True',  # the generator's depth does not matter here
       f'cycle.resnet_weight={resnet}', f'cycle.landmark_weight={landmark}'])
   task = loop.make_task(config, 32)
   batch = jax.tree.map(jnp.asarray, _first_batch(data))
