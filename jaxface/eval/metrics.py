@@ -53,15 +53,17 @@ _FLIP_Y = np.diag([1.0, -1.0, 1.0])
 # ------------------------------------------------------------ landmarks ----
 
 
-def _box_norm(points_xy: np.ndarray) -> np.ndarray:
-  """(..., P, 2) -> (...) sqrt(w * h) of the points' bounding box."""
-  size = points_xy.max(axis=-2) - points_xy.min(axis=-2)
-  return np.sqrt(np.maximum(size[..., 0] * size[..., 1], _TINY))
-
-
 def _namespace(*arrays):
   """jax.numpy for jax arrays (tracers inside jit included), else numpy."""
   return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def _box_norm(points_xy):
+  """(..., P, 2) -> (...) sqrt(w * h) of the points' bounding box (numpy
+  or jax, as the input)."""
+  xp = _namespace(points_xy)
+  size = points_xy.max(axis=-2) - points_xy.min(axis=-2)
+  return xp.sqrt(xp.maximum(size[..., 0] * size[..., 1], _TINY))
 
 
 def nme(pred, true, dims: int = 2):
@@ -116,16 +118,11 @@ def nme(pred, true, dims: int = 2):
                      'not match')
   pred, true = pred[..., :dims], true[..., :dims]
   if dims == 3:
-    pred = pred - xp.concatenate(
-        [xp.zeros_like(pred[..., :1, :2]),
-         pred[..., 2:].min(axis=-2, keepdims=True)], axis=-1)
-    true = true - xp.concatenate(
-        [xp.zeros_like(true[..., :1, :2]),
-         true[..., 2:].min(axis=-2, keepdims=True)], axis=-1)
+    z_only = xp.asarray([0.0, 0.0, 1.0], pred.dtype)
+    pred = pred - pred[..., 2:].min(axis=-2, keepdims=True) * z_only
+    true = true - true[..., 2:].min(axis=-2, keepdims=True) * z_only
   dist = xp.sqrt(xp.sum((pred - true)**2, axis=-1))
-  size = true[..., :2].max(axis=-2) - true[..., :2].min(axis=-2)
-  norm = xp.sqrt(xp.maximum(size[..., 0] * size[..., 1], _TINY))
-  return dist.mean(axis=-1) / norm
+  return dist.mean(axis=-1) / _box_norm(true[..., :2])
 
 
 def visible_point_errors(pred, true) -> np.ndarray:
