@@ -155,6 +155,29 @@ def test_prnet_lite_keeps_one_layer_per_resolution_and_skips_add_encoder_feature
   chex.assert_shape(out, (2, 32, 32, 3))
 
 
+def test_prnet_standardize_ignores_each_images_brightness_and_contrast():
+  # Two images, each channel of each scaled and shifted its own way: with
+  # standardize the first layer's features barely move, without it they
+  # move (a per-image affine colour change reaches the features).
+  images = jax.random.uniform(KEY, (2, 32, 32, 3), minval=0.2, maxval=0.8)
+  gain = jnp.array([[0.6, 0.8, 0.7], [1.2, 1.1, 1.15]])[:, None, None]
+  offset = jnp.array([[0.25, 0.1, 0.2], [-0.15, -0.1, -0.05]])[:, None, None]
+  moved = {}
+  for standardize in (False, True):
+    model = models.PRNet(width=0.25, lite=True, standardize=standardize)
+    variables = _init(model, images)
+    stem = lambda x: _apply(  # noqa: E731  the stem conv's output
+        model, variables, x, capture_intermediates=True,
+        mutable=['intermediates'])[1]['intermediates']['Conv_0'][
+            '__call__'][0]
+    before, after = stem(images), stem(images * gain + offset)
+    moved[standardize] = float(jnp.max(jnp.abs(after - before))
+                               / jnp.max(jnp.abs(before)))
+  # Measured 0.18 and 0.022 (the remainder: the 1e-2 added to the std).
+  assert moved[False] > 0.1, moved
+  assert moved[True] < 0.2 * moved[False], moved
+
+
 def test_quickly_compiled_init_equals_a_plain_jit():
   # state.initialize compiles without XLA's backend optimisation; the
   # values are the same draws, equal to float rounding.

@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.global_dim = 0  # PRNet: width of a dense bottleneck path
   config.model.skips = False  # PRNet: encoder features added in the decoder
   config.model.lite = False  # PRNet: one block per stage (PRNet: 2 and 3)
+  config.model.standardize = False  # PRNet: per-image input standardisation
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)

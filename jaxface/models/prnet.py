@@ -34,6 +34,11 @@ layers): 11 layers instead of 24, the same resolutions and channel
 counts. `skips=True` adds, after each stride-2 transposed convolution, a
 1x1 projection of the encoder's last features at that side (U-Net-like,
 additive).
+
+`standardize=True` subtracts each image's mean and divides by its standard
+deviation (per channel, over the pixels) before the first layer, so that a
+photograph's brightness and contrast, which differ from the renders', do not
+reach the features.
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ class PRNet(nn.Module):
     global_dim: width of a dense path through the bottleneck (0: none).
     skips: add projected encoder features in the decoder (see above).
     lite: one layer per resolution (see above).
+    standardize: per-image, per-channel input standardisation (see above).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
@@ -137,6 +143,7 @@ class PRNet(nn.Module):
   global_dim: int = 0
   skips: bool = False
   lite: bool = False
+  standardize: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -148,6 +155,10 @@ class PRNet(nn.Module):
       raise ValueError(f'PRNet needs square inputs, got {images.shape[1:3]}')
     check_resolution(resolution, 'the input side')
     x = images.astype(self.dtype or images.dtype)
+    if self.standardize:
+      mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+      std = jnp.std(x, axis=(1, 2), keepdims=True)
+      x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
     if self.coords:
       x = _with_coordinate_channels(x)
     x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
@@ -203,10 +214,11 @@ class PRNet(nn.Module):
 
 def from_config(model_config, dtype=None) -> PRNet:
   """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
-  global_dim; a stored config gets the keys it lacks from
+  global_dim, skips, lite, standardize; a stored config gets the keys it lacks from
   `config_lib.with_added_keys`)."""
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.head, coords=model_config.coords,
                global_dim=model_config.global_dim,
-               skips=model_config.skips, lite=model_config.lite)
+               skips=model_config.skips, lite=model_config.lite,
+               standardize=model_config.standardize)

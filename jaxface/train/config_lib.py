@@ -147,6 +147,7 @@ ADDED_KEYS = {
     'model.global_dim': 0,
     'model.skips': False,
     'model.lite': False,
+    'model.standardize': False,
     'loss.z_weight': 1.0,
     'loss.mask': 'prnet',
     'train.profile_steps': (0, 0),

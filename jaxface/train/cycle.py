@@ -105,10 +105,13 @@ class CycleTask(task_lib.Task):
     pretrained = trained_lib.load(path)
     params, stats = pretrained.params, pretrained.batch_stats
     shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
-    if shapes(params) != shapes(state.params['gen']):
-      keys = ('width', 'head', 'coords', 'global_dim', 'lite', 'skips')
-      theirs = {k: pretrained.config.model.get(k) for k in keys}
-      ours = {k: self.config.model.get(k) for k in keys}
+    keys = ('width', 'head', 'coords', 'global_dim', 'lite', 'skips',
+            'standardize')
+    theirs = {k: pretrained.config.model.get(k) for k in keys}
+    ours = {k: self.config.model.get(k) for k in keys}
+    # standardize changes what the weights mean, not their shapes.
+    if (shapes(params) != shapes(state.params['gen'])
+        or theirs['standardize'] != ours['standardize']):
       raise ValueError(
           f'cycle.init_from={path} is a PRNet with model {theirs}, this run '
           f'builds {ours}: pass the same --config.model.* values')
