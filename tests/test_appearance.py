@@ -125,6 +125,20 @@ def test_photo_pose_distribution():
   assert yaw.max() <= 90 and np.abs(np.rad2deg(poses[:, [0, 2]])).max() <= 40
   assert 0.55 < np.mean(yaw < 30) < 0.72  # AFLW2000-3D: 0.66
   assert 0.08 < np.mean(yaw > 60) < 0.2  # AFLW2000-3D: 0.15
+  # Roll N(0, 12) degrees: real faces tilt about that much (AFLW-21).
+  assert 11 < np.std(np.rad2deg(poses[:, 2])) < 13
+  # A stored config from before `roll_deg` renders the roll of then,
+  # N(0, 7) within +-30.
+  stored = dataclasses.asdict(synthetic.SynthConfig())
+  del stored['roll_deg']
+  old = synthetic.SynthConfig.from_dict(stored)
+  assert old.roll_deg == (7.0, 30.0)
+  rng = np.random.default_rng(0)
+  roll = np.rad2deg([synthetic.photo_pose(rng, old.roll_deg)[2]
+                     for _ in range(3000)])
+  assert 6 < np.std(roll) < 8 and np.abs(roll).max() <= 30
+  with pytest.raises(ValueError, match='roll_deg'):
+    synthetic.SynthConfig(roll_deg=(12.0,))
 
 
 def test_crop_jitter_moves_the_centre_further():

@@ -100,6 +100,14 @@ def test_quickstart_data_is_reused_only_when_it_is_the_current_recipe(
   assert 'rendering' in capsys.readouterr().out
   assert shards.read_dataset_info(data)['identities'] == {'train': 3,
                                                           'test': 1}
+  # Data of an older renderer is made again.
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(synthetic, 'GENERATOR_VERSION',
+                      synthetic.GENERATOR_VERSION + 1)
+  quickstart.ensure_data(data, 32, workers=1)
+  assert 'rendering' in capsys.readouterr().out
+  assert (shards.read_dataset_info(data)['generator_version']
+          == synthetic.GENERATOR_VERSION)
 
 
 def test_check_output_folder(tmp_path):

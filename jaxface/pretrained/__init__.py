@@ -315,8 +315,8 @@ def synthetic_eval_spec(resolution: int, count: int = SYNTHETIC_EVAL_COUNT,
                         crop_jitter: float = 0.1) -> dict:
   """How to render the small synthetic eval set of a model at `resolution`:
   `count` `recon` records of the 'test' split of
-  `synthetic.SynthConfig(**synth_config)` (crops shifted as the training
-  data's were: `crop_jitter`), measured by
+  `synthetic.SynthConfig.from_dict(synth_config)` (crops shifted as the
+  training data's were: `crop_jitter`), measured by
   `recon_eval.evaluate_reconstruction` with `batch_size`; the metric is
   its report's nme_2d.mean."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
@@ -341,9 +341,8 @@ def render_synthetic_eval(spec: dict, out_dir: str) -> str:
   """Renders the eval set a `synthetic_eval_spec` describes into `out_dir`
   (a new dataset folder); returns it."""
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  fields = dict(spec['synth_config'])
-  fields['identities'] = tuple(tuple(p) for p in fields['identities'])
-  synthetic.synthesize(out_dir, synthetic.SynthConfig(**fields),
+  synthetic.synthesize(out_dir,
+                       synthetic.SynthConfig.from_dict(spec['synth_config']),
                        {spec['kind']: {spec['split']: spec['count']}},
                        progress=False)
   return out_dir

@@ -42,7 +42,8 @@ def ensure_data(data: str, resolution: int, workers: int) -> None:
     counts = {kind: {split: info['kinds'].get(kind, {}).get(split, {}).get(
         'count') for split in splits} for kind, splits in
               QUICKSTART_COUNTS.items()}
-    if (info.get('resolution') == resolution and
+    if (info.get('generator_version') == synthetic.GENERATOR_VERSION and
+        info.get('resolution') == resolution and
         info.get('crop_jitter') == QUICKSTART_CROP_JITTER and
         counts == QUICKSTART_COUNTS and
         info.get('identities') == dict(QUICKSTART_IDENTITIES)):
