@@ -21,6 +21,7 @@ from data_pipelines import aflw21
 from data_pipelines import landmarks2d
 from data_pipelines import synthetic
 from experiments.benchmarks import aflw21_eval
+from experiments.diagnostics import aflw21_errors
 from jaxface.data import shards
 from jaxface.eval import recon_eval
 from jaxface.face import bfm as bfm_lib
@@ -424,3 +425,32 @@ def test_real_folder_conventions():
   held = aflw21.held_out_indices(data.names)
   assert 0.19 < len(held) / len(data) < 0.21
   assert data.image(int(held[0])).shape == (120, 120, 3)
+
+
+def test_error_decomposition_of_known_framing_errors():
+  # 40 faces: the truth is a fixed 21-point shape turned by each face's
+  # roll; the predictions are the truth moved, scaled or turned by known
+  # amounts, so each stage of `analyse` must remove exactly its part.
+  rng = np.random.default_rng(0)
+  shape = rng.uniform(20, 100, (21, 2))
+  roll = np.radians(np.linspace(-20, 20, 40))
+  turn = lambda pts, a: ((pts - 60) @ np.array(  # noqa: E731
+      [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) + 60)
+  true = np.stack([turn(shape, a) for a in roll])
+  true[:, 12] = np.nan  # an invisible point
+  yaw = np.linspace(-50, 50, 40)
+  exact = aflw21_errors.analyse(true.copy(), true, yaw)
+  assert exact['raw'] == 0 and exact['roll_follow'] == pytest.approx(1)
+  shifted = aflw21_errors.analyse(true + [3.0, -2.0], true, yaw)
+  assert shifted['raw'] > 1 and shifted['-shift'] == pytest.approx(0)
+  scaled = aflw21_errors.analyse(60 + 1.2 * (true - 60), true, yaw)
+  assert scaled['-shift'] > 1 and scaled['-scale'] == pytest.approx(0)
+  assert scaled['log_scale'] == pytest.approx(np.log(1 / 1.2), abs=1e-3)
+  # Upright predictions whatever the photo's roll: roll not followed, and
+  # only the rotation stage removes the error.
+  upright = np.broadcast_to(turn(shape, 0.0), true.shape).copy()
+  still = aflw21_errors.analyse(upright, true, yaw)
+  assert still['roll_follow'] == pytest.approx(0, abs=1e-6)
+  assert still['-scale'] > 1 and still['-rotation'] == pytest.approx(0)
+  # The mean shape per 10-degree yaw bin of faces that only differ by roll.
+  assert 0 < still['yaw_mean_shape'] < still['raw']

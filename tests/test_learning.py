@@ -4,10 +4,11 @@ the best constant prediction (the mean face fitted to the crop).
 A regression test for whatever breaks learning (the map normalisation, the
 decoder, BatchNorm at eval, the loss, the optimiser, the data's labels), at
 32 x 32 to keep it short. With the quickstart's recipe this run ends at
-0.622 x the mean face's NME (0.712 after 400 steps); with PRNet as
-published (its 24 layers and 3-channel sigmoid head, no skips, no
-coordinate channels, z at full weight, no landmark loss, Adam at 1e-3) at
-1.057: it does not learn in 800 steps at this size. Both measured on one
+0.678 x the mean face's NME (0.722 after 400 steps; 0.622 and 0.712 before
+`standardize` and the renderer's wider roll); with PRNet as published
+(its 24 layers and 3-channel sigmoid head, no skips, no coordinate
+channels, z at full weight, no landmark loss, Adam at 1e-3) at 1.057: it
+does not learn in 800 steps at this size. Measured on one
 device, 2026-12-02.
 """
 

@@ -5,11 +5,13 @@
       --workdir quickstart --config.data.dir=quickstart/data
 
 64 x 64 crops, a quarter-width PRNet with one layer per resolution
-(`lite`), encoder features added in the decoder (`skips`), the conv output
-head and x / y, u / v coordinate channels, z's error weighted 0.1, a
-landmark loss, no augmentation, Adam with a cosine schedule over 8,000
-steps. Why each choice: experiments/diagnostics/
-prnet_learning.py and the README's "Why PRNet learned slowly".
+(`lite`), encoder features added in the decoder (`skips`), each image
+standardised (`standardize`), the conv output head and x / y, u / v
+coordinate channels, z's error weighted 0.1, a landmark loss, no
+augmentation, Adam with a cosine schedule over 8,000 steps. Why each
+choice: experiments/diagnostics/prnet_learning.py and the README's "What
+made the quickstart learn" and "What carries synthetic training over to
+real faces".
 """
 
 from experiments.configs import default
@@ -23,6 +25,10 @@ def get_config():
   config.model.coords = True
   config.model.lite = True  # 2.2x the images/s of PRNet's 24 layers
   config.model.skips = True  # what made it learn in minutes
+  # Photos' brightness and contrast differ from the renders': 1.2-2.2
+  # points less AFLW-21 NME, and a lower synthetic NME (README: "What
+  # carries synthetic training over to real faces").
+  config.model.standardize = True
   config.model.bn_momentum = 0.9  # a short run: running stats must catch up
   config.loss.z_weight = 0.1
   config.loss.landmark_weight = 1.0

@@ -9,10 +9,11 @@ synthetic faces, at 96 x 96, on a 2-core CPU.
   jaxface export --workdir runs/synthetic --name synthetic
 
 The quickstart's recipe as it was when this model was trained
-(experiments/configs/quickstart.py: conv head, coordinate channels, z
-weighted 0.1, a landmark loss, centred crops, no augmentation beyond the
-renderer's own randomisation; PRNet's full 24 layers, no skips) with 8
-times the faces and 6,000 steps. The data seed (1) differs from the seed
+(experiments/configs/quickstart.py: conv head, coordinate channels, each
+image standardised, z weighted 0.1, a landmark loss, centred crops, no
+augmentation beyond the renderer's own randomisation; PRNet's full 24
+layers, no skips) with 8 times the faces and 6,000 steps, on renders of
+`synthetic.GENERATOR_VERSION` 2 (roll N(0, 12) degrees). The data seed (1) differs from the seed
 `jaxface export` renders its check set with (7). At the end, the
 `report` evaluator measures the held-out split as `jaxface eval` does (NME
 2D / 3D per yaw bin, dense NME, head pose), into summary.json and
@@ -26,7 +27,8 @@ from jaxface.eval import evaluators
 def get_config():
   config = quickstart.get_config()
   config.model.bn_momentum = 0.99
-  # The shipped model's network: the quickstart's lite + skips came later.
+  # The shipped model's network: the quickstart's lite + skips came later
+  # (standardize, from the quickstart, is the shipped model's).
   config.model.lite = False
   config.model.skips = False
   config.train.num_steps = 6000

@@ -30,7 +30,7 @@ from jaxface.train import metrics as metrics_lib
 # 2026-12-01; the others are one change to that recipe (`_PRNET`: PRNet's
 # 24 layers, no skips, as the README's figures for them were measured).
 # 'quickstart' is the quickstart config as it is (lite + skips).
-_PRNET = ['model.lite=False', 'model.skips=False']
+_PRNET = ['model.lite=False', 'model.skips=False', 'model.standardize=False']
 _ORIGINAL = _PRNET + ['model.head=prnet', 'model.coords=False',
                       'loss.z_weight=1.0', 'data.augment=True',
                       'optimizer.lr=1e-3']

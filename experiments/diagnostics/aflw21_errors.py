@@ -1,0 +1,162 @@
+"""Where does a PRNet's error on real faces come from? Splits its AFLW-21
+held-out error into framing (position, scale, in-plane rotation) and the
+rest, and compares it with a mean shape that knows the yaw.
+
+  python -m experiments.diagnostics.aflw21_errors --model synthetic \
+      --workdir runs/a --workdir runs/b [--limit 500]
+
+For each model: `experiments.benchmarks.aflw21_eval.measure` (resized
+crops, the model's resolution), then the 21-point NME (visible points,
+mean of the |yaw| bins, ear lobes included; `metrics.points_summary`) of
+
+- `raw`: the predictions as they are (the benchmark's figure);
+- `-shift`: each image's predicted points moved so that their centroid is
+  the true points' (over the points both have);
+- `-scale`: also scaled about it, by the least-squares factor;
+- `-rotation`: also rotated (2D Procrustes), the shape error alone;
+
+and the framing statistics: the mean centroid offset (x, y, in units of
+the visible points' box, sqrt(w h)), the mean log scale (truth over
+prediction), and `roll_follow`: the slope of the predicted face's in-plane
+angle against the truth's (the angle of the outer eye corners' line;
+faces with both visible), 1 for a model that follows the photo's roll, 0
+for one that always predicts an upright face. `yaw_mean_shape` is the NME
+of a constant per 10-degree yaw bin (the held-out faces' mean points in
+that bin): a model that reads only the yaw off the photo scores about that.
+
+Prints a markdown table; `--out F.json` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from data_pipelines import aflw21
+from experiments.benchmarks import aflw21_eval
+from jaxface.eval import metrics
+from jaxface.face import schemes
+from jaxface.train import trained as trained_lib
+
+# AFLW-21's outer eye corners (schemes.AFLW21's order).
+_EYE_CORNERS = (6, 11)
+STAGES = ('raw', '-shift', '-scale', '-rotation')
+
+
+def _aligned(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+  """(N, P, 2) points -> {stage: the predictions after that stage's
+  per-image alignment to the truth}; points missing on either side stay
+  NaN."""
+  out = {stage: np.array(pred, np.float64) for stage in STAGES}
+  for i, (p, t) in enumerate(zip(pred, true)):
+    both = np.isfinite(p[:, 0]) & np.isfinite(t[:, 0])
+    if both.sum() < 2:
+      continue
+    pc, tc = p[both].mean(0), t[both].mean(0)
+    a, b = p[both] - pc, t[both] - tc
+    scale = np.sqrt((b ** 2).sum() / max((a ** 2).sum(), 1e-12))
+    u, s, vt = np.linalg.svd(a.T @ b)
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+      u[:, -1] *= -1
+      rotation = u @ vt
+    similar = s.sum() / max((a ** 2).sum(), 1e-12)
+    out['-shift'][i][both] = a + tc
+    out['-scale'][i][both] = scale * a + tc
+    out['-rotation'][i][both] = similar * a @ rotation + tc
+  return out
+
+
+def _angle(points: np.ndarray) -> np.ndarray:
+  """(N, P, 2) -> (N,) degrees of the outer eye corners' line (NaN where
+  one is missing)."""
+  d = points[:, _EYE_CORNERS[1]] - points[:, _EYE_CORNERS[0]]
+  return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def framing(pred: np.ndarray, true: np.ndarray) -> dict[str, object]:
+  """The mean centroid offset and log scale, and the roll slope."""
+  offsets, log_scales = [], []
+  for p, t in zip(pred, true):
+    both = np.isfinite(p[:, 0]) & np.isfinite(t[:, 0])
+    seen = np.isfinite(t[:, 0])
+    if both.sum() < 3:
+      continue
+    box = np.sqrt(np.prod(t[seen].max(0) - t[seen].min(0)))
+    pc, tc = p[both].mean(0), t[both].mean(0)
+    offsets.append((pc - tc) / box)
+    log_scales.append(0.5 * np.log(((t[both] - tc) ** 2).sum()
+                                   / ((p[both] - pc) ** 2).sum()))
+  true_angle, pred_angle = _angle(true), _angle(pred)
+  ok = np.isfinite(true_angle) & np.isfinite(pred_angle)
+  slope = float(np.polyfit(true_angle[ok], pred_angle[ok], 1)[0])
+  return {'offset_xy': np.mean(offsets, 0).round(4).tolist(),
+          'log_scale': round(float(np.mean(log_scales)), 4),
+          'roll_follow': round(slope, 3), 'roll_faces': int(ok.sum())}
+
+
+def yaw_mean_shape(true: np.ndarray, yaw_deg: np.ndarray) -> np.ndarray:
+  """(N, P, 2): each face's prediction is the mean of the true points of
+  the faces in its 10-degree yaw bin."""
+  bins = np.floor(np.asarray(yaw_deg) / 10).astype(int)
+  out = np.full(true.shape, np.nan)
+  with warnings.catch_warnings():  # a point never visible in a bin: NaN
+    warnings.simplefilter('ignore', RuntimeWarning)
+    for b in np.unique(bins):
+      out[bins == b] = np.nanmean(true[bins == b], axis=0)
+  return out
+
+
+def analyse(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
+            ) -> dict[str, object]:
+  """The module docstring's figures (NMEs in %, mean of bins)."""
+  nme = lambda p: round(100 * metrics.points_summary(  # noqa: E731
+      p, true, yaw_deg, schemes.AFLW21.is_ear)[0]['nme']['mean_of_bins'], 2)
+  out = {stage: nme(p) for stage, p in _aligned(pred, true).items()}
+  out['yaw_mean_shape'] = nme(yaw_mean_shape(true, yaw_deg))
+  return {**out, **framing(pred, true)}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', action='append', default=[],
+                      help='a training workdir (repeatable)')
+  parser.add_argument('--model', action='append', default=[],
+                      help='a shipped model\'s name (repeatable)')
+  parser.add_argument('--data', default=aflw21.DEFAULT_DIR)
+  parser.add_argument('--limit', type=int, default=None)
+  parser.add_argument('--out', help='also write the figures to this JSON')
+  args = parser.parse_args(argv)
+  named = ([(m, dict(name=m)) for m in args.model]
+           + [(w, dict(workdir=w)) for w in args.workdir])
+  if not named:
+    parser.error('give at least one --model or --workdir')
+  rows = {}
+  try:
+    data = aflw21.load(args.data)
+    for label, which in named:
+      trained = trained_lib.load_model(**which)
+      _, results = aflw21_eval.measure(trained, data, ('resize',), args.limit)
+      per_image = results['resize']['per_image']
+      rows[label] = analyse(per_image['pred_points'],
+                            per_image['true_points'], per_image['yaw_deg'])
+  except (OSError, ValueError) as e:
+    print(f'aflw21_errors: error: {e}', file=sys.stderr)
+    return 2
+  keys = list(next(iter(rows.values())))
+  print('| model | ' + ' | '.join(keys) + ' |')
+  print('|---' * (len(keys) + 1) + '|')
+  for label, row in rows.items():
+    print(f'| {label} | ' + ' | '.join(str(row[k]) for k in keys) + ' |')
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(rows, f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
