@@ -52,6 +52,10 @@ def _add_synth(sub):
   p.add_argument('--crop-scale-jitter', type=float, default=0.1,
                  help='largest relative change of a recon crop\'s side '
                       '(300W-LP: 0.1; 0: every face at one scale)')
+  p.add_argument('--roll-deg', default='12,40',
+                 help='STD,LIMIT: the photo pose\'s roll, normal with this '
+                      'standard deviation within +-LIMIT degrees (renderer '
+                      'version 1: 7,30)')
   _add_writer_args(p)
   p.set_defaults(func=_synth)
 
@@ -75,8 +79,16 @@ def _synth_config(args):
   if not 0 <= args.crop_scale_jitter <= 0.3:
     raise ValueError(f'--crop-scale-jitter must be in [0, 0.3], got '
                      f'{args.crop_scale_jitter}')
+  try:
+    roll_deg = tuple(float(v) for v in args.roll_deg.split(','))
+  except ValueError:
+    roll_deg = ()
+  if len(roll_deg) != 2 or not 0 <= roll_deg[0] <= 45 or not (
+      0 <= roll_deg[1] <= 90):
+    raise ValueError(f'--roll-deg must be STD,LIMIT with STD in [0, 45] and '
+                     f'LIMIT in [0, 90] degrees, got {args.roll_deg!r}')
   return synthetic.SynthConfig(
-      resolution=args.resolution, seed=args.seed,
+      resolution=args.resolution, seed=args.seed, roll_deg=roll_deg,
       identities=(('train', args.identities_train),
                   ('test', args.identities_test)),
       clip_length=args.clip_length, crop_jitter=args.crop_jitter,

@@ -147,6 +147,8 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
   info = shards.read_dataset_info(out)
   assert info['crop_jitter'] == 0.0
   assert info['crop_scale_jitter'] == (0.1 if scale_jitter is None else 0.0)
+  assert info['roll_deg'] == [12.0, 40.0]  # the default photo roll
+  assert info['generator_version'] == synthetic.GENERATOR_VERSION
   sides = []
   with shards.RecordReader(out, 'recon', 'train') as reader:
     for k in range(len(reader)):
@@ -162,6 +164,14 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
     np.testing.assert_allclose(sides, 31 / 1.5, atol=1e-3)
 
 
+def test_cli_roll_deg_reaches_the_renderer(tmp_path):
+  out = str(tmp_path / 'v1roll')
+  assert cli.main(['data', 'synth', '--out', out, '--num-train', '2',
+                   '--num-test', '0', '--resolution', '32', '--workers', '1',
+                   '--roll-deg', '7,30']) == 0
+  assert shards.read_dataset_info(out)['roll_deg'] == [7.0, 30.0]
+
+
 @pytest.mark.parametrize('bad, message', [
     (['--num-train', '-1'], '--num-train'),
     (['--resolution', '8'], '--resolution'),
@@ -171,6 +181,10 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
     (['--crop-jitter', 'nan'], '--crop-jitter'),
     (['--crop-scale-jitter', '0.5'], '--crop-scale-jitter'),
     (['--crop-scale-jitter', 'nan'], '--crop-scale-jitter'),
+    (['--roll-deg', '12'], '--roll-deg'),
+    (['--roll-deg', 'a,b'], '--roll-deg'),
+    (['--roll-deg', '60,40'], '--roll-deg'),
+    (['--roll-deg', 'nan,40'], '--roll-deg'),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, bad, message):
   code = cli.main(['data', 'synth', '--out', str(tmp_path / 'x')] + bad)

@@ -1,13 +1,13 @@
 """The shipped `synthetic-aflw21` model: the `synthetic` model's recipe with
 real 2D landmarks mixed in (AFLW's 21 points; no real 3D labels).
 
-  jaxface data synth --out data/synth96 --num-train 24000 --num-test 512 \
+  jaxface data synth --out data/synth96v1 --num-train 24000 --num-test 512 \
       --resolution 96 --seed 1 --identities-train 8000 \
-      --identities-test 500 --workers 2 --crop-jitter 0
+      --identities-test 500 --workers 2 --crop-jitter 0 --roll-deg 7,30
   jaxface data convert-landmarks2d --format aflw21 \
       --root ../shared/data/aflw21 --out data/aflw21_96 --resolution 96
   jaxface train --config experiments/configs/synthetic_aflw21_model.py \
-      --workdir runs/synthetic-aflw21 --config.data.dir=data/synth96 \
+      --workdir runs/synthetic-aflw21 --config.data.dir=data/synth96v1 \
       --config.mix.dir=data/aflw21_96
   jaxface export --workdir runs/synthetic-aflw21 --name synthetic-aflw21
 
@@ -19,13 +19,15 @@ model's ear point is mid-ear). Chosen on the AFLW-21 held-out split (README,
 "Real 2D landmarks"): at 1,500 steps, 8 + 8 gave 11.8 % against 12.6 % for
 12 + 4, and a better synthetic NME too (0.086 against 0.094); 14,000 steps
 rather than the `synthetic` model's 6,000. AFLW is for non-commercial
-research only, and so is this model.
+research only, and so is this model. It was trained on 2026-12-01, before
+`model.standardize` and renderer version 2: this config and the data
+command keep that recipe (no standardisation, roll N(0, 7) within +-30).
 
 The same-budget comparison with the `synthetic` model (6,000 steps of 16
 images: 12 synthetic + 4 AFLW-21):
 
   jaxface train --config experiments/configs/synthetic_aflw21_model.py \
-      --workdir runs/mixed-6k --config.data.dir=data/synth96 \
+      --workdir runs/mixed-6k --config.data.dir=data/synth96v1 \
       --config.mix.dir=data/aflw21_96 --config.train.num_steps=6000 \
       --config.data.global_batch_size=12 --config.mix.batch_size=4
 """
@@ -39,4 +41,5 @@ def get_config():
   config.mix.batch_size = 8
   config.mix.weight = 1.0
   config.train.num_steps = 14000
+  config.model.standardize = False  # as trained (see the docstring)
   return config
