@@ -13,8 +13,8 @@ The quickstart's recipe as it was when this model was trained
 image standardised, z weighted 0.1, a landmark loss, centred crops, no
 augmentation beyond the renderer's own randomisation; PRNet's full 24
 layers, no skips) with 8 times the faces and 6,000 steps, on renders of
-`synthetic.GENERATOR_VERSION` 2 (roll N(0, 12) degrees). The data seed (1) differs from the seed
-`jaxface export` renders its check set with (7). At the end, the
+`synthetic.GENERATOR_VERSION` 2 (roll N(0, 12) degrees). The data seed (1)
+differs from the seed `jaxface export` renders its check set with (7). At the end, the
 `report` evaluator measures the held-out split as `jaxface eval` does (NME
 2D / 3D per yaw bin, dense NME, head pose), into summary.json and
 metrics.jsonl (`evals/report/...`).

@@ -47,15 +47,30 @@ _EYE_CORNERS = (6, 11)
 STAGES = ('raw', '-shift', '-scale', '-rotation')
 
 
-def _aligned(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
-  """(N, P, 2) points -> {stage: the predictions after that stage's
-  per-image alignment to the truth}; points missing on either side stay
-  NaN."""
+def _fit(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+  """Each image's alignment of its predicted points to the true ones.
+
+  Args:
+    pred, true: (N, P, 2) points; NaN where missing.
+
+  Returns:
+    {stage (`STAGES`): (N, P, 2) the predictions after that stage's
+    alignment (points missing on either side stay NaN; images with fewer
+    than 2 points in common are left as they are), 'offset': (N, 2) the
+    predicted minus the true centroid in units of sqrt(w h) of the visible
+    true points' box, 'log_scale': (N,) log of the truth's spread over the
+    prediction's, 'points': (N,) the points in common}.
+  """
   out = {stage: np.array(pred, np.float64) for stage in STAGES}
+  out['offset'] = np.full((len(pred), 2), np.nan)
+  out['log_scale'] = np.full(len(pred), np.nan)
+  out['points'] = np.zeros(len(pred), int)
   for i, (p, t) in enumerate(zip(pred, true)):
     both = np.isfinite(p[:, 0]) & np.isfinite(t[:, 0])
+    out['points'][i] = both.sum()
     if both.sum() < 2:
       continue
+    seen = t[np.isfinite(t[:, 0])]
     pc, tc = p[both].mean(0), t[both].mean(0)
     a, b = p[both] - pc, t[both] - tc
     scale = np.sqrt((b ** 2).sum() / max((a ** 2).sum(), 1e-12))
@@ -68,6 +83,8 @@ def _aligned(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
     out['-shift'][i][both] = a + tc
     out['-scale'][i][both] = scale * a + tc
     out['-rotation'][i][both] = similar * a @ rotation + tc
+    out['offset'][i] = (pc - tc) / np.sqrt(np.prod(seen.max(0) - seen.min(0)))
+    out['log_scale'][i] = np.log(scale)
   return out
 
 
@@ -78,24 +95,16 @@ def _angle(points: np.ndarray) -> np.ndarray:
   return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
 
 
-def framing(pred: np.ndarray, true: np.ndarray) -> dict[str, object]:
-  """The mean centroid offset and log scale, and the roll slope."""
-  offsets, log_scales = [], []
-  for p, t in zip(pred, true):
-    both = np.isfinite(p[:, 0]) & np.isfinite(t[:, 0])
-    seen = np.isfinite(t[:, 0])
-    if both.sum() < 3:
-      continue
-    box = np.sqrt(np.prod(t[seen].max(0) - t[seen].min(0)))
-    pc, tc = p[both].mean(0), t[both].mean(0)
-    offsets.append((pc - tc) / box)
-    log_scales.append(0.5 * np.log(((t[both] - tc) ** 2).sum()
-                                   / ((p[both] - pc) ** 2).sum()))
+def framing(pred: np.ndarray, true: np.ndarray,
+            fit: dict[str, np.ndarray]) -> dict[str, object]:
+  """The mean centroid offset and log scale (`_fit`'s, over the images
+  with 3 points or more in common), and the roll slope."""
+  used = fit['points'] >= 3
   true_angle, pred_angle = _angle(true), _angle(pred)
   ok = np.isfinite(true_angle) & np.isfinite(pred_angle)
   slope = float(np.polyfit(true_angle[ok], pred_angle[ok], 1)[0])
-  return {'offset_xy': np.mean(offsets, 0).round(4).tolist(),
-          'log_scale': round(float(np.mean(log_scales)), 4),
+  return {'offset_xy': np.mean(fit['offset'][used], 0).round(4).tolist(),
+          'log_scale': round(float(np.mean(fit['log_scale'][used])), 4),
           'roll_follow': round(slope, 3), 'roll_faces': int(ok.sum())}
 
 
@@ -116,9 +125,10 @@ def analyse(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
   """The module docstring's figures (NMEs in %, mean of bins)."""
   nme = lambda p: round(100 * metrics.points_summary(  # noqa: E731
       p, true, yaw_deg, schemes.AFLW21.is_ear)[0]['nme']['mean_of_bins'], 2)
-  out = {stage: nme(p) for stage, p in _aligned(pred, true).items()}
+  fit = _fit(pred, true)
+  out = {stage: nme(fit[stage]) for stage in STAGES}
   out['yaw_mean_shape'] = nme(yaw_mean_shape(true, yaw_deg))
-  return {**out, **framing(pred, true)}
+  return {**out, **framing(pred, true, fit)}
 
 
 def main(argv=None) -> int:

@@ -214,8 +214,8 @@ class PRNet(nn.Module):
 
 def from_config(model_config, dtype=None) -> PRNet:
   """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
-  global_dim, skips, lite, standardize; a stored config gets the keys it lacks from
-  `config_lib.with_added_keys`)."""
+  global_dim, skips, lite, standardize; a stored config gets the keys it
+  lacks from `config_lib.with_added_keys`)."""
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.head, coords=model_config.coords,

@@ -109,9 +109,9 @@ class CycleTask(task_lib.Task):
             'standardize')
     theirs = {k: pretrained.config.model.get(k) for k in keys}
     ours = {k: self.config.model.get(k) for k in keys}
-    # standardize changes what the weights mean, not their shapes.
-    if (shapes(params) != shapes(state.params['gen'])
-        or theirs['standardize'] != ours['standardize']):
+    # The keys too: standardize changes what the weights mean, not their
+    # shapes.
+    if theirs != ours or shapes(params) != shapes(state.params['gen']):
       raise ValueError(
           f'cycle.init_from={path} is a PRNet with model {theirs}, this run '
           f'builds {ours}: pass the same --config.model.* values')
