@@ -55,7 +55,6 @@ dataset: two sources of the same kind would share that directory;
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from typing import Any, Iterator, Mapping, Sequence
@@ -64,6 +63,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 
@@ -104,9 +104,8 @@ def _is_optional(spec: Any) -> bool:
 
 def source_fingerprint(source_dir: str | os.PathLike[str]) -> str:
   """sha-256 (hex) of a jaxface dataset's dataset.json."""
-  path = os.path.join(os.fspath(source_dir), shards.DATASET_INFO)
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
+  return files.sha256_of(
+      os.path.join(os.fspath(source_dir), shards.DATASET_INFO))
 
 
 def source_layout(source_dir: str | os.PathLike[str], kind: str

@@ -13,11 +13,13 @@ stay inside their folder.
   (a planted link would be written through, to a file outside `folder`).
 - `check_output_folder(folder, flag)`: before any work, that an output
   folder is one, or can be made, and can be written.
+- `sha256_of(path)`: a file's hash (shipped weights, dataset fingerprints).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -61,6 +63,12 @@ def write_atomic(path: str, data: bytes | str) -> str:
       os.remove(temp)
     raise
   return path
+
+
+def sha256_of(path: str) -> str:
+  """Hex sha256 of a file's bytes."""
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
 def write_json(path: str, value, **kwargs) -> str:

@@ -10,6 +10,7 @@ import pytest
 from data_pipelines import synthetic
 from jaxface.data import augment
 from jaxface.data import records
+from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import uv
 
@@ -41,8 +42,24 @@ def resample_landmarks(position_map):
   return np.asarray(uv.sample_uv(position_map, model_lib.landmark_uv()))
 
 
+def test_mirror_position_maps_numpy_and_jax():
+  # Texel (i, j) holds (x, y, z) = (j + 0.25, i, 7): mirrored for a 10-pixel
+  # image, texel (i, j) holds what (i, 4 - j) held, x -> 9 - x.
+  rows, cols = np.meshgrid(np.arange(3.0), np.arange(5.0), indexing='ij')
+  maps = np.stack([cols + 0.25, rows, np.full_like(rows, 7.0)], -1)[None]
+  expected = np.stack([9.0 - (4.0 - cols + 0.25), rows,
+                       np.full_like(rows, 7.0)], -1)[None]
+  out = uv.mirror_position_maps(maps, 10)
+  assert isinstance(out, np.ndarray)
+  np.testing.assert_array_equal(out, expected)
+  np.testing.assert_array_equal(uv.mirror_position_maps(out, 10), maps)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(
+      np.asarray(uv.mirror_position_maps(jnp.asarray(maps), 10)), expected)
+
+
 def test_flip_permutation_pairs():
-  perm = augment.IBUG_FLIP_PERMUTATION
+  perm = layout_lib.IBUG_FLIP_PERMUTATION
   assert sorted(perm.tolist()) == list(range(68))
   np.testing.assert_array_equal(perm[perm], np.arange(68))
   pairs = [(36, 45), (39, 42), (37, 44), (41, 46), (0, 16), (7, 9), (8, 8),
@@ -57,7 +74,7 @@ def test_flip_permutation_mirrors_landmark_uv():
   # The UV layout is mirror-symmetric: landmark k's mirror sits at (1 - u, v)
   # of landmark k.
   luv = model_lib.landmark_uv()
-  mirrored = luv[augment.IBUG_FLIP_PERMUTATION]
+  mirrored = luv[layout_lib.IBUG_FLIP_PERMUTATION]
   np.testing.assert_allclose(mirrored[:, 0], 1 - luv[:, 0], atol=1e-6)
   np.testing.assert_allclose(mirrored[:, 1], luv[:, 1], atol=1e-6)
 
@@ -87,7 +104,7 @@ def test_landmarks_follow_position_map(examples, seed, p_flip):
   image, position_map, landmarks = examples[seed % len(examples)]
   gap = np.linalg.norm(landmarks - resample_landmarks(position_map), axis=-1)
   assert gap.max() < 2.0
-  perm = augment.IBUG_FLIP_PERMUTATION if p_flip else np.arange(68)
+  perm = layout_lib.IBUG_FLIP_PERMUTATION if p_flip else np.arange(68)
   config = augment.AugmentConfig(p_flip=p_flip)
   _, aug_map, aug_landmarks = augment.augment(
       image, position_map, landmarks, np.random.default_rng(seed), config)

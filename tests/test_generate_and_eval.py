@@ -204,6 +204,9 @@ def test_eval_refuses_a_dataset_of_another_resolution(workdirs_made,
   assert cli.main(['eval', '--workdir', workdirs_made['uv'], '--data', other,
                    '--no-progress']) == 2
   assert 'trained at 32x32' in capsys.readouterr().err
+  assert cli.main(['eval', '--workdir', workdirs_made['uv'], '--data', other,
+                   '--no-progress', '--flip-average']) == 2
+  assert 'for reconstruction networks' in capsys.readouterr().err
 
 
 def test_eval_refuses_canonical_maps_of_another_uv_layout(data, workdirs_made,

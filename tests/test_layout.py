@@ -96,6 +96,26 @@ def test_json_round_trip_and_equality():
     MADE_UP.landmark_uv[0, 0] = 0.5  # read-only
 
 
+def test_mirror_symmetry_and_flip_average_needs_it():
+  # The procedural layout puts each landmark's twin at 1 - u; moving one
+  # eye corner by a texel at 128 (1 / 127 > 2e-3) breaks the symmetry, and
+  # a PRNet that averages with the mirror image refuses that layout.
+  assert PROCEDURAL.is_mirror_symmetric()
+  moved = PROCEDURAL.landmark_uv.copy()
+  moved[36, 0] += 1.0 / 127
+  lopsided = layout_lib.UVLayout('lopsided', moved, PROCEDURAL.extra_uv)
+  assert not lopsided.is_mirror_symmetric()
+  config = config_lib.load_config(os.path.join(REPO, 'experiments', 'configs',
+                                               'quickstart.py'))
+  config.model.flip_average = True
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  assert prnet.from_config(config.model, layout=PROCEDURAL).flip_average
+  with pytest.raises(ValueError, match='mirror-symmetric UV layout'):
+    prnet.from_config(config.model, layout=lopsided)
+  config.model.flip_average = False
+  assert not prnet.from_config(config.model, layout=lopsided).flip_average
+
+
 def _entry(**changes):
   entry = MADE_UP.to_json()
   entry.update(changes)

@@ -1,9 +1,8 @@
 """Tests of jaxface.train.metrics: metrics.jsonl and TensorBoard event files.
 
-The event files (written by tensorboardX) are read by the test itself: it
-parses the TFRecord framing, checks the CRCs with its own bitwise crc32c,
-and decodes the Event protobufs with google.protobuf from a hand-written
-descriptor of TensorFlow's Event / Summary / Value / SessionLog messages.
+The event files (written by tensorboardX) are read back with tensorboardX's
+Event protobuf and crc32c: the test splits the TFRecord framing and checks
+every CRC.
 """
 
 from __future__ import annotations
@@ -25,79 +24,28 @@ from jaxface.train import metrics
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _bitwise_crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc ^= byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
-  return crc ^ 0xFFFFFFFF
-
-
 def _masked(crc: int) -> int:
   return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % (1 << 32)
 
 
 def _split_tfrecords(blob: bytes) -> list[bytes]:
-  """The test's own TFRecord parser (asserts every CRC)."""
+  """TFRecord framing (length, masked crc32c of the length, data, masked
+  crc32c of the data), every CRC asserted."""
+  from tensorboardX.crc32c import crc32c  # pylint: disable=g-import-not-at-top
   out, offset = [], 0
   while offset < len(blob):
     length_bytes = blob[offset:offset + 8]
     (length,) = struct.unpack('<Q', length_bytes)
     (length_crc,) = struct.unpack('<I', blob[offset + 8:offset + 12])
-    assert length_crc == _masked(_bitwise_crc32c(length_bytes))
+    assert length_crc == _masked(crc32c(length_bytes))
     data = blob[offset + 12:offset + 12 + length]
     (data_crc,) = struct.unpack(
         '<I', blob[offset + 12 + length:offset + 16 + length])
-    assert data_crc == _masked(_bitwise_crc32c(data))
+    assert data_crc == _masked(crc32c(data))
     out.append(data)
     offset += 16 + length
   assert offset == len(blob)
   return out
-
-
-def _event_class():
-  """An Event message class built from a hand-written descriptor."""
-  pytest.importorskip('google.protobuf')
-  from google.protobuf import descriptor_pb2
-  from google.protobuf import descriptor_pool
-  from google.protobuf import message_factory
-
-  f = descriptor_pb2.FieldDescriptorProto
-  proto = descriptor_pb2.FileDescriptorProto(
-      name='jaxface_test_event.proto', package='jaxface_test',
-      syntax='proto3')
-
-  def message(name, fields):
-    m = proto.message_type.add(name=name)
-    for field_name, number, kind, label, type_name in fields:
-      field = m.field.add(name=field_name, number=number, type=kind,
-                          label=label)
-      if type_name:
-        field.type_name = type_name
-
-  optional, repeated = f.LABEL_OPTIONAL, f.LABEL_REPEATED
-  message('TensorProto', [
-      ('dtype', 1, f.TYPE_INT32, optional, None),
-      ('float_val', 5, f.TYPE_FLOAT, repeated, None)])
-  message('Value', [
-      ('tag', 1, f.TYPE_STRING, optional, None),
-      ('simple_value', 2, f.TYPE_FLOAT, optional, None),
-      ('tensor', 8, f.TYPE_MESSAGE, optional, '.jaxface_test.TensorProto')])
-  message('Summary', [
-      ('value', 1, f.TYPE_MESSAGE, repeated, '.jaxface_test.Value')])
-  message('SessionLog', [('status', 1, f.TYPE_INT32, optional, None)])
-  message('Event', [
-      ('wall_time', 1, f.TYPE_DOUBLE, optional, None),
-      ('step', 2, f.TYPE_INT64, optional, None),
-      ('file_version', 3, f.TYPE_STRING, optional, None),
-      ('summary', 5, f.TYPE_MESSAGE, optional, '.jaxface_test.Summary'),
-      ('session_log', 7, f.TYPE_MESSAGE, optional,
-       '.jaxface_test.SessionLog')])
-  pool = descriptor_pool.DescriptorPool()
-  pool.Add(proto)
-  return message_factory.GetMessageClass(
-      pool.FindMessageTypeByName('jaxface_test.Event'))
 
 
 def _events_file(workdir) -> str:
@@ -107,18 +55,15 @@ def _events_file(workdir) -> str:
 
 def _events(path) -> list:
   """The Event messages of one event file, CRCs checked."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   with open(path, 'rb') as f:
-    return [_event_class().FromString(d) for d in _split_tfrecords(f.read())]
+    return [event_pb2.Event.FromString(d) for d in _split_tfrecords(f.read())]
 
 
 def _scalars(path) -> list[tuple[int, str, float]]:
   """(step, tag, value) of every scalar in one event file, in order."""
   return [(e.step, v.tag, v.simple_value) for e in _events(path)
           for v in e.summary.value]
-
-
-def test_own_crc32c_matches_the_standard_vector():
-  assert _bitwise_crc32c(b'123456789') == 0xE3069283  # RFC 3720's check.
 
 
 # metrics.jsonl.

@@ -178,6 +178,29 @@ def test_prnet_standardize_ignores_each_images_brightness_and_contrast():
   assert moved[True] < 0.2 * moved[False], moved
 
 
+def test_prnet_flip_average_is_the_mean_with_the_mirror_images_map():
+  # The same weights with and without flip_average; by hand: the map of
+  # the mirrored image, its columns reversed and x -> 31 - x, averaged with
+  # the plain map. Training (train=True) ignores it.
+  images = jax.random.uniform(KEY, (2, 32, 32, 3))
+  plain = models.PRNet(width=0.25, lite=True, head='conv')
+  both = models.PRNet(width=0.25, lite=True, head='conv', flip_average=True)
+  variables = _init(plain, images)
+  chex.assert_trees_all_equal_shapes(variables, _init(both, images))
+  direct = np.asarray(_apply(plain, variables, images))
+  mirrored = np.asarray(_apply(plain, variables, images[:, :, ::-1]))
+  back = mirrored[:, :, ::-1].copy()
+  back[..., 0] = 31.0 - back[..., 0]
+  averaged = np.asarray(_apply(both, variables, images))
+  np.testing.assert_allclose(averaged, 0.5 * (direct + back), atol=1e-4)
+  assert np.abs(averaged - direct).max() > 1e-3  # the mirror did count
+  trained, _ = _apply(both, variables, images, train=True,
+                      mutable=['batch_stats'])
+  train_plain, _ = _apply(plain, variables, images, train=True,
+                          mutable=['batch_stats'])
+  np.testing.assert_array_equal(trained, train_plain)
+
+
 def test_quickly_compiled_init_equals_a_plain_jit():
   # state.initialize compiles without XLA's backend optimisation; the
   # values are the same draws, equal to float rounding.

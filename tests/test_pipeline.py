@@ -470,6 +470,7 @@ def test_bytes_source(dataset):
                        all_batches(dataset, cfg)[0])
 
 
+@pytest.mark.slow  # a pytest process of its own, with 8 devices
 @pytest.mark.multidevice
 def test_to_global_arrays_shards_over_data(dataset):
   assert jax.device_count() == 8

@@ -17,6 +17,7 @@ import pytest
 import workdirs
 from data_pipelines import synthetic
 from jaxface import cli
+from jaxface import files
 from jaxface import pretrained
 from jaxface.data import records
 from jaxface.data import shards
@@ -140,7 +141,7 @@ def test_export_writes_float16_weights_a_model_json_and_a_card(
   assert info['architecture']['width'] == 0.125
   assert info['resolution'] == RESOLUTION and info['step'] == run.step
   assert info['weights']['ema'] is True
-  assert info['weights']['sha256'] == pretrained.sha256_of(
+  assert info['weights']['sha256'] == files.sha256_of(
       os.path.join(folder, pretrained.WEIGHTS_FILE))
   assert info['metrics']['synthetic_eval']['count'] == 8
   assert 0 < info['metrics']['synthetic_nme'] < 10
@@ -319,6 +320,19 @@ def test_eval_measures_a_shipped_model(data, env_models, tmp_path, capsys):
     report = json.load(f)
   assert report['count'] == 8 and report['model']['task'] == 'prnet'
   assert report['model']['workdir'] == os.path.join(env_models, 'synthetic')
+  # --flip-average / --no-flip-average in place of the model's own setting:
+  # recorded in the report, and the NMEs differ.
+  reports = {}
+  for flag in ('--flip-average', '--no-flip-average'):
+    path = str(tmp_path / f'eval{flag}.json')
+    assert cli.main(['eval', '--model', 'synthetic', '--data', data, '--out',
+                     path, '--no-progress', flag]) == 0
+    with open(path) as f:
+      reports[flag] = json.load(f)
+  assert reports['--flip-average']['model']['flip_average'] is True
+  assert reports['--no-flip-average']['model']['flip_average'] is False
+  assert (reports['--flip-average']['nme_2d']['mean'] !=
+          reports['--no-flip-average']['nme_2d']['mean'])
   capsys.readouterr()
   assert cli.main(['eval', '--data', data, '--out', out]) == 2
   assert 'give --workdir' in capsys.readouterr().err

@@ -354,9 +354,9 @@ def test_the_augmentation_config_reaches_the_pipeline(data):
   assert augment.max_rotation_degrees == 10.0
   assert augment.scale_range == (0.8, 1.0) and not augment.enabled
   assert augment.p_flip == 0.5  # the default, from the default config
-  del config.data['augmentation']  # a config from before the field
-  assert loop.augment_config(config) == pipeline.augment_lib.AugmentConfig(
-      enabled=False)
+  del config.data['augmentation']  # a stored config from before the field
+  assert loop.augment_config(config_lib.with_added_keys(config)) == (
+      pipeline.augment_lib.AugmentConfig(enabled=False))
 
 
 def test_recon_task_rejects_resolution_prnet_cannot_take():

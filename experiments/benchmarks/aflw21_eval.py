@@ -3,7 +3,7 @@
   python -m experiments.benchmarks.aflw21_eval --workdir runs/prnet
   python -m experiments.benchmarks.aflw21_eval --model synthetic --recrop
       [--data ../shared/data/aflw21] [--limit 300] [--recrop]
-      [--batch-size 16]
+      [--batch-size 16] [--flip-average | --no-flip-average]
 
 Measures the PRNet of a training workdir (or a shipped model) on the
 held-out faces of AFLW-21 (`data_pipelines.aflw21`: real 120 x 120 crops
@@ -214,6 +214,10 @@ def main(argv=None) -> int:
                       help='also measure PRNet crops around the visible '
                       'points, next to the resized crops')
   parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--flip-average', default=None,
+                      action=argparse.BooleanOptionalAction,
+                      help='average with the mirror image\'s prediction '
+                      '(default: the model\'s model.flip_average)')
   args = parser.parse_args(argv)
   if args.limit is not None and args.limit < 1:
     parser.error(f'--limit must be >= 1, got {args.limit}')
@@ -223,7 +227,8 @@ def main(argv=None) -> int:
   modes = tuple(MODES) if args.recrop else ('resize',)
   try:
     data = aflw21.load(args.data)
-    trained = trained_lib.load_model(args.workdir, args.model)
+    trained = trained_lib.load_model(args.workdir, args.model,
+                                     flip_average=args.flip_average)
     trained_lib.prnet(trained)  # Refuses a model that is not a PRNet.
     load_s = time.perf_counter() - start
     indices, results = measure(trained, data, modes, args.limit,

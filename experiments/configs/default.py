@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.skips = False  # PRNet: encoder features added in the decoder
   config.model.lite = False  # PRNet: one block per stage (PRNet: 2 and 3)
   config.model.standardize = False  # PRNet: per-image input standardisation
+  # PRNet at inference: mean of the image's and its mirror image's maps
+  config.model.flip_average = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)

@@ -6,7 +6,8 @@
 
 64 x 64 crops, a quarter-width PRNet with one layer per resolution
 (`lite`), encoder features added in the decoder (`skips`), each image
-standardised (`standardize`), the conv output head and x / y, u / v
+standardised (`standardize`), predictions averaged with the mirror
+image's (`flip_average`, at inference only), the conv output head and x / y, u / v
 coordinate channels, z's error weighted 0.1, a landmark loss, no
 augmentation, Adam with a cosine schedule over 6,000 steps. Why each
 choice: experiments/diagnostics/prnet_learning.py and the README's "What
@@ -29,6 +30,9 @@ def get_config():
   # points less AFLW-21 NME, and a lower synthetic NME (README: "What
   # carries synthetic training over to real faces").
   config.model.standardize = True
+  # At inference (the eval steps, `jaxface eval`, `reconstruct`): the mean
+  # of the image's and its mirror image's maps. Training ignores it.
+  config.model.flip_average = True
   config.model.bn_momentum = 0.9  # a short run: running stats must catch up
   config.loss.z_weight = 0.1
   config.loss.landmark_weight = 1.0

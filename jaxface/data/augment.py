@@ -35,7 +35,8 @@ flip):
    the landmarks; the UV map is mirrored (its columns reversed: the texel at
    u moves to 1 - u, as the UV layout is mirror-symmetric about u = 1/2);
    and the landmarks are renumbered by the iBUG-68 left/right permutation
-   `IBUG_FLIP_PERMUTATION`, so landmark k stays the point at landmark_uv()[k].
+   `layout.IBUG_FLIP_PERMUTATION`, so landmark k stays the point at
+   landmark_uv()[k].
 3. a synthetic occluder: a random polygon or ellipse filled with a random
    texture, painted over the image only (the geometry is the face's, seen or
    not).
@@ -55,24 +56,9 @@ import dataclasses
 import cv2
 import numpy as np
 
-# IBUG_FLIP_PERMUTATION[k] is the landmark that is k's left/right mirror: the
-# jaw 0..16 reversed, brows 17..21 <-> 26..22, the nose bridge 27..30 on the
-# midline, the nostrils 31..35 reversed, the eyes (36..41 <-> 45, 44, 43, 42,
-# 47, 46), the outer lips (48..54 reversed, 55..59 reversed) and the inner
-# lips (60..64 reversed, 65..67 reversed).
-IBUG_FLIP_PERMUTATION = np.array([
-    16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,  # jaw
-    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,  # brows
-    27, 28, 29, 30,  # nose bridge
-    35, 34, 33, 32, 31,  # nostrils
-    45, 44, 43, 42, 47, 46,  # left eye -> right eye
-    39, 38, 37, 36, 41, 40,  # right eye -> left eye
-    54, 53, 52, 51, 50, 49, 48,  # outer lips, top
-    59, 58, 57, 56, 55,  # outer lips, bottom
-    64, 63, 62, 61, 60,  # inner lips, top
-    67, 66, 65,  # inner lips, bottom
-], np.int32)
-IBUG_FLIP_PERMUTATION.flags.writeable = False
+from jaxface.face import layout as layout_lib
+from jaxface.face import uv as uv_lib
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,10 +234,10 @@ def hflip(image: np.ndarray, position_map: np.ndarray | None,
   width = image.shape[1]
   image = cv2.flip(np.ascontiguousarray(image), 1)  # Columns reversed.
   if position_map is not None:
-    position_map = cv2.flip(np.ascontiguousarray(position_map, np.float32), 1)
-    position_map[..., 0] = (width - 1) - position_map[..., 0]
-  landmarks = np.array(np.asarray(landmarks)[IBUG_FLIP_PERMUTATION],
-                       np.float32)
+    position_map = np.ascontiguousarray(uv_lib.mirror_position_maps(
+        np.asarray(position_map, np.float32), width))
+  landmarks = np.array(
+      np.asarray(landmarks)[layout_lib.IBUG_FLIP_PERMUTATION], np.float32)
   landmarks[:, 0] = (width - 1) - landmarks[:, 0]
   return image, position_map, landmarks
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import cv2
 import numpy as np
 
+from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 
@@ -117,7 +117,12 @@ def sample_grid(directory: str, kind: str, split: str, count: int
                          for r in rows], 0)
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-    raise OSError(f'could not write {path}')
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes an (H, W, 3) RGB or (H, W) grey uint8 / uint16 image as a PNG,
+  atomically (`files.write_atomic`): every PNG jaxface writes goes here."""
+  if image.ndim == 3:
+    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  ok, buffer = cv2.imencode('.png', image)
+  if not ok:
+    raise OSError(f'could not encode {path} as PNG')
+  files.write_atomic(path, buffer.tobytes())

@@ -396,7 +396,8 @@ def _model_and_dataset(trained: trained_lib.TrainedModel, data_dir: str,
       'model': {'workdir': os.path.abspath(trained.workdir),
                 'step': trained.step, 'task': trained.task,
                 'resolution': trained.resolution,
-                'uv_layout': trained.layout.name},
+                'uv_layout': trained.layout.name,
+                'flip_average': trained_lib.flip_average(trained)},
       'dataset': {'path': os.path.abspath(data_dir), 'split': split,
                   'source': info.get('source'),
                   'resolution': info.get('resolution', trained.resolution),
@@ -751,7 +752,8 @@ def markdown_table(report: dict) -> str:
     return _points_markdown(report, resized)
   lines = [
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
-      f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
+      f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}'
+      f'{_flip_note(model)}); '
       f'{report["count"]} images.{skipped_note(report)}{resized}', '',
       '| NME (%) | ' + ' | '.join(f'yaw {b}' for b in bins)
       + ' | mean of bins | all |',
@@ -802,6 +804,10 @@ def is_points_report(report: dict) -> bool:
   return report.get('dataset', {}).get('scheme') is not None
 
 
+def _flip_note(model: dict) -> str:
+  return ', flip-averaged' if model.get('flip_average') else ''
+
+
 def _points_markdown(report: dict, resized: str) -> str:
   """`markdown_table` of a report on 2D records."""
   bins = metrics.BIN_NAMES
@@ -812,7 +818,8 @@ def _points_markdown(report: dict, resized: str) -> str:
   ears_read = [p for p in ears if points['read'][p]]
   lines = [
       f'## Reconstruction on {data["path"]} ({data["split"]})', '',
-      f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}); '
+      f'Model: {model["workdir"]} (step {model["step"]}, {model["task"]}'
+      f'{_flip_note(model)}); '
       f'{report["count"]} images, 2D records of the {points["scheme"]} '
       f'scheme.{skipped_note(report)}{resized}', '']
   if by_yaw:

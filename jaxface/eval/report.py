@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       '(default: WORKDIR/eval/, or ./eval-NAME/ for --model)')
   parser.add_argument('--step', type=int, default=None,
                       help='the checkpoint to measure (default: the last)')
+  parser.add_argument('--flip-average', default=None,
+                      action=argparse.BooleanOptionalAction,
+                      help='reconstruction: average each prediction with the '
+                      'mirror image\'s (default: as the model was configured, '
+                      'model.flip_average)')
   parser.add_argument('--batch-size', type=int, default=32)
   parser.add_argument('--limit', type=int, default=None,
                       help='measure only the first N records')
@@ -78,7 +83,8 @@ def run(args) -> int:
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   if args.batch_size < 1:
     raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
-  model = trained_lib.load_model(args.workdir, args.model, args.step)
+  model = trained_lib.load_model(args.workdir, args.model, args.step,
+                                 flip_average=args.flip_average)
   out = args.out or (os.path.join(args.workdir, 'eval') if args.workdir
                      else f'eval-{args.model}')
   check_out(out, '--out' if args.out else 'the report folder')

@@ -80,6 +80,26 @@ def _frozen_uv(value, count: int, what: str) -> np.ndarray:
   return out
 
 
+# IBUG_FLIP_PERMUTATION[k] is the landmark that is k's left/right mirror: the
+# jaw 0..16 reversed, brows 17..21 <-> 26..22, the nose bridge 27..30 on the
+# midline, the nostrils 31..35 reversed, the eyes (36..41 <-> 45, 44, 43, 42,
+# 47, 46), the outer lips (48..54 reversed, 55..59 reversed) and the inner
+# lips (60..64 reversed, 65..67 reversed).
+IBUG_FLIP_PERMUTATION = np.array([
+    16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,  # jaw
+    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,  # brows
+    27, 28, 29, 30,  # nose bridge
+    35, 34, 33, 32, 31,  # nostrils
+    45, 44, 43, 42, 47, 46,  # left eye -> right eye
+    39, 38, 37, 36, 41, 40,  # right eye -> left eye
+    54, 53, 52, 51, 50, 49, 48,  # outer lips, top
+    59, 58, 57, 56, 55,  # outer lips, bottom
+    64, 63, 62, 61, 60,  # inner lips, top
+    67, 66, 65,  # inner lips, bottom
+], np.int32)
+IBUG_FLIP_PERMUTATION.flags.writeable = False
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class UVLayout:
   """The UV layout of position maps.
@@ -115,6 +135,16 @@ class UVLayout:
           f'UV layout {PROCEDURAL_NAME!r}: its UVs are not those of this '
           'version\'s procedural face model; the maps were made with another '
           'face model (remake the dataset, or give the layout another name)')
+
+  def is_mirror_symmetric(self, tolerance: float = 2e-3) -> bool:
+    """Whether mirroring a map (u -> 1 - u, `uv.mirror_position_maps`) takes
+    each landmark to its left/right twin (`IBUG_FLIP_PERMUTATION`), within
+    `tolerance` in UV units (2e-3: half a texel at 256): what flip
+    augmentation and flip-averaged prediction assume."""
+    twins = self.landmark_uv[IBUG_FLIP_PERMUTATION]
+    mirrored = np.stack([1.0 - self.landmark_uv[:, 0], self.landmark_uv[:, 1]],
+                        axis=-1)
+    return bool(np.abs(twins - mirrored).max() <= tolerance)
 
   def __eq__(self, other) -> bool:
     if not isinstance(other, UVLayout):

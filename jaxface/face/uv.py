@@ -54,6 +54,19 @@ def uv_to_texel(uv, height: int, width: int):
   return jnp.asarray(uv, jnp.float32) * scale
 
 
+def mirror_position_maps(position_maps, width: int):
+  """The position maps of the mirror image: (..., H, W', 3) maps in pixels
+  of an image `width` pixels wide -> the maps of that image flipped left to
+  right. The UV layout is mirror-symmetric about u = 1/2 (a layout's
+  landmarks: `layout.UVLayout.is_mirror_symmetric`), so the texel at u moves
+  to 1 - u (columns reversed), and x -> width - 1 - x. numpy in, numpy out;
+  jax in, jax out (works under jit); applying it twice gives the input."""
+  xp = np if isinstance(position_maps, np.ndarray) else jnp
+  mirrored = position_maps[..., ::-1, :]
+  return xp.concatenate([(width - 1) - mirrored[..., :1], mirrored[..., 1:]],
+                        axis=-1)
+
+
 def sample_uv(uv_map, uv):
   """Bilinearly samples a UV map at UV coordinates.
 

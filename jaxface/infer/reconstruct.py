@@ -313,7 +313,7 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
   Raises:
     ValueError: one of its paths in `out_dir` is a link.
   """
-  import cv2  # pylint: disable=g-import-not-at-top
+  from jaxface.data import inspect  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
   vertices, triangles, colors = mesh_io.position_map_to_mesh(
       face.position_map, face_mask, image_rgb)
@@ -325,8 +325,7 @@ def write_face(out_dir: str, name: str, image_rgb: np.ndarray,
   mesh_io.write_ply(paths['ply'], vertices, np.zeros((0, 3), np.int32),
                     colors)
   depth, z_min, z_max = depth_image(vertices, triangles, *image_rgb.shape[:2])
-  if not cv2.imwrite(paths['depth'], depth):
-    raise OSError(f'could not write {paths["depth"]}')
+  inspect.write_png(paths['depth'], depth)
   record = dict(info, **{
       'frame': 'photo pixels: x right, y down, z towards the viewer; the '
                'OBJ and PLY store (x, -y, z)',
@@ -399,6 +398,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='faces per forward pass')
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step of --workdir (default: the last)')
+  parser.add_argument('--flip-average', default=None,
+                      action=argparse.BooleanOptionalAction,
+                      help='average each prediction with the mirror image\'s '
+                      '(default: as the model was configured, '
+                      'model.flip_average)')
   parser.add_argument('--canonical', default=None,
                       help='a BFM folder or an (R, R, 3) .npy canonical mean '
                       'face for the pose (needed by models trained on BFM-'
@@ -457,7 +461,8 @@ def run(args) -> int:
   from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   trained = trained_lib.load_model(args.workdir, args.model, args.step,
-                                   default=pretrained.DEFAULT_MODEL)
+                                   default=pretrained.DEFAULT_MODEL,
+                                   flip_average=args.flip_average)
   canonical = metrics.load_canonical(args.canonical, trained.resolution)
   model = Reconstructor.from_trained(trained, args.batch_size, canonical)
   print(f'using the shipped model {trained.pretrained!r} ({trained.workdir})'

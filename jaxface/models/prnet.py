@@ -39,6 +39,12 @@ additive).
 deviation (per channel, over the pixels) before the first layer, so that a
 photograph's brightness and contrast, which differ from the renders', do not
 reach the features.
+
+`flip_average=True` is for inference: with `train=False` the network also
+sees each image mirrored left to right, and returns the mean of the two
+position maps, the mirrored one mirrored back (`uv.mirror_position_maps`:
+the UV layout is mirror-symmetric). Twice the compute; training
+(`train=True`) ignores it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxface.face import frames
+from jaxface.face import uv as uv_lib
 from jaxface.models import layers
 
 ENCODER = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2),
@@ -130,6 +137,8 @@ class PRNet(nn.Module):
     skips: add projected encoder features in the decoder (see above).
     lite: one layer per resolution (see above).
     standardize: per-image, per-channel input standardisation (see above).
+    flip_average: at inference, average with the mirror image's prediction
+      (see above).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
@@ -144,12 +153,22 @@ class PRNet(nn.Module):
   skips: bool = False
   lite: bool = False
   standardize: bool = False
+  flip_average: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
 
-  @nn.compact
   def __call__(self, images, train: bool = False):
+    if self.flip_average and not train:
+      # One pass over both: BatchNorm uses its running statistics here.
+      maps, mirrored = jnp.split(
+          self._maps(jnp.concatenate([images, images[:, :, ::-1]]), train), 2)
+      return 0.5 * (maps + uv_lib.mirror_position_maps(mirrored,
+                                                       images.shape[2]))
+    return self._maps(images, train)
+
+  @nn.compact
+  def _maps(self, images, train: bool):
     resolution = images.shape[1]
     if images.shape[1] != images.shape[2]:
       raise ValueError(f'PRNet needs square inputs, got {images.shape[1:3]}')
@@ -212,13 +231,22 @@ class PRNet(nn.Module):
     return (x * (frames.POSITION_SCALE * resolution)).astype(out_dtype)
 
 
-def from_config(model_config, dtype=None) -> PRNet:
+def from_config(model_config, dtype=None, layout=None) -> PRNet:
   """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
-  global_dim, skips, lite, standardize; a stored config gets the keys it
-  lacks from `config_lib.with_added_keys`)."""
+  global_dim, skips, lite, standardize, flip_average; a stored config gets
+  the keys it lacks from `config_lib.with_added_keys`). `layout`: the
+  `layout.UVLayout` of its maps, checked to be mirror-symmetric where
+  flip_average is set (None: not checked)."""
+  if (model_config.flip_average and layout is not None and
+      not layout.is_mirror_symmetric()):
+    raise ValueError(
+        f'model.flip_average needs a mirror-symmetric UV layout; in layout '
+        f'{layout.name!r} mirroring a map does not take each landmark to its '
+        'left/right twin: set model.flip_average=False')
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.head, coords=model_config.coords,
                global_dim=model_config.global_dim,
                skips=model_config.skips, lite=model_config.lite,
-               standardize=model_config.standardize)
+               standardize=model_config.standardize,
+               flip_average=model_config.flip_average)

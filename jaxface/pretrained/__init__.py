@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -53,6 +52,8 @@ import tempfile
 from typing import Any
 
 import numpy as np
+
+from jaxface import files
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 ENV_DIR = 'JAXFACE_PRETRAINED_DIR'
@@ -172,12 +173,6 @@ def read_info(folder: str) -> dict:
   return info
 
 
-def sha256_of(path: str) -> str:
-  """Hex sha256 of a file's bytes."""
-  with open(path, 'rb') as f:
-    return hashlib.file_digest(f, 'sha256').hexdigest()
-
-
 def read_variables(folder: str, info: dict) -> dict[str, Any]:
   """The variables of a model folder, float32, after checking the sha256 of
   weights.npz against model.json's and the parameter count.
@@ -191,7 +186,7 @@ def read_variables(folder: str, info: dict) -> dict[str, Any]:
   """
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   path = os.path.join(folder, WEIGHTS_FILE)
-  want, got = info['weights']['sha256'], sha256_of(path)
+  want, got = info['weights']['sha256'], files.sha256_of(path)
   if got != want:
     raise PretrainedError(
         f'{path} is corrupted or was replaced: its sha256 is {got}, '
@@ -363,6 +358,20 @@ def _fmt(value, spec: str = '.4f', missing: str = 'unknown') -> str:
   return missing if value is None else format(value, spec)
 
 
+# config.model's switches, as the card names them.
+_CARD_OPTIONS = (('lite', 'one layer per resolution (`lite`)'),
+                 ('skips', 'encoder skips (`skips`)'),
+                 ('coords', 'coordinate channels (`coords`)'),
+                 ('standardize', 'standardised inputs (`standardize`)'),
+                 ('flip_average', 'predictions averaged with the mirror '
+                  'image\'s (`flip_average`)'))
+
+
+def _options(arch: dict) -> str:
+  """'a, b, ' for the switches of config.model that are on ('' if none)."""
+  return ''.join(f'{text}, ' for key, text in _CARD_OPTIONS if arch.get(key))
+
+
 def _card(info: dict, summary: dict | None, data: dict | None,
           report: dict | None, mix: dict | None = None) -> str:
   """MODEL_CARD.md's text (see the module doc)."""
@@ -400,7 +409,7 @@ def _card(info: dict, summary: dict | None, data: dict | None,
       '```', '',
       '## Model', '',
       f'- Network: PRNet (ResFCN256), width {arch["width"]:g}, '
-      f'{arch.get("head", "prnet")} head, BatchNorm momentum '
+      f'{arch.get("head", "prnet")} head, {_options(arch)}BatchNorm momentum '
       f'{arch["bn_momentum"]:g}; input {r}x{r}x3 RGB in [0, 1] (the '
       f'PRNet crop of a face); output the {r}x{r}x3 UV position map in crop '
       'pixels (x right, y down, z towards the viewer).',
@@ -524,7 +533,7 @@ def export(workdir: str, name: str, out: str | None = None, *,
     raise PretrainedError(f'{target} already exists; pass --overwrite to '
                           'replace it')
   run = trained_lib.load(workdir, step)
-  if run.task not in ('prnet', 'cycle'):
+  if run.task not in trained_lib.RECONSTRUCTION_TASKS:
     raise PretrainedError(f'{workdir} trained task {run.task!r}; only a '
                           'reconstruction network (prnet or cycle) can ship')
   _, variables = trained_lib.prnet(run)
@@ -559,7 +568,7 @@ def export(workdir: str, name: str, out: str | None = None, *,
     weights = os.path.join(folder, WEIGHTS_FILE)
     info['weights']['arrays'] = _write_weights(weights, variables)
     info['weights']['bytes'] = os.path.getsize(weights)
-    info['weights']['sha256'] = sha256_of(weights)
+    info['weights']['sha256'] = files.sha256_of(weights)
     if info['weights']['bytes'] > max_bytes:
       raise PretrainedError(
           f'the weights of {workdir} take {info["weights"]["bytes"] / 1e6:.1f}'

@@ -148,6 +148,9 @@ ADDED_KEYS = {
     'model.skips': False,
     'model.lite': False,
     'model.standardize': False,
+    'model.flip_average': False,
+    # Empty: `augment.AugmentConfig`'s defaults, what runs used before.
+    'data.augmentation': ml_collections.ConfigDict(),
     'loss.z_weight': 1.0,
     'loss.mask': 'prnet',
     'train.profile_steps': (0, 0),

@@ -246,6 +246,9 @@ class CycleTask(task_lib.Task):
 
   # --- eval, shared with the pretraining phase -----------------------------------
 
+  def predict(self, state, batch, key=None):
+    return self.recon.predict(self._gen_view(state), batch, key)
+
   def eval_step(self, state, batch):
     return self.recon.eval_step(self._gen_view(state), batch)
 

@@ -259,6 +259,12 @@ class FaceGenTask(task_lib.Task):
                            'batch_stats': state.batch_stats['gen']},
                           features, self._noise(key, features.shape[0]))
 
+  def predict(self, state, batch, key=None):
+    """Faces for the batch's features (`batch_features`); `key` draws the
+    noise (None: the fixed noise of the eval steps)."""
+    return self.generate(state, batch_features(batch),
+                         jax.random.key(0) if key is None else key)
+
   def eval_step(self, state, batch) -> dict:
     """Per-example metrics (B,): reconstruction_loss (the head's direct loss
     against the true face) and, for 'uv', geometric_error (mean squared
@@ -267,7 +273,7 @@ class FaceGenTask(task_lib.Task):
     iou (of the occupancy at probability 0.5). The noise is fixed."""
     feats = batch_features(batch)
     target = self._target(batch)
-    fake = self.generate(state, feats, jax.random.key(0))
+    fake = self.predict(state, batch)
     out = {'reconstruction_loss': jax.vmap(self._reconstruction)(
         fake[:, None], target[:, None])}
     if self.gen.head == 'uv':

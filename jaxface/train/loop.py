@@ -7,7 +7,8 @@ checkpoint if there is one, and trains: the batch is sharded over the
 step's randomness is `fold_in(key(seed), step)`. Every `log_every` steps the
 mean metrics go to TensorBoard event files and metrics.jsonl, every
 `eval_every` steps the eval split is measured and a PNG drawn, every
-`checkpoint_every` steps (and at the end) a checkpoint is saved. The task
+`checkpoint_every` steps (and at the end) a checkpoint is saved (each of
+these a small piece of `periodic`, which `_train` calls when due). The task
 reads landmarks and masks in the UV layout of the dataset's position maps
 (dataset.json's `uv_layout`, `layout.layout_of_dataset`), which model.json
 records for eval and inference. With `config.mix`, each batch also carries
@@ -31,11 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
-import math
 import os
-import signal
 import tempfile
 import time
 from typing import Any
@@ -58,13 +56,14 @@ from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 from jaxface.train import metrics as metrics_lib
 from jaxface.train import optim
+from jaxface.train import periodic
 from jaxface.train import state as state_lib
 from jaxface.train import task as task_lib
 from jaxface.train import trained as trained_lib
 
 
-class TrainingError(RuntimeError):
-  """Training cannot go on (non-finite loss, ...)."""
+# Raised by `run`: training cannot go on (non-finite loss, ...).
+TrainingError = periodic.TrainingError
 
 
 def _check_config(config) -> None:
@@ -201,9 +200,9 @@ def jit_train_step(task: task_lib.Task, base_key: jax.Array,
 
 def augment_config(config) -> augment_lib.AugmentConfig:
   """config.data.augment (on / off) and config.data.augmentation (the
-  ranges and probabilities; configs without it get the defaults) as an
+  ranges and probabilities; a field it lacks takes its default) as an
   `AugmentConfig`; ValueError naming a bad field."""
-  fields = dict(config.data.get('augmentation') or {})
+  fields = dict(config.data.augmentation)
   known = {f.name for f in dataclasses.fields(augment_lib.AugmentConfig)
            } - {'enabled'}  # that is config.data.augment
   unknown = sorted(set(fields) - known)
@@ -254,78 +253,6 @@ class _NoWriter:
     pass
 
 
-class _StopSignals:
-  """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag the loop
-  checks between steps; `signal_name` says which came first. A second
-  SIGINT interrupts at once (a user who means it)."""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.signal_name = None
-    self._previous = {}
-
-  def __enter__(self):
-    for signum in self.SIGNALS:
-      try:
-        self._previous[signum] = signal.signal(signum, self._handle)
-      except ValueError:  # not the main thread
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signal_name == 'SIGINT' and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.signal_name = self.signal_name or signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for signum, previous in self._previous.items():
-      signal.signal(signum, previous)
-
-
-def _due(step: int, every: int, last: int) -> bool:
-  """Whether a periodic action (log, eval, checkpoint) runs after `step`:
-  every `every` steps, and after the last step."""
-  return step % every == 0 or step == last
-
-
-class _MetricWindow:
-  """The metrics of the steps since the last fetch, left on the device
-  (fetching each step would stall the dispatch of the next); `fetch` moves
-  them to the host and checks every step's loss, `means` averages what was
-  fetched since the last log."""
-
-  def __init__(self):
-    self._pending: list[tuple[int, dict]] = []
-    self._values: dict[str, list[float]] = {}
-    self._since = time.perf_counter()
-
-  def add(self, step: int, metrics: dict) -> None:
-    self._pending.append((step, metrics))
-
-  def fetch(self, last_good) -> None:
-    """Raises TrainingError at the first non-finite loss, naming its step
-    and what `last_good()` says of the checkpoints."""
-    fetched, self._pending = jax.device_get(self._pending), []
-    for step, metrics in fetched:
-      loss = float(metrics['loss'])
-      if not math.isfinite(loss):
-        raise TrainingError(
-            f'step {step}: the loss is {loss}; stopping. {last_good()}')
-      for key, value in metrics.items():
-        self._values.setdefault(key, []).append(float(value))
-
-  def means(self, images_per_step: int) -> dict[str, float]:
-    """'train/NAME' means since the last call, and the images/s."""
-    seconds = max(time.perf_counter() - self._since, 1e-9)
-    means = {f'train/{k}': float(np.mean(v)) for k, v in self._values.items()}
-    means['train/images_per_second'] = (
-        len(self._values['loss']) * images_per_step / seconds)
-    self._values, self._since = {}, time.perf_counter()
-    return means
-
-
 def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
                                                              np.ndarray]:
   """Mean eval metrics over the eval split (or `eval_batches` batches).
@@ -368,7 +295,8 @@ _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'train.checkpoint_every', 'train.keep_checkpoints',
                    'train.eval_batches', 'train.profile_steps',
                    'data.worker_count',
-                   'data.eval_batch_size')
+                   'data.eval_batch_size',
+                   'model.flip_average')  # inference only
 _FIXED_ON_RESUME = ('task', 'model')  # top-level keys
 _FREE_SECTIONS_ON_RESUME = ('evals',)  # what is measured, not how it trains
 
@@ -537,88 +465,31 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
   batch_size = config.data.global_batch_size + (
       config.mix.batch_size if mix_scheme else 0)  # images per step
 
-  saved = {'step': start}
-
-  def last_good() -> str:
-    try:
-      checkpointer.wait()  # a save still in flight
-    except Exception:  # pylint: disable=broad-except
-      pass  # it failed: it is not complete, which the folder names show
-    step = checkpoint_lib.latest_step(workdir)  # complete ones only
-    return (f'The last complete checkpoint (step {step}) in {workdir} is '
-            'untouched' if step is not None
-            else f'No checkpoint was saved in {workdir}')
-
-  def save(step, metrics=None):
-    if saved['step'] == step:
-      return
-    try:
-      checkpointer.save(step, state, train_it.get_state(),
-                        {'step': step, 'config': json.loads(
-                            config.to_json_best_effort())}, metrics)
-    except Exception as e:  # orbax raises many kinds
-      raise TrainingError(
-          f'saving the checkpoint of step {step} failed ({type(e).__name__}: '
-          f'{e}); stopping. {last_good()}') from e
-    saved['step'] = step
-
-  def do_eval(step):
-    metrics, batch, landmarks = evaluate(task, eval_step, state, config, mesh)
-    if task.has_baseline and 'nme_mean_face' not in summary:
-      baseline_it = _iterator(config, config.data.train_split, False,
-                              config.data.eval_batch_size)
-      try:
-        batches = list(itertools.islice(baseline_it, 8))  # or fewer
-      finally:
-        baseline_it.close()
-      summary.update(task.baseline(batches, landmarks))
-    metrics.update({k: v for k, v in summary.items() if k.startswith('nme_')})
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
-    path = os.path.join(workdir, f'eval_{step:07d}.png')
-    # Every process computes the figure (the state is a global array);
-    # only process 0 keeps it.
-    task.figure(state, batch, path if lead else os.path.join(
-        tempfile.gettempdir(), f'jaxface_eval_{jax.process_index()}.png'))
-    summary['eval'] = metrics
-    summary['figure'] = path
-    return metrics
-
-  def run_evals(step, due_names):
-    # The evaluators of `jaxface eval` (config.evals), on this state's
-    # weights as `trained.load` would read them from its checkpoint.
-    model = trained_lib.from_state(state, config, workdir, step, model_info,
-                                   layout)
-    for name in due_names:
-      report, _ = evaluators.run_configured(config.evals[name], model, config)
-      writer.write_scalars(step, {
-          f'evals/{name}/{path}': value
-          for path, value in evaluators.scalars(report).items()})
-      summary.setdefault('evals', {})[name] = report
-
-  learning_rate = optim.make_schedule(config.optimizer,
-                                      config.train.num_steps)
-
-  def log(step):
-    means = window.means(batch_size)
-    # The rate of this step's update (optax counts updates from 0).
-    means['train/learning_rate'] = float(learning_rate(step - 1))
-    writer.write_scalars(step, means)
-    bar.set_postfix(loss=f'{means["train/loss"]:.4g}',
-                    img_s=f'{means["train/images_per_second"]:.1f}')
-
+  window = periodic.MetricWindow()
+  bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
+                  disable=not config.train.progress, dynamic_ncols=True)
+  log = periodic.Logger(window, writer, bar, optim.make_schedule(
+      config.optimizer, config.train.num_steps), batch_size)
+  checkpoint = periodic.Checkpointing(checkpointer, workdir, config, train_it,
+                                      start)
+  evaluation = periodic.Evaluation(
+      task, lambda state: evaluate(task, eval_step, state, config, mesh),
+      lambda: periodic.first_batches(lambda: _iterator(
+          config, config.data.train_split, False,
+          config.data.eval_batch_size)),
+      writer, workdir, lead, summary)
+  configured_evals = periodic.ConfiguredEvals(config, workdir, model_info,
+                                              layout, writer, summary)
   periods = {'log': config.train.log_every, 'eval': config.train.eval_every,
              'checkpoint': config.train.checkpoint_every}
   wall = time.perf_counter()
   step = start
-  window = _MetricWindow()
-  bar = tqdm.tqdm(total=num_steps, initial=start, unit='step',
-                  disable=not config.train.progress, dynamic_ncols=True)
   stopped_by, finished = None, False
 
   profile_first, profile_last = tuple(config.train.profile_steps)
   profiling = False
 
-  with _StopSignals() as signals, contextlib.closing(writer):
+  with periodic.StopSignals() as signals, contextlib.closing(writer):
     try:
       while step < num_steps:
         batch = pipeline.to_global_arrays(next(train_it), mesh)
@@ -635,31 +506,25 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
         window.add(step, metrics)
         bar.update(1)
         stop = signals.signal_name  # read once: it may change mid-step
-        due = {name: _due(step, every, num_steps)
+        due = {name: periodic.is_due(step, every, num_steps)
                for name, every in periods.items()}
         if stop or any(due.values()):
-          window.fetch(last_good)  # the loss checked before any save
+          window.fetch(checkpoint.last_good)  # the loss checked before a save
         if due['log']:
           log(step)
-        eval_metrics = do_eval(step) if due['eval'] else None
-        due_evals = [name for name, entry in config.evals.items()
-                     if _due(step, entry.every or num_steps, num_steps)]
+        eval_metrics = evaluation(step, state) if due['eval'] else None
+        due_evals = configured_evals.due(step)
         if due_evals:
-          run_evals(step, due_evals)
+          configured_evals(step, state, due_evals)
         if due['checkpoint']:
-          save(step, eval_metrics)
+          checkpoint(step, state, eval_metrics)
         if stop:
-          save(step)
+          checkpoint(step, state)
           stopped_by = stop
           bar.close()
           print(f'{stop}: saved the checkpoint of step {step}; stopping')
           break
-      try:
-        checkpointer.wait()  # the last asynchronous save
-      except Exception as e:  # orbax raises many kinds
-        raise TrainingError(
-            f'writing the checkpoint of step {saved["step"]} failed '
-            f'({type(e).__name__}: {e}). {last_good()}') from e
+      checkpoint.wait()  # the last asynchronous save
       finished = True
     finally:
       if profiling:  # stopped before the window's end

@@ -77,8 +77,13 @@ class ProgressionTask(task_lib.Task):
                              'loss': loss, 'accuracy': accuracy,
                              'grad_norm': optax.tree.norm(grads)}
 
+  def predict(self, state, batch, key=None):
+    """(B,) logits: is each clip a true progression."""
+    del key
+    return self._logits(state.params, batch)
+
   def eval_step(self, state, batch) -> dict:
-    logits = self._logits(state.params, batch)
+    logits = self.predict(state, batch)
     labels = batch['label'].astype(logits.dtype)
     return {'loss': optax.sigmoid_binary_cross_entropy(logits, labels),
             'accuracy': ((logits > 0) == (batch['label'] == 1)).astype(
@@ -87,7 +92,7 @@ class ProgressionTask(task_lib.Task):
   def figure(self, state, batch, path: str, count: int = 4) -> None:
     """A PNG: one row of frames per clip, the first frame outlined green
     when the prediction is right and red when wrong."""
-    logits = np.asarray(jax.jit(self._logits)(state.params, jax.tree.map(
+    logits = np.asarray(jax.jit(self.predict)(state, jax.tree.map(
         lambda x: x[:count], batch)))
     rows = []
     for k in range(min(count, len(logits))):

@@ -78,10 +78,10 @@ class ReconTask(task_lib.Task):
 
   def __post_init__(self):
     prnet_lib.check_resolution(self.resolution, "the dataset's resolution")
-    self.model = prnet_lib.from_config(
-        self.config.model, compute_dtype(self.config.model.dtype))
     if self.layout is None:
       self.layout = layout_lib.PROCEDURAL
+    self.model = prnet_lib.from_config(
+        self.config.model, compute_dtype(self.config.model.dtype), self.layout)
     mask = self.layout.weight_mask(self.resolution)
     if self.config.loss.mask == 'uniform':
       mask = (mask > 0).astype(np.float32)
@@ -153,16 +153,19 @@ class ReconTask(task_lib.Task):
                          batch_stats=batch_stats, opt_state=opt_state,
                          ema_params=ema), metrics
 
-  def predict(self, state: state_lib.TrainState, images: jax.Array
+  def predict(self, state: state_lib.TrainState, batch: dict, key=None
               ) -> jax.Array:
+    """(B, R, R, 3) position maps (crop pixels) of batch['image'], with the
+    EMA weights when the run keeps them."""
+    del key
     params = state.ema_params if self.config.train.ema_decay > 0 else (
         state.params)
     return self.model.apply({'params': params,
-                             'batch_stats': state.batch_stats}, images)
+                             'batch_stats': state.batch_stats}, batch['image'])
 
   def eval_step(self, state: state_lib.TrainState, batch: dict) -> dict:
     """Per-example metrics (B,): nme, position_loss."""
-    pred = self.predict(state, batch['image'])
+    pred = self.predict(state, batch)
     landmarks = uv_lib.sample_uv(pred, self.landmark_uv)
     out = {'nme': eval_metrics.nme(landmarks, batch['landmarks'])}
     if 'position_map' in batch:
@@ -193,7 +196,7 @@ class ReconTask(task_lib.Task):
     """A PNG: inputs with predicted (red) and true (green) landmarks, and
     the predicted and true position maps."""
     images = np.asarray(batch['image'][:count])
-    pred = np.asarray(jax.jit(self.predict)(state, batch['image'][:count]))
+    pred = np.asarray(jax.jit(self.predict)(state, {'image': images}))
     pred_lmk = np.asarray(uv_lib.sample_uv(pred, self.landmark_uv))
     # Texels outside the face have no loss weight, so their values are
     # arbitrary: the pictures show (and are scaled over) the face region.

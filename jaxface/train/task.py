@@ -5,7 +5,8 @@ A task (`recon.ReconTask`, `cycle.CycleTask`, `facegen.FaceGenTask`,
 the config, the data's resolution, the optimizer and the data's UV layout.
 It declares the record kind it trains on and the eval metric that picks
 the best checkpoint, and gives the loop pure steps (`init_state`,
-`train_step`, `eval_step`, jitted by the loop) and host-side pieces
+`train_step`, `eval_step`, jitted by the loop; `predict`, the eval-mode
+network's output for a batch, which `eval_step` measures) and host-side pieces
 (`figure`, and the optional hooks `load_pretrained` and `baseline`, which
 default to doing nothing). `TASKS` names them; `task_class` imports one.
 """
@@ -61,6 +62,13 @@ class Task:
     raise NotImplementedError
 
   def train_step(self, state, batch, key) -> tuple[Any, dict]:
+    raise NotImplementedError
+
+  def predict(self, state, batch: dict, key=None):
+    """The trained network's output for `batch`, in eval mode: position
+    maps of batch['image'] (prnet, cycle), faces for the batch's features
+    (facegen; `key` draws the noise, None: fixed), a logit per clip
+    (progression)."""
     raise NotImplementedError
 
   def eval_step(self, state, batch) -> dict:

@@ -35,6 +35,8 @@ from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 
 MODEL_INFO = 'model.json'
+# The tasks whose network is a PRNet: a photo in, a position map out.
+RECONSTRUCTION_TASKS = ('prnet', 'cycle')
 
 
 @dataclasses.dataclass
@@ -208,8 +210,8 @@ def load_pretrained(name: str = pretrained_lib.DEFAULT_MODEL,
 
 def load_model(workdir: str | None = None, name: str | None = None,
                step: int | None = None, default: str | None = None,
-               flags: tuple[str, str] = ('--workdir', '--model')
-               ) -> TrainedModel:
+               flags: tuple[str, str] = ('--workdir', '--model'),
+               flip_average: bool | None = None) -> TrainedModel:
   """A training workdir's model (`load`) or a shipped one (`load_pretrained`),
   as a command's options give them.
 
@@ -220,11 +222,24 @@ def load_model(workdir: str | None = None, name: str | None = None,
     default: the shipped model to use when neither is given (None: one of
       them is required).
     flags: the command's names of the two options, for the messages.
+    flip_average: a reconstruction network's `model.flip_average` at
+      inference, in place of the model's own (None: the model's).
 
   Raises:
-    ValueError: both given, neither given without a default, or a step
-      for a shipped model; and those of `load` and `load_pretrained`.
+    ValueError: both given, neither given without a default, a step for a
+      shipped model, or flip_average for a network that is not PRNet's;
+      and those of `load` and `load_pretrained`.
   """
+  trained = _load_model(workdir, name, step, default, flags)
+  if flip_average is not None:
+    if trained.task not in RECONSTRUCTION_TASKS:
+      raise ValueError(f'--flip-average is for reconstruction networks; '
+                       f'{trained.workdir} trained task {trained.task!r}')
+    trained.config.model.flip_average = bool(flip_average)
+  return trained
+
+
+def _load_model(workdir, name, step, default, flags) -> TrainedModel:
   if workdir is not None and name is not None:
     raise ValueError(f'give {flags[0]} (a training run) or {flags[1]} (a '
                      'shipped model), not both')
@@ -245,15 +260,26 @@ def load_model(workdir: str | None = None, name: str | None = None,
 def describe(trained: TrainedModel) -> dict:
   """Which model made an output, as JSON: {'workdir', 'step', 'resolution'}
   for a training run; {'pretrained' (name), 'path', 'step', 'resolution',
-  'sha256' (of its weights)} for a shipped model."""
+  'sha256' (of its weights)} for a shipped model; and 'flip_average' for a
+  reconstruction network."""
   if trained.pretrained is None:
-    return {'workdir': os.path.abspath(trained.workdir),
-            'step': trained.step, 'resolution': trained.resolution}
-  info = pretrained_lib.read_info(trained.workdir)
-  return {'pretrained': trained.pretrained,
-          'path': os.path.abspath(trained.workdir), 'step': trained.step,
-          'resolution': trained.resolution,
-          'sha256': info['weights']['sha256']}
+    out = {'workdir': os.path.abspath(trained.workdir),
+           'step': trained.step, 'resolution': trained.resolution}
+  else:
+    info = pretrained_lib.read_info(trained.workdir)
+    out = {'pretrained': trained.pretrained,
+           'path': os.path.abspath(trained.workdir), 'step': trained.step,
+           'resolution': trained.resolution,
+           'sha256': info['weights']['sha256']}
+  if trained.task in RECONSTRUCTION_TASKS:
+    out['flip_average'] = flip_average(trained)
+  return out
+
+
+def flip_average(trained: TrainedModel) -> bool:
+  """Whether a reconstruction network averages with the mirror image's
+  prediction at inference (`model.flip_average`)."""
+  return bool(trained.config.model.get('flip_average', False))
 
 
 def _generator_trees(trained: TrainedModel):
@@ -271,11 +297,11 @@ def prnet(trained: TrainedModel):
   """(PRNet module, variables) of a `prnet` or `cycle` run, for inference:
   `module.apply(variables, images (B, R, R, 3) in [0, 1])` -> (B, R, R, 3)
   position maps in crop pixels."""
-  if trained.task not in ('prnet', 'cycle'):
+  if trained.task not in RECONSTRUCTION_TASKS:
     raise ValueError(f'{trained.workdir} trained task {trained.task!r}, not a '
                      'reconstruction network (prnet or cycle)')
   from jaxface.models import prnet as prnet_lib  # pylint: disable=g-import-not-at-top
-  module = prnet_lib.from_config(trained.config.model)
+  module = prnet_lib.from_config(trained.config.model, layout=trained.layout)
   params, stats = _generator_trees(trained)
   return module, {'params': params, 'batch_stats': stats}
 
