@@ -8,16 +8,17 @@ synthetic faces, at 96 x 96, on a 2-core CPU.
       --workdir runs/synthetic --config.data.dir=data/synth96
   jaxface export --workdir runs/synthetic --name synthetic
 
-The quickstart's recipe as it was when this model was trained
-(experiments/configs/quickstart.py: conv head, coordinate channels, each
-image standardised, z weighted 0.1, a landmark loss, centred crops, no
-augmentation beyond the renderer's own randomisation; PRNet's full 24
-layers, no skips) with 8 times the faces and 6,000 steps, on renders of
+The quickstart's recipe (experiments/configs/quickstart.py: a quarter-width
+PRNet with one layer per resolution and encoder skips, conv head,
+coordinate channels, each image standardised, predictions averaged with
+the mirror image's at inference, z weighted 0.1, a landmark loss, centred
+crops, no augmentation beyond the renderer's own randomisation) at 96 x 96,
+with 4 times the faces and 12,000 steps, on renders of
 `synthetic.GENERATOR_VERSION` 2 (roll N(0, 12) degrees). The data seed (1)
-differs from the seed `jaxface export` renders its check set with (7). At the end, the
-`report` evaluator measures the held-out split as `jaxface eval` does (NME
-2D / 3D per yaw bin, dense NME, head pose), into summary.json and
-metrics.jsonl (`evals/report/...`).
+differs from the seed `jaxface export` renders its check set with (7). At
+the end, the `report` evaluator measures the held-out split as `jaxface
+eval` does (NME 2D / 3D per yaw bin, dense NME, head pose), into
+summary.json and metrics.jsonl (`evals/report/...`).
 """
 
 from experiments.configs import quickstart
@@ -26,14 +27,10 @@ from jaxface.eval import evaluators
 
 def get_config():
   config = quickstart.get_config()
-  config.model.bn_momentum = 0.99
-  # The shipped model's network: the quickstart's lite + skips came later
-  # (standardize, from the quickstart, is the shipped model's).
-  config.model.lite = False
-  config.model.skips = False
-  config.train.num_steps = 6000
+  config.model.bn_momentum = 0.99  # a longer run than the quickstart's
+  config.train.num_steps = 12000
   config.train.log_every = 100
-  config.train.eval_every = 2000
+  config.train.eval_every = 3000
   config.train.checkpoint_every = 1000
   config.train.keep_checkpoints = 2
   config.evals.report = evaluators.config('reconstruction')
