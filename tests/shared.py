@@ -1,4 +1,4 @@
-"""A folder that the pytest-xdist workers of one test session share.
+"""Folders that the pytest-xdist workers of one test session share.
 
 xdist runs a module's tests on whichever workers are free, and each worker
 builds the module's fixtures again. For a fixture that trains (the ablation
@@ -6,10 +6,15 @@ runner's study), the second worker should wait for the first and reuse
 what it wrote: `shared_folder` yields the session's folder of that name
 under an exclusive lock (`fcntl.flock`), so one worker at a time builds or
 reads it. Without xdist the folder is the session's own.
+`synthetic_dataset` renders a synthetic dataset once per session, for
+every module and worker that asks for the same config and counts.
 """
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
+import json
 import os
 import pathlib
 
@@ -29,3 +34,19 @@ def shared_folder(tmp_path_factory, name: str):
       yield folder
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def synthetic_dataset(tmp_path_factory, config, counts: dict) -> str:
+  """The path of the synthetic dataset of `config` (a `SynthConfig`) and
+  `counts` ({kind: {split: n}}), rendered once per session and shared by
+  the xdist workers. Read it only: a test that changes a dataset renders
+  its own."""
+  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  key = hashlib.sha256(json.dumps(
+      [dataclasses.asdict(config), counts], sort_keys=True).encode()
+                       ).hexdigest()[:16]
+  with shared_folder(tmp_path_factory, f'synthetic_{key}') as folder:
+    out = folder / 'data'
+    if not (out / 'dataset.json').exists():  # written last: complete
+      synthetic.synthesize(str(out), config, counts, progress=False)
+    return str(out)

@@ -9,16 +9,15 @@ import pytest
 from data_pipelines import synthetic
 from jaxface import cli
 from jaxface import files
+import shared
 import workdirs
 
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('data') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 2), ('test', 1))),
-                       {'recon': {'train': 2, 'test': 1}}, progress=False)
-  return out
+                                  {'recon': {'train': 2, 'test': 1}})
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from jaxface.train import facegen
 from jaxface.train import loop
 from jaxface.train import state as state_lib
 from jaxface.train import trained
+import shared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACEGEN = os.path.join(REPO, 'experiments', 'configs', 'facegen.py')
@@ -31,11 +32,9 @@ SMALL = {'facegen.base_channels': 32, 'facegen.disc_base_channels': 16,
 
 @pytest.fixture(scope='module')
 def multiview(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('facegen') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 8), ('test', 4))),
-                       {'multiview': {'train': 16, 'test': 8}}, progress=False)
-  return out
+                                  {'multiview': {'train': 16, 'test': 8}})
 
 
 def _config(data, **overrides):

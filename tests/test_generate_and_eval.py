@@ -20,18 +20,17 @@ from jaxface.infer import detect
 from jaxface.infer import generate
 from jaxface.train import facegen
 from jaxface.train import trained
+import shared
 
 SCALE = 4  # the 32 x 32 crops are written as 128 x 128 photos
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('gen') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 6), ('test', 4))),
-                       {'multiview': {'train': 12, 'test': 10},
-                        'clips': {'train': 4, 'test': 6}}, progress=False)
-  return out
+                                  {'multiview': {'train': 12, 'test': 10},
+                                   'clips': {'train': 4, 'test': 6}})
 
 
 @pytest.fixture(scope='module')

@@ -24,6 +24,7 @@ import pytest
 
 from data_pipelines import synthetic
 from jaxface.train import trained
+import shared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRESSION = os.path.join(REPO, 'experiments', 'configs', 'progression.py')
@@ -57,11 +58,9 @@ def _free_port():
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('multihost') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 10), ('test', 4)), clip_length=4),
-                       {'clips': {'train': 32, 'test': 8}}, progress=False)
-  return out
+                                  {'clips': {'train': 32, 'test': 8}})
 
 
 @pytest.mark.slow

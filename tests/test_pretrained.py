@@ -27,6 +27,7 @@ from jaxface.infer import generate
 from jaxface.train import config_lib
 from jaxface.train import loop
 from jaxface.train import trained
+import shared
 
 RESOLUTION = 32
 # float16 keeps 11 significant bits: the maps (up to 1.1 R = 35 pixels) of
@@ -38,11 +39,9 @@ MAP_TOLERANCE = 0.005
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
   """A small synthetic recon dataset at RESOLUTION (seed 0)."""
-  out = str(tmp_path_factory.mktemp('pretrained') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=RESOLUTION, identities=(('train', 10), ('test', 5))),
-                       {'recon': {'train': 16, 'test': 8}}, progress=False)
-  return out
+                                  {'recon': {'train': 16, 'test': 8}})
 
 
 @pytest.fixture(scope='module')

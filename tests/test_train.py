@@ -27,6 +27,7 @@ from jaxface.train import config_lib
 from jaxface.train import loop
 from jaxface.train import recon
 from jaxface.train import state as state_lib
+import shared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
@@ -34,11 +35,9 @@ QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('train') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 20), ('test', 5))),
-                       {'recon': {'train': 64, 'test': 16}}, progress=False)
-  return out
+                                  {'recon': {'train': 64, 'test': 16}})
 
 
 def _tiny(path, data, **overrides):
@@ -370,11 +369,9 @@ PROGRESSION = os.path.join(REPO, 'experiments', 'configs', 'progression.py')
 
 @pytest.fixture(scope='module')
 def clips(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('clips') / 'data')
-  synthetic.synthesize(out, synthetic.SynthConfig(
+  return shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 10), ('test', 4)), clip_length=4),
-                       {'clips': {'train': 16, 'test': 8}}, progress=False)
-  return out
+                                  {'clips': {'train': 16, 'test': 8}})
 
 
 def _progression_config(data, **overrides):
@@ -649,6 +646,7 @@ def test_a_nan_before_any_checkpoint_says_so(data, tmp_path, monkeypatch):
     loop.run(_config(data), str(tmp_path))
 
 
+@pytest.mark.slow  # two short runs, 25 s
 def test_each_step_is_traced_once_per_run_and_resume(data, tmp_path,
                                                      monkeypatch):
   # A retrace (a shape, dtype, weak type or sharding that changes between
