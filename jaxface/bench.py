@@ -303,7 +303,9 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   from jaxface.train import recon  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
   config = args.train_config
-  model = prnet.from_config(config.model, recon.compute_dtype(args.dtype))
+  # The network itself: a flip-averaged forward would time 2 B images.
+  model = prnet.from_config(config.model, recon.compute_dtype(args.dtype)
+                            ).clone(flip_average=False)
   r = args.resolution
   variables = state_lib.initialize(model.init, jax.random.key(0),
                                    np.zeros((1, r, r, 3), np.float32))

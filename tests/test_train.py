@@ -358,6 +358,23 @@ def test_the_augmentation_config_reaches_the_pipeline(data):
       pipeline.augment_lib.AugmentConfig(enabled=False))
 
 
+def test_a_config_from_before_an_added_key_resumes(tmp_path):
+  # A stored config.json without data.augmentation and model.flip_average
+  # (written before they existed) resumes: the values the code used then
+  # are filled in. A changed augmentation value is still listed.
+  config = config_lib.load_config(QUICK)
+  stored = json.loads(config.to_json_best_effort())
+  del stored['data']['augmentation'], stored['model']['flip_average']
+  stored['model']['flip_average'] = False  # free: inference only
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  loop._check_resume(config, str(tmp_path), {}, allow_config_change=False)
+  del stored['model']['flip_average']
+  stored['data']['augmentation'] = {'p_flip': 0.25}
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  with pytest.raises(ValueError, match=r'data\.augmentation\.p_flip'):
+    loop._check_resume(config, str(tmp_path), {}, allow_config_change=False)
+
+
 def test_recon_task_rejects_resolution_prnet_cannot_take():
   config = config_lib.load_config(QUICK)
   with pytest.raises(ValueError, match='must be a positive multiple of 32'):

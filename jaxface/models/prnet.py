@@ -242,7 +242,8 @@ def from_config(model_config, dtype=None, layout=None) -> PRNet:
     raise ValueError(
         f'model.flip_average needs a mirror-symmetric UV layout; in layout '
         f'{layout.name!r} mirroring a map does not take each landmark to its '
-        'left/right twin: set model.flip_average=False')
+        'left/right twin: set model.flip_average=False (jaxface eval and '
+        'reconstruct: --no-flip-average)')
   return PRNet(width=model_config.width, dtype=dtype,
                bn_momentum=model_config.bn_momentum,
                head=model_config.head, coords=model_config.coords,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import copy
+import dataclasses
 import os
 import sys
 import warnings
@@ -28,6 +29,8 @@ import warnings
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
+
+from jaxface.data import augment
 
 _NAME = 'config'
 _ARGV0 = 'jaxface'
@@ -149,8 +152,10 @@ ADDED_KEYS = {
     'model.lite': False,
     'model.standardize': False,
     'model.flip_average': False,
-    # Empty: `augment.AugmentConfig`'s defaults, what runs used before.
-    'data.augmentation': ml_collections.ConfigDict(),
+    # `augment.AugmentConfig`'s defaults: what runs used before.
+    'data.augmentation': ml_collections.ConfigDict({
+        f.name: f.default for f in dataclasses.fields(augment.AugmentConfig)
+        if f.name != 'enabled'}),
     'loss.z_weight': 1.0,
     'loss.mask': 'prnet',
     'train.profile_steps': (0, 0),
@@ -178,5 +183,5 @@ def with_added_keys(config: ml_collections.ConfigDict
     section, key = dotted.rsplit('.', 1)
     if section in new and key not in new[section]:
       with new[section].unlocked():
-        new[section][key] = value
+        new[section][key] = copy.deepcopy(value)
   return ml_collections.FrozenConfigDict(new) if frozen else new

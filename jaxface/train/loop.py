@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import tqdm
 
@@ -290,7 +291,8 @@ def evaluate(task, eval_step, state, config, mesh) -> tuple[dict, dict | None,
 
 # Config keys a resumed run may change freely: how often it logs, measures
 # and saves, and how it shows progress. Other changes are listed and need
-# `allow_config_change`; `task` and `model.*` can never change.
+# `allow_config_change`; `task` and `model.*` can never change, except
+# `model.flip_average` (inference only).
 _FREE_ON_RESUME = ('train.progress', 'train.log_every', 'train.eval_every',
                    'train.checkpoint_every', 'train.keep_checkpoints',
                    'train.eval_batches', 'train.profile_steps',
@@ -337,8 +339,11 @@ def _check_resume(config, workdir: str, model_info: dict,
     raise ValueError(f'{path} is not valid JSON ({e}); move it away to '
                      'resume without comparing configs') from e
   current = _flat(json.loads(config.to_json_best_effort()))
-  stored = {**{k: v for k, v in config_lib.ADDED_KEYS.items()
-               if k in current}, **stored}
+  # What a stored config lacks is what the code did before the key existed.
+  added = _flat(json.loads(json.dumps({  # as JSON has them: lists
+      k: v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+      for k, v in config_lib.ADDED_KEYS.items()})))
+  stored = {**{k: v for k, v in added.items() if k in current}, **stored}
   changed = sorted(k for k in set(stored) | set(current)
                    if stored.get(k, '<unset>') != current.get(k, '<unset>')
                    and k not in _FREE_ON_RESUME
