@@ -479,9 +479,8 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
                                       start)
   evaluation = periodic.Evaluation(
       task, lambda state: evaluate(task, eval_step, state, config, mesh),
-      lambda: periodic.first_batches(lambda: _iterator(
-          config, config.data.train_split, False,
-          config.data.eval_batch_size)),
+      lambda: _iterator(config, config.data.train_split, False,
+                        config.data.eval_batch_size),
       writer, workdir, lead, summary)
   configured_evals = periodic.ConfiguredEvals(config, workdir, model_info,
                                               layout, writer, summary)
@@ -518,9 +517,7 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
         if due['log']:
           log(step)
         eval_metrics = evaluation(step, state) if due['eval'] else None
-        due_evals = configured_evals.due(step)
-        if due_evals:
-          configured_evals(step, state, due_evals)
+        configured_evals(step, state)
         if due['checkpoint']:
           checkpoint(step, state, eval_metrics)
         if stop:

@@ -15,7 +15,6 @@ import os
 import signal
 import tempfile
 import time
-from typing import Any
 
 import jax
 import numpy as np
@@ -166,23 +165,27 @@ class Checkpointing:
 
 class Evaluation:
   """The eval split's mean metrics (`measure(state) -> (metrics, first
-  batch, true landmarks)`), beside the task's baseline (measured once, on a
-  few training batches from `baseline_batches()`), logged as 'eval/...',
-  and the task's figure as `eval_STEP.png` (process 0 keeps it). Fills
-  `summary` ('eval', 'figure', the baseline's 'nme_*')."""
+  batch, true landmarks)`), beside the task's baseline (measured once, on
+  the first 8 batches of `baseline_iterator()`, a training-split iterator),
+  logged as 'eval/...', and the task's figure as `eval_STEP.png` (process 0
+  keeps it). Fills `summary` ('eval', 'figure', the baseline's 'nme_*')."""
 
-  def __init__(self, task, measure, baseline_batches, writer, workdir: str,
+  def __init__(self, task, measure, baseline_iterator, writer, workdir: str,
                lead: bool, summary: dict):
     self.task, self.measure = task, measure
-    self.baseline_batches = baseline_batches
+    self.baseline_iterator = baseline_iterator
     self.writer, self.workdir, self.lead = writer, workdir, lead
     self.summary = summary
 
   def __call__(self, step: int, state) -> dict:
     metrics, batch, landmarks = self.measure(state)
     if self.task.has_baseline and 'nme_mean_face' not in self.summary:
-      self.summary.update(self.task.baseline(self.baseline_batches(),
-                                             landmarks))
+      it = self.baseline_iterator()
+      try:
+        batches = list(itertools.islice(it, 8))  # or fewer
+      finally:
+        it.close()
+      self.summary.update(self.task.baseline(batches, landmarks))
     metrics.update({k: v for k, v in self.summary.items()
                     if k.startswith('nme_')})
     self.writer.write_scalars(step,
@@ -209,12 +212,13 @@ class ConfiguredEvals:
     self.model_info, self.layout = model_info, layout
     self.writer, self.summary = writer, summary
 
-  def due(self, step: int) -> list[str]:
+  def __call__(self, step: int, state) -> None:
+    """Runs those of `config.evals` that are due after `step`."""
     last = self.config.train.num_steps
-    return [name for name, entry in self.config.evals.items()
-            if is_due(step, entry.every or last, last)]
-
-  def __call__(self, step: int, state, names: list[str]) -> None:
+    names = [name for name, entry in self.config.evals.items()
+             if is_due(step, entry.every or last, last)]
+    if not names:
+      return
     model = trained_lib.from_state(state, self.config, self.workdir, step,
                                    self.model_info, self.layout)
     for name in names:
@@ -225,12 +229,3 @@ class ConfiguredEvals:
           for path, value in evaluators.scalars(report).items()})
       self.summary.setdefault('evals', {})[name] = report
 
-
-def first_batches(make_iterator, count: int = 8) -> list[Any]:
-  """Up to `count` batches of a fresh iterator (`make_iterator()`), which is
-  closed after."""
-  it = make_iterator()
-  try:
-    return list(itertools.islice(it, count))
-  finally:
-    it.close()
