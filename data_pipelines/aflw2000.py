@@ -55,6 +55,7 @@ import numpy as np
 
 from data_pipelines import the300wlp
 from jaxface.data import records
+from jaxface.data import writing
 from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
 
@@ -215,7 +216,7 @@ def convert_aflw2000(root: str | os.PathLike[str],
                      resolution: int = 256, workers: int = 1,
                      limit: int | None = None, landmarks_only: bool = False,
                      overwrite: bool = False, shard_size: int = 256,
-                     progress: bool = True) -> the300wlp.Conversion:
+                     progress: bool = True) -> writing.Conversion:
   """Converts AFLW2000-3D into `recon` records of split `test`.
 
   Args:
@@ -233,7 +234,7 @@ def convert_aflw2000(root: str | os.PathLike[str],
     progress: show a progress bar.
 
   Returns:
-    A `the300wlp.Conversion` (`ok` False and no dataset.json if nothing
+    A `writing.Conversion` (`ok` False and no dataset.json if nothing
     could be converted).
 
   Raises:
@@ -243,8 +244,7 @@ def convert_aflw2000(root: str | os.PathLike[str],
     files.FolderInUseError: another writer is writing `out_dir`.
     writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  the300wlp.validate_options(resolution, workers, shard_size, limit)
+  writing.validate_options(resolution, workers, shard_size, limit)
   if bfm_dir is None and not landmarks_only:
     raise ValueError(
         'AFLW2000 records need a position map, which is made from the BFM '
@@ -281,9 +281,9 @@ def convert_aflw2000(root: str | os.PathLike[str],
   notes = [] if bfm is not None else [
       'landmarks only: the records have no position maps']
   with writing.dataset_output(out_dir, overwrite):
-    results = the300wlp.run_splits(
+    results = writing.run_splits(
         out_dir, [('recon', SPLIT, paths, _Make(bfm_dir, resolution))],
         workers, shard_size, progress)
-    conversion = the300wlp.Conversion(SOURCE, out_dir, results, None, notes,
+    conversion = writing.Conversion(SOURCE, out_dir, results, None, notes,
                                       root)
-    return the300wlp.finish(conversion, **info)
+    return writing.finish(conversion, **info)

@@ -66,6 +66,7 @@ import numpy as np
 from data_pipelines import aflw21 as aflw21_lib
 from data_pipelines import the300wlp
 from jaxface.data import records
+from jaxface.data import writing
 from jaxface.eval import recon_eval
 from jaxface.face import render
 from jaxface.face import schemes
@@ -455,7 +456,7 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
                         test_fraction: float | None = None,
                         limit: int | None = None, workers: int = 1,
                         overwrite: bool = False, shard_size: int = 256,
-                        progress: bool = True) -> the300wlp.Conversion:
+                        progress: bool = True) -> writing.Conversion:
   """Converts a 2D-landmark dataset into 2D `recon` records.
 
   Args:
@@ -477,7 +478,7 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
     progress: show progress bars.
 
   Returns:
-    A `the300wlp.Conversion`; `ok` is False (and no dataset.json is
+    A `writing.Conversion`; `ok` is False (and no dataset.json is
     written) when no record could be made.
 
   Raises:
@@ -489,14 +490,13 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
     files.FolderInUseError: another writer is writing `out_dir`.
     writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   if input_format not in FORMATS:
     raise ValueError(f'--format must be one of {FORMATS}, got '
                      f'{input_format!r}')
   crop = DEFAULT_CROP[input_format] if crop is None else crop
   if crop not in CROPS:
     raise ValueError(f'--crop must be one of {CROPS}, got {crop!r}')
-  the300wlp.validate_options(resolution, workers, shard_size, limit)
+  writing.validate_options(resolution, workers, shard_size, limit)
   root, out_dir = os.fspath(root), os.fspath(out_dir)
   plan = _plan_aflw21 if input_format == 'aflw21' else _plan_pts
   source, items, make, notes, info = plan(root, test_fraction, limit,
@@ -505,13 +505,13 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
     notes.append(f'resolution {resolution} is not a multiple of '
                  f'{MODEL_MULTIPLE}: the PRNet model cannot train on it')
   with writing.dataset_output(out_dir, overwrite):
-    results = the300wlp.run_splits(
+    results = writing.run_splits(
         out_dir, [('recon', split, items[split], make)
                   for split in ('train', 'test')],
         workers, shard_size, progress)
-    conversion = the300wlp.Conversion(source, out_dir, results, None, notes,
+    conversion = writing.Conversion(source, out_dir, results, None, notes,
                                       root)
-    return the300wlp.finish(
+    return writing.finish(
         conversion, seed=None, resolution=resolution,
         root=os.path.abspath(root), limit=limit, input_format=input_format,
         crop=crop, scheme=SCHEME[input_format], position_maps=False, **info)

@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from jaxface.data import records
+from jaxface.data import writing
 
 NAME = "the300w_lp"
 # TFDS divides all landmark features by this (300W-LP images are 450 x 450).
@@ -380,7 +381,6 @@ def convert(data_dir: str | os.PathLike[str] | None,
     ImportError: if the300w_lp must be prepared and TensorFlow is absent.
   """
   # Imported here, as in the other converters: `writing` starts processes.
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if resolution < 1 or workers < 1 or shard_size < 1:

@@ -70,6 +70,7 @@ import numpy as np
 import scipy.io
 
 from jaxface.data import records
+from jaxface.data import writing
 from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
 
@@ -78,7 +79,6 @@ SETS = ('AFW', 'HELEN', 'IBUG', 'LFPW')
 FLIP_SUFFIX = '_Flip'
 NUM_SHAPE, NUM_EXPRESSION = 199, 29
 JPEG_QUALITY = 95  # Real photos: keep the crop close to the original.
-MIN_RESOLUTION = 16
 
 _VIEW_NAME = re.compile(r'^(?P<face>.+)_(?P<view>\d+)$')
 _JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
@@ -550,124 +550,6 @@ def group_views(paths: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
           for source, views in sorted(groups.items())]
 
 
-# -------------------------------------------------------------- running
-
-
-@dataclasses.dataclass
-class Conversion:
-  """What a converter run wrote and skipped.
-
-  Attributes:
-    source: the dataset's name ("300W_LP", "AFLW2000").
-    out_dir: the output folder.
-    results: one `writing.SplitResult` per (kind, split) written.
-    info: the dataset.json written, or None when nothing usable was made
-      (then no dataset.json is written).
-    notes: lines for the summary (e.g. faces without views on both sides).
-    root: the input folder, to shorten the listed paths.
-  """
-  source: str
-  out_dir: str
-  results: list
-  info: dict | None
-  notes: list[str]
-  root: str = ''
-
-  @property
-  def total(self) -> int:
-    return sum(r.count for r in self.results)
-
-  @property
-  def ok(self) -> bool:
-    """True if any record was written."""
-    return self.total > 0
-
-  def describe(self, item: Any) -> str:
-    """An item of write_split as a short string (path relative to root)."""
-    if isinstance(item, tuple) and item and isinstance(item[0], str):
-      return item[0]
-    text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(
-        item)
-    if self.root and isinstance(item, str):
-      rel = os.path.relpath(text, self.root)
-      if not rel.startswith('..'):
-        return rel
-    return text
-
-  def skipped(self) -> list[tuple[str, str, str, str]]:
-    """(kind, split, item, reason) of every skipped sample."""
-    return [(r.kind, r.split, self.describe(item), reason)
-            for r in self.results for item, reason in r.skipped]
-
-
-def format_summary(conversion: Conversion, listed: int = 20) -> str:
-  """The summary a converter prints: counts, notes, the first skips."""
-  lines = [f'{conversion.source} -> {conversion.out_dir}']
-  for r in conversion.results:
-    lines.append(f'  {r.kind}/{r.split}: {r.count} records in '
-                 f'{len(r.shards)} shard(s), {len(r.skipped)} skipped')
-  lines.extend(f'  {note}' for note in conversion.notes)
-  skipped = conversion.skipped()
-  if skipped:
-    lines.append(f'skipped ({len(skipped)}):')
-    for kind, split, item, reason in skipped[:listed]:
-      lines.append(f'  {kind}/{split} {item}: {reason}')
-    if len(skipped) > listed:
-      lines.append(f'  ... and {len(skipped) - listed} more (all are listed '
-                   'in dataset.json, "skipped_samples")')
-  if conversion.ok:
-    lines.append(f'wrote {conversion.total} records')
-  else:
-    lines.append('nothing usable was converted: no records, no dataset.json')
-  return '\n'.join(lines)
-
-
-def validate_options(resolution: int, workers: int, shard_size: int,
-                     limit: int | None) -> None:
-  if resolution < MIN_RESOLUTION:
-    raise ValueError(f'--resolution must be at least {MIN_RESOLUTION}, got '
-                     f'{resolution}')
-  if workers < 1 or shard_size < 1:
-    raise ValueError(f'--workers and --shard-size must be >= 1, got '
-                     f'{workers} and {shard_size}')
-  if limit is not None and limit < 1:
-    raise ValueError(f'--limit must be >= 1, got {limit}')
-
-
-def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
-               workers: int, shard_size: int, progress: bool) -> list:
-  """Writes (kind, split, items, make) in order, skipping the samples that
-  cannot be converted (`writing.write_splits`); entries without items
-  write nothing."""
-  # Imported here: `writing` starts processes, which reading and
-  # converting single samples never needs.
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  plan = [entry for entry in plan if entry[2]]
-  return writing.write_splits(out_dir, plan, workers=workers,
-                              shard_size=shard_size, skip_errors=True,
-                              progress=progress)
-
-
-def finish(conversion: Conversion, **info_keys) -> Conversion:
-  """Writes dataset.json if any record was written; returns `conversion`."""
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
-  if not conversion.ok:
-    return conversion
-  skipped = conversion.skipped()
-  counts: dict[str, dict[str, int]] = {}
-  for r in conversion.results:
-    counts.setdefault(r.kind, {})[r.split] = len(r.skipped)
-  info = writing.dataset_info(
-      conversion.results, source=conversion.source, **info_keys,
-      skipped=counts,
-      skipped_samples=[{'kind': k, 'split': s, 'item': i, 'reason': r}
-                       for k, s, i, r in skipped])
-  shards.write_dataset_info(conversion.out_dir, info)
-  conversion.info = info
-  return conversion
-
-
 def convert_300wlp(root: str | os.PathLike[str],
                    bfm_dir: str | os.PathLike[str],
                    out_dir: str | os.PathLike[str], *, resolution: int = 256,
@@ -675,7 +557,7 @@ def convert_300wlp(root: str | os.PathLike[str],
                    limit: int | None = None, multiview: bool = True,
                    perturb: bool = False, seed: int = 0,
                    overwrite: bool = False, shard_size: int = 256,
-                   progress: bool = True) -> Conversion:
+                   progress: bool = True) -> writing.Conversion:
   """Converts 300W-LP into a jaxface dataset (see the module docstring).
 
   Args:
@@ -698,7 +580,7 @@ def convert_300wlp(root: str | os.PathLike[str],
     progress: show progress bars.
 
   Returns:
-    A `Conversion`; `ok` is False (and no dataset.json is written) when no
+    A `writing.Conversion`; `ok` is False (and no dataset.json is written) when no
     record could be made.
 
   Raises:
@@ -708,8 +590,7 @@ def convert_300wlp(root: str | os.PathLike[str],
     files.FolderInUseError: if another writer is writing `out_dir`.
     writing.Interrupted: on Ctrl-C; nothing of `out_dir` is left.
   """
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
-  validate_options(resolution, workers, shard_size, limit)
+  writing.validate_options(resolution, workers, shard_size, limit)
   if not 0.0 <= test_fraction <= 1.0:
     raise ValueError(f'--test-fraction must be in [0, 1], got {test_fraction}')
   root, out_dir = os.fspath(root), os.fspath(out_dir)
@@ -763,7 +644,7 @@ def convert_300wlp(root: str | os.PathLike[str],
                    'vertices; ears: jaw-contour ends (iBUG 0, 16)',
       multiview_faces=len(groups))
   with writing.dataset_output(out_dir, overwrite):
-    results = run_splits(out_dir, plan, workers, shard_size, progress)
+    results = writing.run_splits(out_dir, plan, workers, shard_size, progress)
     one_sided = sum(reason.startswith(OneSidedViews.__name__)
                     for r in results if r.kind == 'multiview'
                     for _, reason in r.skipped)
@@ -771,5 +652,5 @@ def convert_300wlp(root: str | os.PathLike[str],
       notes.append(f'multiview: {len(groups)} original faces, {one_sided} '
                    'skipped for lack of views on both sides of the front '
                    'view')
-    conversion = Conversion(SOURCE, out_dir, results, None, notes, root)
-    return finish(conversion, **info, multiview_one_sided=one_sided)
+    conversion = writing.Conversion(SOURCE, out_dir, results, None, notes, root)
+    return writing.finish(conversion, **info, multiview_one_sided=one_sided)

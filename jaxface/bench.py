@@ -349,7 +349,7 @@ def bench_pipeline(args, train_rate: float | None) -> dict:
   with tempfile.TemporaryDirectory(prefix='jaxface_bench_') as temp:
     data = args.data
     if data is None:
-      from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+      from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
       data = os.path.join(temp, 'data')
       synthetic.synthesize(
           data, synthetic.SynthConfig(resolution=args.resolution),
@@ -390,7 +390,7 @@ def bench_synth(args) -> dict:
   """The synthetic renderer's row: records made and serialised on one
   core (this process pinned to it, cv2 on one thread)."""
   import cv2  # pylint: disable=g-import-not-at-top
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   from jaxface.data import records  # pylint: disable=g-import-not-at-top
   gen = synthetic.Generator(synthetic.SynthConfig(resolution=args.resolution))
   counter = iter(range(1 << 62))

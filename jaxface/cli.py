@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -61,15 +62,17 @@ def _add_synth(sub):
 
 
 def _synth_config(args):
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import writing  # pylint: disable=g-import-not-at-top
   for name in ('num_train', 'num_test', 'identities_train', 'identities_test',
                'workers', 'shard_size'):
     if getattr(args, name) < (0 if name.startswith('num') else 1):
       raise ValueError(f'--{name.replace("_", "-")} must be '
                        f'{"non-negative" if name.startswith("num") else ">= 1"}'
                        f', got {getattr(args, name)}')
-  if args.resolution < 16:
-    raise ValueError(f'--resolution must be at least 16, got {args.resolution}')
+  if args.resolution < writing.MIN_RESOLUTION:
+    raise ValueError(f'--resolution must be at least '
+                     f'{writing.MIN_RESOLUTION}, got {args.resolution}')
   if args.clip_length < 3:
     raise ValueError(f'--clip-length must be at least 3, got '
                      f'{args.clip_length}')
@@ -98,7 +101,7 @@ def _synth_config(args):
 
 
 def _synth(args) -> int:
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   config = _synth_config(args)
   counts = {kind: {'train': args.num_train, 'test': args.num_test}
             for kind in args.kinds}
@@ -191,9 +194,30 @@ def _add_convert_300wlp(sub):
   p.set_defaults(func=_convert_300wlp)
 
 
-def _report_conversion(conversion) -> int:
-  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
-  print(the300wlp.format_summary(conversion))
+def _converter(command: str):
+  """The converter behind `jaxface data COMMAND`.
+
+  Converters live in `data_pipelines`, which depends on jaxface; they are
+  found through the `jaxface.converters` entry points that pyproject.toml
+  declares, so that jaxface never imports them by name.
+  """
+  found = importlib.metadata.entry_points(group='jaxface.converters',
+                                          name=command)
+  if not found:
+    raise RuntimeError(
+        f'the converter of `jaxface data {command}` is not installed: '
+        'install jaxface from its repository (`pip install -e .`), which '
+        'installs data_pipelines and registers its converters')
+  return next(iter(found)).load()
+
+
+def _timed_conversion(command: str, *args, **kwargs) -> int:
+  """Runs a converter, prints its summary and time; the exit status."""
+  from jaxface.data import writing  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  conversion = _converter(command)(*args, **kwargs)
+  print(writing.format_summary(conversion))
+  print(f'took {time.perf_counter() - start:.1f} s')
   if not conversion.ok:
     print(f'jaxface: error: no usable {conversion.source} sample was '
           'converted (see the reasons above); nothing was written',
@@ -202,18 +226,9 @@ def _report_conversion(conversion) -> int:
   return 0
 
 
-def _timed_conversion(convert, *args, **kwargs) -> int:
-  """Runs a converter, prints its summary and time; the exit status."""
-  start = time.perf_counter()
-  status = _report_conversion(convert(*args, **kwargs))
-  print(f'took {time.perf_counter() - start:.1f} s')
-  return status
-
-
 def _convert_300wlp(args) -> int:
-  from data_pipelines import the300wlp  # pylint: disable=g-import-not-at-top
   return _timed_conversion(
-      the300wlp.convert_300wlp, args.root, args.bfm, args.out,
+      'convert-300wlp', args.root, args.bfm, args.out,
       resolution=args.resolution, workers=args.workers,
       test_fraction=args.test_fraction, limit=args.limit,
       multiview=args.multiview, perturb=args.perturb, seed=args.seed,
@@ -243,9 +258,8 @@ def _add_convert_aflw2000(sub):
 
 
 def _convert_aflw2000(args) -> int:
-  from data_pipelines import aflw2000  # pylint: disable=g-import-not-at-top
   return _timed_conversion(
-      aflw2000.convert_aflw2000, args.root, args.out, args.bfm,
+      'convert-aflw2000', args.root, args.out, args.bfm,
       resolution=args.resolution, workers=args.workers, limit=args.limit,
       landmarks_only=args.landmarks_only, overwrite=args.overwrite,
       shard_size=args.shard_size)
@@ -285,9 +299,8 @@ def _add_convert_landmarks2d(sub):
 
 
 def _convert_landmarks2d(args) -> int:
-  from data_pipelines import landmarks2d  # pylint: disable=g-import-not-at-top
   return _timed_conversion(
-      landmarks2d.convert_landmarks2d, args.format, args.root, args.out,
+      'convert-landmarks2d', args.format, args.root, args.out,
       resolution=args.resolution, crop=args.crop,
       test_fraction=args.test_fraction, limit=args.limit,
       workers=args.workers, overwrite=args.overwrite,

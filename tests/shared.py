@@ -41,7 +41,7 @@ def synthetic_dataset(tmp_path_factory, config, counts: dict) -> str:
   `counts` ({kind: {split: n}}), rendered once per session and shared by
   the xdist workers. Read it only: a test that changes a dataset renders
   its own."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   key = hashlib.sha256(json.dumps(
       [dataclasses.asdict(config), counts], sort_keys=True).encode()
                        ).hexdigest()[:16]

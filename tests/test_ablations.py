@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
 import shared

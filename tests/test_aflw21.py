@@ -19,7 +19,7 @@ import fabricate
 import workdirs
 from data_pipelines import aflw21
 from data_pipelines import landmarks2d
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from experiments.benchmarks import aflw21_eval
 from experiments.diagnostics import aflw21_errors
 from jaxface.data import shards

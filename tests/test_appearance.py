@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from data_pipelines import scenes
-from data_pipelines import synthetic
+from jaxface.data import scenes
+from jaxface.data import synthetic
 from jaxface.data import records
 from jaxface.face import appearance
 from jaxface.face import model as model_lib

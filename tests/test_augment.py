@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import augment
 from jaxface.data import records
 from jaxface.face import layout as layout_lib

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 import shared
@@ -100,7 +100,7 @@ def test_quickstart_data_is_reused_only_when_it_is_the_current_recipe(
   assert shards.read_dataset_info(data)['identities'] == {'train': 3,
                                                           'test': 1}
   # Data of an older renderer is made again.
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(synthetic, 'GENERATOR_VERSION',
                       synthetic.GENERATOR_VERSION + 1)
   quickstart.ensure_data(data, 32, workers=1)

@@ -10,7 +10,7 @@ import scipy.io
 
 import fabricate
 from data_pipelines import the300wlp
-from data_pipelines import writing
+from jaxface.data import writing
 from jaxface import cli
 from jaxface import files
 from jaxface.data import records

@@ -15,8 +15,8 @@ import pytest
 
 import fabricate
 import workdirs
-from data_pipelines import synthetic
-from data_pipelines import writing
+from jaxface.data import synthetic
+from jaxface.data import writing
 from jaxface.data import padding
 from jaxface.data import records
 from jaxface.data import shards

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import records
 from jaxface.face import model as model_lib
 from jaxface.face import render

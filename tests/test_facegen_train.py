@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import losses
 from jaxface.data import pipeline
 from jaxface.train import config_lib

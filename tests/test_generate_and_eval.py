@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import workdirs
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import shards
 from jaxface.eval import inception
 

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 import workdirs
 
 

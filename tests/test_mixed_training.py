@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import fabricate
-from data_pipelines import synthetic
-from data_pipelines import writing
+from jaxface.data import synthetic
+from jaxface.data import writing
 from jaxface import losses
 from jaxface.data import pipeline
 from jaxface.data import records

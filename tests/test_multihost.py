@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.train import trained
 import shared
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import pipeline
 from jaxface.data import records
 from jaxface.data import shards

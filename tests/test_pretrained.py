@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import workdirs
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface import pretrained

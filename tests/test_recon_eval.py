@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import shards
 from jaxface.eval import metrics
 from jaxface.eval import plots

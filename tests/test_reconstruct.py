@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.face import mesh_io
 from jaxface.face import model as model_lib
 from jaxface.face import render

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface.data import records

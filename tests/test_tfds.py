@@ -22,7 +22,7 @@ import pytest
 import scipy.io
 import tensorflow_datasets as tfds
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from data_pipelines import tfds_300wlp
 from data_pipelines import tfds_jaxface
 from jaxface.data import records

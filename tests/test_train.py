@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface.data import pipeline

@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 
-from data_pipelines import synthetic
-from data_pipelines import writing
+from jaxface.data import synthetic
+from jaxface.data import writing
 from jaxface import cli
 from jaxface import files
 from jaxface.data import shards

@@ -18,7 +18,7 @@ environment variable JAXFACE_AFLW21) the real-face metrics are absent
 
 import os
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
 

@@ -79,7 +79,7 @@ class Metric:
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """Synthetic data a scale trains on (`data_pipelines.synthetic`)."""
+  """Synthetic data a scale trains on (`jaxface.data.synthetic`)."""
   resolution: int
   kinds: tuple[str, ...] = ('recon',)
   num_train: int = 3000
@@ -274,7 +274,7 @@ def ensure_data(data: Data, folder: str) -> str:
   """The study's synthetic dataset in `folder`, rendered if absent."""
   if os.path.isfile(os.path.join(folder, shards.DATASET_INFO)):
     return folder
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.SynthConfig(resolution=data.resolution,
                                  identities=data.identities,
                                  crop_jitter=data.crop_jitter,

@@ -144,7 +144,7 @@ def measure(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,
   Returns:
     (indices of the faces in `data`, {mode: {'report', 'per_image' (of
     `recon_eval.evaluate_reconstruction`), 'conversion' (the converter's
-    `the300wlp.Conversion`), 'seconds': {'convert', 'evaluate'}}}).
+    `writing.Conversion`), 'seconds': {'convert', 'evaluate'}}}).
 
   Raises:
     ValueError: an unknown mode, no held-out face, or no face of a crop

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from data_pipelines import synthetic
+from jaxface.data import synthetic
 from jaxface.data import augment
 from jaxface.data import records
 from jaxface.data import shards

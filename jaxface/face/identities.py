@@ -3,7 +3,7 @@
 Identity `index` of seed `seed` is a shape (identity coefficients of the
 face model, `model.sample_shape_coeffs`) and an albedo
 (`texture.sample_albedo`), drawn in that order from a random stream of
-(seed, index) only. The synthetic dataset (`data_pipelines.synthetic`,
+(seed, index) only. The synthetic dataset (`jaxface.data.synthetic`,
 whose pools are ranges of indices) and the identity classifier's training
 maps (`jaxface.eval.inception`) draw their identities here, so the same
 seed and index give the same face in both.

@@ -314,7 +314,7 @@ def synthetic_eval_spec(resolution: int, count: int = SYNTHETIC_EVAL_COUNT,
   training data's were: `crop_jitter`), measured by
   `recon_eval.evaluate_reconstruction` with `batch_size`; the metric is
   its report's nme_2d.mean."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.SynthConfig(resolution=int(resolution), seed=int(seed),
                                  identities=(('test', 200),),
                                  crop_jitter=float(crop_jitter))
@@ -328,14 +328,14 @@ def synthetic_eval_spec(resolution: int, count: int = SYNTHETIC_EVAL_COUNT,
 
 def synthetic_default_jitter() -> float:
   """The synthetic data's default crop shift (`SynthConfig.crop_jitter`)."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   return synthetic.SynthConfig.crop_jitter
 
 
 def render_synthetic_eval(spec: dict, out_dir: str) -> str:
   """Renders the eval set a `synthetic_eval_spec` describes into `out_dir`
   (a new dataset folder); returns it."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   synthetic.synthesize(out_dir,
                        synthetic.SynthConfig.from_dict(spec['synth_config']),
                        {spec['kind']: {spec['split']: spec['count']}},

@@ -32,7 +32,7 @@ def config_path() -> str:
 
 def ensure_data(data: str, resolution: int, workers: int) -> None:
   """Makes the quickstart's synthetic dataset unless it is already there."""
-  from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
+  from jaxface.data import synthetic  # pylint: disable=g-import-not-at-top
   if os.path.exists(os.path.join(data, shards.DATASET_INFO)):
     info = shards.read_dataset_info(data)
     if info.get('made_by') != 'quickstart':

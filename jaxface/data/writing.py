@@ -9,6 +9,8 @@ skipped and listed instead of ending the run.
 
 A writer works inside `dataset_output`: one writer per folder, and a folder
 holds a whole dataset (dataset.json, written last, and its shards) or none.
+A converter's run is summed up in a `Conversion` (`run_splits`, `finish`,
+`format_summary`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class _Worker:
       return item, None, f'{type(e).__name__}: {e}'
 
 
+# The smallest crop / position map side any writer accepts.
+MIN_RESOLUTION = 16
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
@@ -321,3 +325,116 @@ def dataset_info(results: Sequence[SplitResult], **extra) -> dict:
                                              'shards': r.shards}
   return {'format': shards.FORMAT, 'schema_version': records.SCHEMA_VERSION,
           **extra, 'kinds': kinds}
+
+
+# ------------------------------------------------ converter runs
+
+
+@dataclasses.dataclass
+class Conversion:
+  """What a converter run wrote and skipped.
+
+  Attributes:
+    source: the dataset's name ("300W_LP", "AFLW2000").
+    out_dir: the output folder.
+    results: one `SplitResult` per (kind, split) written.
+    info: the dataset.json written, or None when nothing usable was made
+      (then no dataset.json is written).
+    notes: lines for the summary (e.g. faces without views on both sides).
+    root: the input folder, to shorten the listed paths.
+  """
+  source: str
+  out_dir: str
+  results: list
+  info: dict | None
+  notes: list[str]
+  root: str = ''
+
+  @property
+  def total(self) -> int:
+    return sum(r.count for r in self.results)
+
+  @property
+  def ok(self) -> bool:
+    """True if any record was written."""
+    return self.total > 0
+
+  def describe(self, item: Any) -> str:
+    """An item of write_split as a short string (path relative to root)."""
+    if isinstance(item, tuple) and item and isinstance(item[0], str):
+      return item[0]
+    text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(
+        item)
+    if self.root and isinstance(item, str):
+      rel = os.path.relpath(text, self.root)
+      if not rel.startswith('..'):
+        return rel
+    return text
+
+  def skipped(self) -> list[tuple[str, str, str, str]]:
+    """(kind, split, item, reason) of every skipped sample."""
+    return [(r.kind, r.split, self.describe(item), reason)
+            for r in self.results for item, reason in r.skipped]
+
+
+def format_summary(conversion: Conversion, listed: int = 20) -> str:
+  """The summary a converter prints: counts, notes, the first skips."""
+  lines = [f'{conversion.source} -> {conversion.out_dir}']
+  for r in conversion.results:
+    lines.append(f'  {r.kind}/{r.split}: {r.count} records in '
+                 f'{len(r.shards)} shard(s), {len(r.skipped)} skipped')
+  lines.extend(f'  {note}' for note in conversion.notes)
+  skipped = conversion.skipped()
+  if skipped:
+    lines.append(f'skipped ({len(skipped)}):')
+    for kind, split, item, reason in skipped[:listed]:
+      lines.append(f'  {kind}/{split} {item}: {reason}')
+    if len(skipped) > listed:
+      lines.append(f'  ... and {len(skipped) - listed} more (all are listed '
+                   'in dataset.json, "skipped_samples")')
+  if conversion.ok:
+    lines.append(f'wrote {conversion.total} records')
+  else:
+    lines.append('nothing usable was converted: no records, no dataset.json')
+  return '\n'.join(lines)
+
+
+def validate_options(resolution: int, workers: int, shard_size: int,
+                     limit: int | None) -> None:
+  if resolution < MIN_RESOLUTION:
+    raise ValueError(f'--resolution must be at least {MIN_RESOLUTION}, got '
+                     f'{resolution}')
+  if workers < 1 or shard_size < 1:
+    raise ValueError(f'--workers and --shard-size must be >= 1, got '
+                     f'{workers} and {shard_size}')
+  if limit is not None and limit < 1:
+    raise ValueError(f'--limit must be >= 1, got {limit}')
+
+
+def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
+               workers: int, shard_size: int, progress: bool) -> list:
+  """Writes (kind, split, items, make) in order, skipping the samples that
+  cannot be converted (`write_splits`); entries without items
+  write nothing."""
+  plan = [entry for entry in plan if entry[2]]
+  return write_splits(out_dir, plan, workers=workers,
+                              shard_size=shard_size, skip_errors=True,
+                              progress=progress)
+
+
+def finish(conversion: Conversion, **info_keys) -> Conversion:
+  """Writes dataset.json if any record was written; returns `conversion`."""
+  if not conversion.ok:
+    return conversion
+  skipped = conversion.skipped()
+  counts: dict[str, dict[str, int]] = {}
+  for r in conversion.results:
+    counts.setdefault(r.kind, {})[r.split] = len(r.skipped)
+  info = dataset_info(
+      conversion.results, source=conversion.source, **info_keys,
+      skipped=counts,
+      skipped_samples=[{'kind': k, 'split': s, 'item': i, 'reason': r}
+                       for k, s, i, r in skipped])
+  shards.write_dataset_info(conversion.out_dir, info)
+  conversion.info = info
+  return conversion

@@ -39,8 +39,9 @@ import zlib
 import cv2
 import numpy as np
 
-from data_pipelines import scenes
 from jaxface.data import records
+from jaxface.data import scenes
+from jaxface.data import writing
 from jaxface.face import appearance
 from jaxface.face import identities as identities_lib
 from jaxface.face import layout as layout_lib
@@ -555,7 +556,6 @@ def synthesize(out_dir: str, config: SynthConfig,
   """
   # Imported here: `writing` starts processes, which the record-making code
   # above never needs.
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   for kind, splits in counts.items():
     if kind not in records.KINDS:
@@ -574,7 +574,6 @@ def _write_splits(out_dir: str, config: SynthConfig,
                   counts: dict[str, dict[str, int]], workers: int,
                   shard_size: int, progress: bool) -> list:
   """Writes the records of `counts`; one `writing.SplitResult` per split."""
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   plan = [(kind, split, range(count), _Make(config, kind, split))
           for kind, splits in counts.items()
           for split, count in splits.items()]
@@ -585,7 +584,6 @@ def _write_splits(out_dir: str, config: SynthConfig,
 def _dataset_info(config: SynthConfig, results: list,
                   extra_info: dict | None) -> dict:
   """The dataset.json dict of a synthetic dataset."""
-  from data_pipelines import writing  # pylint: disable=g-import-not-at-top
   model = _generator(config).model
   return writing.dataset_info(
       results, source='synthetic', seed=config.seed,
