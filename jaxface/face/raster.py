@@ -144,21 +144,28 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray,
   za, zb, zc = a0 * d0 + a1 * d1, b0 * d0 + b1 * d1, c0 * d0 + c1 * d1 + zt[:,
                                                                             2]
 
+  # Candidates are grouped by triangle, so per-triangle values are spread
+  # to them with np.repeat (sequential) rather than gathered with cand.
   count = size[:, 0] * size[:, 1]
   cand = np.repeat(np.arange(face.size, dtype=np.int32), count)
-  start = (np.cumsum(count) - count).astype(np.int32)
-  local = np.arange(cand.size, dtype=np.int32) - start[cand]
-  bw = size[cand, 0].astype(np.int32)
+  local = np.arange(cand.size, dtype=np.int32) - np.repeat(
+      (np.cumsum(count) - count).astype(np.int32), count)
+  bw = np.repeat(size[:, 0].astype(np.int32), count)
   dy = local // bw
   dx = (local - dy * bw).astype(np.float32)
   dy = dy.astype(np.float32)
 
   # Inside test: w2 = 1 - w0 - w1 needs no gathers; one integer-index
   # filter is cheaper than boolean-filtering every array twice.
-  w0 = a0[cand] * dx + b0[cand] * dy + c0[cand]
-  w1 = a1[cand] * dx + b1[cand] * dy + c1[cand]
+  w0 = np.repeat(a0, count) * dx
+  w0 += np.repeat(b0, count) * dy
+  w0 += np.repeat(c0, count)
+  w1 = np.repeat(a1, count) * dx
+  w1 += np.repeat(b1, count) * dy
+  w1 += np.repeat(c1, count)
   inside = np.flatnonzero((w0 >= -eps) & (w1 >= -eps) & (w0 + w1 <= 1 + eps))
   cand, dx, dy = cand[inside], dx[inside], dy[inside]
+  w0, w1 = w0[inside], w1[inside]
   zcand = za[cand] * dx + zb[cand] * dy + zc[cand]
   pix = ((lo[cand, 1] + dy.astype(np.int32)) * np.int32(width) +
          lo[cand, 0] + dx.astype(np.int32))
@@ -172,9 +179,7 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray,
   owner[pix[win]] = win
   pixels = np.flatnonzero(owner >= 0)
   win = owner[pixels]
-  cand, dx, dy = cand[win], dx[win], dy[win]
-  w0 = a0[cand] * dx + b0[cand] * dy + c0[cand]
-  w1 = a1[cand] * dx + b1[cand] * dy + c1[cand]
+  cand, w0, w1 = cand[win], w0[win], w1[win]
   bary = np.stack([w0, w1, 1 - w0 - w1], 1).astype(np.float32)
   return Raster(height, width, pixels, face[cand].astype(np.int32), bary,
                 flat_depth[pixels].astype(np.float32))
