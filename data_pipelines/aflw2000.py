@@ -159,7 +159,7 @@ def convert_sample(sample: Sample, bfm: bfm_lib.BFM | None,
   image = render.crop_image(sample.image, transform, resolution)
   box = np.concatenate([landmarks[:, :2].min(0), landmarks[:, :2].max(0)])
   fields = dict(
-      image=records.encode_jpeg(image, the300wlp.JPEG_QUALITY),
+      image=records.encode_jpeg(image),
       landmarks=crop_landmarks.astype(np.float32),
       pose=np.asarray(sample.pose_para, np.float32).reshape(-1),
       shape_coeffs=np.asarray(sample.shape_para, np.float32).reshape(-1),
@@ -169,7 +169,7 @@ def convert_sample(sample: Sample, bfm: bfm_lib.BFM | None,
       original_size=np.array(sample.image.shape[:2], np.int32),
       identity=identity_of(sample.name), source=sample.source,
       original_image=sample.jpeg or records.encode_jpeg(
-          sample.image, the300wlp.JPEG_QUALITY))
+          sample.image))
   if position_map is not None:
     fields['position_map'] = position_map
   return fields

@@ -273,8 +273,7 @@ def convert_sample(sample: Sample, resolution: int, crop: str) -> dict:
   points2d[visible] = seen @ transform[:2, :2].T + transform[:2, 2]
   fields = dict(
       image=records.encode_jpeg(
-          recon_eval.warp_image(image, transform, resolution),
-          the300wlp.JPEG_QUALITY),
+          recon_eval.warp_image(image, transform, resolution)),
       points2d=points2d.astype(np.float32),
       points_visible=visible.astype(np.uint8),
       scheme=scheme.name,

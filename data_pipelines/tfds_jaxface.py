@@ -72,7 +72,6 @@ DATASET_VERSION = "1.0.0"
 # Where `data_source(source_dir, ...)` prepares a jaxface dataset by default.
 DEFAULT_SUBDIR = "tfds"
 # JPEG quality for images that come back decoded (re-encoded: lossy).
-DEFAULT_JPEG_QUALITY = 95
 
 
 class StaleDatasetError(shards.DatasetError):
@@ -462,7 +461,7 @@ def data_source(path: str | os.PathLike[str], kind: str,
 
 
 def example_to_record_fields(example: Mapping[str, Any], kind: str, *,
-                             jpeg_quality: int = DEFAULT_JPEG_QUALITY
+                             jpeg_quality: int = records.JPEG_QUALITY
                              ) -> dict[str, Any]:
   """The jaxface record fields of one TFDS example.
 
@@ -512,7 +511,7 @@ def _jpeg_bytes(value: Any, quality: int) -> Any:
 
 def example_to_record_bytes(example: Mapping[str, Any], kind: str, *,
                             where: str = "tfds example",
-                            jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+                            jpeg_quality: int = records.JPEG_QUALITY) -> bytes:
   """A TFDS example as a serialised jaxface record (`records.serialize`).
 
   With images left as JPEG bytes (the `data_source` default), the bytes equal

@@ -78,7 +78,6 @@ SOURCE = '300W_LP'
 SETS = ('AFW', 'HELEN', 'IBUG', 'LFPW')
 FLIP_SUFFIX = '_Flip'
 NUM_SHAPE, NUM_EXPRESSION = 199, 29
-JPEG_QUALITY = 95  # Real photos: keep the crop close to the original.
 
 _VIEW_NAME = re.compile(r'^(?P<face>.+)_(?P<view>\d+)$')
 _JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
@@ -358,7 +357,7 @@ def convert_sample(sample: Sample, bfm: bfm_lib.BFM, resolution: int,
   """
   view = crop_view(sample, bfm, resolution, rng)
   return dict(
-      image=records.encode_jpeg(view.image, JPEG_QUALITY),
+      image=records.encode_jpeg(view.image),
       position_map=view.position_map, landmarks=view.landmarks,
       pose=np.asarray(sample.pose_para, np.float32).reshape(-1),
       shape_coeffs=np.asarray(sample.shape_para, np.float32).reshape(-1),
@@ -422,7 +421,7 @@ def multiview_record(samples: Sequence[Sample], bfm: bfm_lib.BFM,
   views = [crop_view(samples[i], bfm, resolution, rngs[i]) for i in chosen]
   front = samples[chosen[0]]
   return dict(
-      images=[records.encode_jpeg(v.image, JPEG_QUALITY) for v in views],
+      images=[records.encode_jpeg(v.image) for v in views],
       landmarks=np.stack([v.landmarks for v in views]),
       extra_points=np.stack([v.extra_points for v in views]),
       poses=np.stack([np.asarray(samples[i].pose_para, np.float32)

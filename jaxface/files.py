@@ -2,7 +2,8 @@
 stay inside their folder.
 
 - `write_atomic(path, data)`: readers see the old file or the new one, never
-  a part (hidden temporary file, fsync, `os.replace`).
+  a part (hidden temporary file, fsync, `os.replace`); `hidden_temp` and
+  `publish` are its two halves, for files written piece by piece (shards).
 - `FolderLock(folder)`: an exclusive lock held while a command writes a
   workdir or a dataset. It is `fcntl.flock` on `folder/.jaxface.lock`: the
   kernel drops it when its process ends, however it ends, so a lock left
@@ -34,33 +35,49 @@ class FolderInUseError(OSError):
   """Another process holds the folder's lock."""
 
 
-def write_atomic(path: str, data: bytes | str) -> str:
-  """Writes `data` (bytes, or text as UTF-8) to `path` through a hidden
-  temporary file, fsync and `os.replace`; returns the path.
+def hidden_temp(path: str) -> str:
+  """Creates an empty hidden file next to `path` (`.NAME.XXXXXXXX.tmp`,
+  the folder made if needed); returns its path, for `publish`.
 
-  Readers never see a partial file; the folder is created if needed; the
-  file gets the permissions of any file created under the user's umask
-  (mkstemp's would be private). A link at `path` is replaced, not written
-  through.
+  The file gets the permissions of any file created under the user's umask
+  (mkstemp's would be private): datasets and workdirs are meant to be read
+  by others.
   """
+  folder, name = os.path.split(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, temp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=folder)
+  os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temp, 0o666 & ~umask)
+  return temp
+
+
+def publish(temp: str, path: str) -> None:
+  """Moves a finished `hidden_temp` file to `path`, after an fsync: readers
+  see the old file or the whole new one. A link at `path` is replaced, not
+  written through."""
+  fd = os.open(temp, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+  os.replace(temp, path)
+
+
+def write_atomic(path: str, data: bytes | str) -> str:
+  """Writes `data` (bytes, or text as UTF-8) to `path` through a
+  `hidden_temp` file and `publish`; returns the path. Readers never see a
+  partial file."""
   if isinstance(data, str):
     data = data.encode('utf-8')
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, temp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path),
-                              suffix='.tmp')
+  temp = hidden_temp(path)
   try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    with os.fdopen(fd, 'wb') as f:
+    with open(temp, 'wb') as f:
       f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp, path)
+    publish(temp, path)
   except BaseException:
-    if os.path.exists(temp):
-      os.remove(temp)
+    remove_if_present(temp)
     raise
   return path
 

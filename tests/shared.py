@@ -50,3 +50,23 @@ def synthetic_dataset(tmp_path_factory, config, counts: dict) -> str:
     if not (out / 'dataset.json').exists():  # written last: complete
       synthetic.synthesize(str(out), config, counts, progress=False)
     return str(out)
+
+
+def guard_retraces(monkeypatch) -> None:
+  """Makes each run of the test fail on a retrace: every task that
+  `loop.make_task` builds gets train and eval steps that may be traced once
+  (`chex.assert_max_traces`). A retrace (a shape, dtype, weak type or
+  sharding that changes between calls) costs a compile each time. The
+  counts start again with each task, as a new process's would."""
+  import chex  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  make_task = loop.make_task
+
+  def guarded(*args, **kwargs):
+    chex.clear_trace_counter()
+    task = make_task(*args, **kwargs)
+    task.train_step = chex.assert_max_traces(task.train_step, n=1)
+    task.eval_step = chex.assert_max_traces(task.eval_step, n=1)
+    return task
+
+  monkeypatch.setattr(loop, 'make_task', guarded)

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
+from jaxface.data import synthetic
 import shared
 
 R = 32

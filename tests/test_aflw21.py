@@ -19,10 +19,10 @@ import fabricate
 import workdirs
 from data_pipelines import aflw21
 from data_pipelines import landmarks2d
-from jaxface.data import synthetic
 from experiments.benchmarks import aflw21_eval
 from experiments.diagnostics import aflw21_errors
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.eval import recon_eval
 from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib

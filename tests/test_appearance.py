@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from jaxface.data import records
 from jaxface.data import scenes
 from jaxface.data import synthetic
-from jaxface.data import records
 from jaxface.face import appearance
 from jaxface.face import model as model_lib
 from jaxface.face import render

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface.data import augment
 from jaxface.data import records
+from jaxface.data import synthetic
 from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import uv

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
+from jaxface.data import synthetic
 import shared
 import workdirs
 

@@ -10,11 +10,11 @@ import scipy.io
 
 import fabricate
 from data_pipelines import the300wlp
-from jaxface.data import writing
 from jaxface import cli
 from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import writing
 from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
 

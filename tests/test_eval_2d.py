@@ -15,16 +15,17 @@ import pytest
 
 import fabricate
 import workdirs
-from jaxface.data import synthetic
-from jaxface.data import writing
 from jaxface.data import padding
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
+from jaxface.data import writing
 from jaxface.eval import metrics
 from jaxface.eval import recon_eval
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
+import shared
 from test_recon_eval import _Ramp
 
 R = 32
@@ -81,10 +82,9 @@ def _write_2d(out, make, resolution):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp('eval_2d')
-  data = str(root / 'synthetic')
-  synthetic.synthesize(data, synthetic.SynthConfig(
+  data = shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=R, identities=(('train', 2), ('test', 4))),
-                       {'recon': {'test': NUM}}, progress=False)
+                                  {'recon': {'test': NUM}})
   sets = {
       'points': _write_2d(str(root / 'points'), _To2D(data), R),
       # The hidden points' stored coordinates moved far away.

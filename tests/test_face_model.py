@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface.data import records
+from jaxface.data import synthetic
 from jaxface.face import model as model_lib
 from jaxface.face import render
 from jaxface.face import uv as uv_lib

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface import losses
 from jaxface.data import pipeline
+from jaxface.data import synthetic
 from jaxface.train import config_lib
 from jaxface.train import facegen
 from jaxface.train import loop
@@ -79,7 +79,8 @@ def _batch(data, kind='multiview'):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('head', ['uv', 'voxel'])
-def test_two_steps_of_each_head(multiview, tmp_path, head):
+def test_two_steps_of_each_head(multiview, tmp_path, head, monkeypatch):
+  shared.guard_retraces(monkeypatch)
   summary = loop.run(_config(multiview, **{'facegen.head': head}),
                      str(tmp_path))
   assert summary['steps'] == 2

@@ -43,6 +43,7 @@ def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
     assert holder['pid'] == os.getpid()
 
 
+@pytest.mark.slow  # a child process
 def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
   code = ('import os, sys\n'
           'from jaxface import files\n'

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import workdirs
-from jaxface.data import synthetic
 from jaxface import cli
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.face import mesh_io
 from jaxface.infer import detect
 from jaxface.infer import generate

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.eval import inception
 
 RES = 32

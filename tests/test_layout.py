@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface import losses
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.face import layout as layout_lib
 from jaxface.face import model as model_lib
 from jaxface.face import uv as uv_lib

@@ -110,6 +110,7 @@ def test_jsonl_is_valid_after_every_write(tmp_path):
   assert last['small'] == -math.inf
 
 
+@pytest.mark.slow  # a child process
 def test_jsonl_survives_a_crash(tmp_path):
   # The child writes and dies without closing or flushing anything itself.
   code = (

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 
 import fabricate
-from jaxface.data import synthetic
-from jaxface.data import writing
 from jaxface import losses
 from jaxface.data import pipeline
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
+from jaxface.data import writing
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.train import config_lib
 from jaxface.train import loop
 from jaxface.train import state as state_lib
+import shared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, 'experiments', 'configs', 'quickstart.py')
@@ -56,10 +57,9 @@ class _WrongScheme(_To2D):
 @pytest.fixture(scope='module')
 def datasets(tmp_path_factory):
   root = tmp_path_factory.mktemp('mixed')
-  data = str(root / 'synthetic')
-  synthetic.synthesize(data, synthetic.SynthConfig(
+  data = shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=RESOLUTION, identities=(('train', 20), ('test', 8))),
-                       {'recon': {'train': 32, 'test': 24}}, progress=False)
+                                  {'recon': {'train': 32, 'test': 24}})
   points = str(root / 'points2d')
   os.makedirs(points)
   result = writing.write_split(points, 'recon', 'train', list(range(24)),

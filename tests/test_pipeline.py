@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface.data import pipeline
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
+import shared
 
 RES = 32
 NUM_TRAIN = 24
@@ -25,15 +26,13 @@ NUM_TRAIN = 24
 def dataset(tmp_path_factory):
   """A synthetic dataset at 32x32: recon train 24 / test 6, 4 multiview and
   4 clips records."""
-  directory = str(tmp_path_factory.mktemp('data'))
-  synthetic.synthesize(
-      directory,
+  return shared.synthetic_dataset(
+      tmp_path_factory,
       synthetic.SynthConfig(resolution=RES, identities=(('train', 8),
                                                         ('test', 4)),
                             clip_length=3),
       {'recon': {'train': NUM_TRAIN, 'test': 6}, 'multiview': {'train': 4},
-       'clips': {'train': 4}}, progress=False)
-  return directory
+       'clips': {'train': 4}})
 
 
 CORRUPTED = {3: 'garbage', 7: 'broken_jpeg', 10: 'wrong_size',

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 import workdirs
-from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface import pretrained
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.eval import recon_eval
 from jaxface.infer import detect
 from jaxface.infer import generate

@@ -9,13 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.eval import metrics
 from jaxface.eval import plots
 from jaxface.eval import recon_eval
 from jaxface.face import model as model_lib
 import workdirs
+import shared
 
 NUM_TEST = 12
 
@@ -23,11 +24,9 @@ NUM_TEST = 12
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp('recon_eval')
-  data = str(root / 'data')
-  synthetic.synthesize(data, synthetic.SynthConfig(
+  data = shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
       resolution=32, identities=(('train', 4), ('test', 4))),
-                       {'recon': {'train': 8, 'test': NUM_TEST}},
-                       progress=False)
+                                  {'recon': {'train': 8, 'test': NUM_TEST}})
   workdir = workdirs.prnet_workdir(str(root / 'run'), 32, 0.125, data)
   report, per_image = recon_eval.evaluate_reconstruction(
       workdir, data, batch_size=8, progress=False)

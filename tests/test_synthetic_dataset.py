@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
 
 CONFIG = synthetic.SynthConfig(resolution=32, identities=(('train', 5),
                                                           ('test', 3)),

@@ -22,11 +22,11 @@ import pytest
 import scipy.io
 import tensorflow_datasets as tfds
 
-from jaxface.data import synthetic
 from data_pipelines import tfds_300wlp
 from data_pipelines import tfds_jaxface
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 

@@ -9,17 +9,16 @@ import subprocess
 import sys
 import time
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxface.data import synthetic
 from jaxface import cli
 from jaxface import files
 from jaxface.data import pipeline
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.eval import evaluators
 from jaxface.eval import recon_eval
 from jaxface.train import checkpoint as checkpoint_lib
@@ -56,7 +55,8 @@ def _config(data, **overrides):
   return _tiny(QUICK, data, **{'model.width': 0.125, **overrides})
 
 
-def test_two_steps_write_everything(data, tmp_path):
+def test_two_steps_write_everything(data, tmp_path, monkeypatch):
+  shared.guard_retraces(monkeypatch)
   summary = loop.run(_config(data), str(tmp_path))
   assert summary['steps'] == 2 and not summary['preempted']
   assert summary['eval']['nme'] > 0 and summary['nme_mean_face'] > 0
@@ -396,7 +396,9 @@ def _progression_config(data, **overrides):
 
 
 @pytest.mark.slow
-def test_progression_trainer_two_steps_and_learning(clips, tmp_path):
+def test_progression_trainer_two_steps_and_learning(clips, tmp_path,
+                                                    monkeypatch):
+  shared.guard_retraces(monkeypatch)
   summary = loop.run(_progression_config(clips), str(tmp_path))
   assert summary['steps'] == 2
   assert 0 <= summary['eval']['accuracy'] <= 1 and summary['eval']['loss'] > 0
@@ -424,7 +426,9 @@ CYCLE = os.path.join(REPO, 'experiments', 'configs', 'cycle_gan.py')
 
 @pytest.mark.slow
 def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
-                                                            tmp_path):
+                                                            tmp_path,
+                                                            monkeypatch):
+  shared.guard_retraces(monkeypatch)
   pretrained = trained  # the quickstart's PRNet, 2 steps
   mismatched = _tiny(CYCLE, data, **{
       'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
@@ -666,28 +670,15 @@ def test_a_nan_before_any_checkpoint_says_so(data, tmp_path, monkeypatch):
 @pytest.mark.slow  # two short runs, 25 s
 def test_each_step_is_traced_once_per_run_and_resume(data, tmp_path,
                                                      monkeypatch):
-  # A retrace (a shape, dtype, weak type or sharding that changes between
-  # calls) costs a compile each time; here it fails the test. The eval
-  # split's 16 records in batches of 10 end with a partial batch.
-  make_task = loop.make_task
-
-  def guarded(*args):
-    task = make_task(*args)
-    task.train_step = chex.assert_max_traces(task.train_step, n=1)
-    task.eval_step = chex.assert_max_traces(task.eval_step, n=1)
-    return task
-
-  monkeypatch.setattr(loop, 'make_task', guarded)
+  # The eval split's 16 records in batches of 10 end with a partial batch.
+  shared.guard_retraces(monkeypatch)
   overrides = {'train.eval_every': 2, 'train.eval_batches': 0,
                'data.eval_batch_size': 10, 'train.checkpoint_every': 2}
-  chex.clear_trace_counter()
   loop.run(_config(data, **{'train.num_steps': 3, **overrides}),
            str(tmp_path))
-  chex.clear_trace_counter()  # a new process would start from nothing
   summary = loop.run(_config(data, **{'train.num_steps': 5, **overrides}),
                      str(tmp_path), allow_config_change=True)
   assert summary['start_step'] == 3 and summary['steps'] == 5
-  chex.clear_trace_counter()
 
 
 @pytest.mark.parametrize('with_pool', [False, True])

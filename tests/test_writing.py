@@ -10,11 +10,11 @@ import time
 import psutil
 import pytest
 
-from jaxface.data import synthetic
-from jaxface.data import writing
 from jaxface import cli
 from jaxface import files
 from jaxface.data import shards
+from jaxface.data import synthetic
+from jaxface.data import writing
 
 CONFIG = synthetic.SynthConfig(resolution=32, identities=(('train', 5),
                                                           ('test', 3)))

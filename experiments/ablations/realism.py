@@ -18,9 +18,9 @@ environment variable JAXFACE_AFLW21) the real-face metrics are absent
 
 import os
 
-from jaxface.data import synthetic
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
+from jaxface.data import synthetic
 
 # Held-out AFLW-21 faces measured per run: 1,000 of the 3,784 keep a run's
 # evaluation under half a minute on 2 cores.

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from jaxface.data import synthetic
 from jaxface.data import augment
 from jaxface.data import records
 from jaxface.data import shards
+from jaxface.data import synthetic
 
 
 def stage_times(directory: str, count: int) -> dict[str, float]:

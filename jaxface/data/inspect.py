@@ -65,35 +65,44 @@ def draw_landmarks(rgb: np.ndarray, landmarks: np.ndarray,
   return out
 
 
-def _tile(rgb: np.ndarray) -> np.ndarray:
-  return cv2.resize(rgb, (_TILE, _TILE), interpolation=cv2.INTER_AREA
-                    if rgb.shape[0] > _TILE else cv2.INTER_NEAREST)
+def tile(rgb: np.ndarray, side: int = _TILE) -> np.ndarray:
+  """An (H, W, 3) uint8 picture as a (side, side) tile: area-averaged when
+  it shrinks, nearest-neighbour (whole texels) when it grows."""
+  return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA
+                    if rgb.shape[0] > side else cv2.INTER_NEAREST)
+
+
+def tile_grid(rows: list[list[np.ndarray]], side: int = _TILE) -> np.ndarray:
+  """Rows of uint8 RGB pictures -> one uint8 image of (side, side) tiles,
+  short rows filled with black."""
+  width = max(len(r) for r in rows)
+  blank = np.zeros((side, side, 3), np.uint8)
+  return np.concatenate([
+      np.concatenate([tile(t, side) for t in r] + [blank] * (width - len(r)),
+                     1) for r in rows], 0)
 
 
 def sample_row(kind: str, record: dict) -> list[np.ndarray]:
-  """Picture tiles of one record: images with landmarks and position maps."""
+  """Pictures of one record: images with landmarks and position maps."""
   if kind == 'recon':
     image = records.decode_jpeg(record['image'])
     if 'landmarks' in record:
       points = record['landmarks']
     else:  # A 2D record: its annotated points, where visible.
       points = record['points2d'][record['points_visible'] == 1]
-    tiles = [_tile(draw_landmarks(image, points))]
+    pictures = [draw_landmarks(image, points)]
     if 'position_map' in record:
-      tiles.append(_tile(position_map_picture(record['position_map'])))
+      pictures.append(position_map_picture(record['position_map']))
     if 'original_image' in record:
-      tiles.append(_tile(records.decode_jpeg(record['original_image'])))
-    return tiles
+      pictures.append(records.decode_jpeg(record['original_image']))
+    return pictures
   if kind == 'multiview':
-    tiles = [_tile(draw_landmarks(records.decode_jpeg(im), lmk))
-             for im, lmk in zip(record['images'], record['landmarks'])]
-    return tiles + [_tile(position_map_picture(
-        record['canonical_position_map']))]
-  tiles = [_tile(draw_landmarks(records.decode_jpeg(f), lmk,
-                                (0, 255, 0) if record['label'] else
-                                (255, 0, 0)))
-           for f, lmk in zip(record['frames'], record['landmarks'])]
-  return tiles
+    pictures = [draw_landmarks(records.decode_jpeg(im), lmk)
+                for im, lmk in zip(record['images'], record['landmarks'])]
+    return pictures + [position_map_picture(record['canonical_position_map'])]
+  return [draw_landmarks(records.decode_jpeg(f), lmk,
+                         (0, 255, 0) if record['label'] else (255, 0, 0))
+          for f, lmk in zip(record['frames'], record['landmarks'])]
 
 
 def sample_grid(directory: str, kind: str, split: str, count: int
@@ -111,10 +120,7 @@ def sample_grid(directory: str, kind: str, split: str, count: int
   if not rows:
     raise shards.DatasetError(f'{directory}: no readable {kind}/{split} '
                               'records to draw')
-  width = max(len(r) for r in rows)
-  blank = np.zeros((_TILE, _TILE, 3), np.uint8)
-  return np.concatenate([np.concatenate(r + [blank] * (width - len(r)), 1)
-                         for r in rows], 0)
+  return tile_grid(rows)
 
 
 def write_png(path: str, image: np.ndarray) -> None:

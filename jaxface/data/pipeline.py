@@ -257,7 +257,7 @@ def _decode_images(data: Sequence[bytes], where: str) -> np.ndarray:
   if len(shapes) > 1:
     raise records.RecordError(f'{where}: its images differ in size: '
                               f'{sorted(shapes)}')
-  return np.stack(images).astype(np.float32) / np.float32(255)
+  return records.to_unit_float(np.stack(images))
 
 
 def _image_size_check(image_shape, map_shape, where: str) -> None:

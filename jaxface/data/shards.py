@@ -24,7 +24,6 @@ import itertools
 import json
 import operator
 import os
-import tempfile
 import threading
 from typing import Any, Iterator
 
@@ -71,29 +70,6 @@ def shard_name(kind: str, split: str, index: int, count: int) -> str:
   return f"{kind}-{split}.array_record-{index:05d}-of-{count:05d}"
 
 
-def _hidden_temp(path: str) -> str:
-  """Creates an empty hidden file next to `path`; returns its path (a
-  shard streams into it: `files.write_atomic` takes the whole content)."""
-  directory, name = os.path.split(os.path.abspath(path))
-  fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp",
-                              dir=directory)
-  os.close(fd)
-  # mkstemp makes the file private (0600); datasets are meant to be read by
-  # others as any file created under the user's umask.
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(temp, 0o666 & ~umask)
-  return temp
-
-
-def _fsync(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 class ShardWriter:
   """Writes serialised records to one ArrayRecord shard, atomically.
 
@@ -112,7 +88,7 @@ class ShardWriter:
     self._path = os.fspath(path)
     self._count = 0
     self._done = False
-    self._temp = _hidden_temp(self._path)
+    self._temp = files.hidden_temp(self._path)
     try:
       self._writer = array_record_module.ArrayRecordWriter(self._temp, options)
       if not self._writer.ok():
@@ -149,8 +125,7 @@ class ShardWriter:
     self._done = True
     try:
       self._writer.close()
-      _fsync(self._temp)
-      os.replace(self._temp, self._path)
+      files.publish(self._temp, self._path)
     except BaseException:
       files.remove_if_present(self._temp)
       raise

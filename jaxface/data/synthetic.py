@@ -390,7 +390,7 @@ class Generator:
       add_occluder(image, rng, ident.albedo.skin)
     if 'camera' in out:
       image = records.encode_jpeg(
-          np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8), 95)
+          np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))
     else:
       image = finish_image(image, rng)
     return dict(

@@ -25,6 +25,8 @@ import numpy as np
 from jaxface.face import raster as raster_lib
 
 POSE_FIELDS = ('pitch', 'yaw', 'roll', 'tx', 'ty', 'tz', 'scale')
+# PRNet's crop: a square of this many times the landmarks' mean extent.
+PRNET_CROP_EXPAND = 1.5
 
 
 def angle2matrix_3ddfa(pitch: float, yaw: float, roll: float) -> np.ndarray:
@@ -55,7 +57,7 @@ def camera_to_image(points: np.ndarray, image_height: int) -> np.ndarray:
 
 def prnet_crop(landmarks_xy: np.ndarray, resolution: int,
                rng: np.random.Generator | None = None,
-               expand: float = 1.5, jitter: float = 0.1,
+               expand: float = PRNET_CROP_EXPAND, jitter: float = 0.1,
                scale_jitter: float = 0.1
                ) -> tuple[np.ndarray, np.ndarray]:
   """PRNet's crop around 68 landmarks, as its 300W-LP preparation does it.

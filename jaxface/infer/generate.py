@@ -107,7 +107,6 @@ def _face_mesh(face: np.ndarray, head: str, size: int, resolution: int,
 
 
 def run(args) -> int:
-  import cv2  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jaxface import pretrained  # pylint: disable=g-import-not-at-top
@@ -152,7 +151,7 @@ def run(args) -> int:
   os.makedirs(args.out, exist_ok=True)
   res = gan.resolution
   face_mask = gan.layout.face_region(res)
-  tiles = [cv2.resize(views[v]['crop'], (128, 128)) for v in VIEWS]
+  tiles = [views[v]['crop'] for v in VIEWS]
   written = []
   for s, face in zip(seeds, faces):
     vertices, triangles = _face_mesh(face, generator.head, generator.size,
@@ -163,9 +162,9 @@ def run(args) -> int:
     picture = (inspect_lib.position_map_picture(face, face_mask)
                if generator.head == 'uv'
                else facegen_lib.voxel_depth_picture(face[..., 0] > 0))
-    tiles.append(cv2.resize(picture, (128, 128),
-                            interpolation=cv2.INTER_NEAREST))
-  inspect_lib.write_png(paths['faces.png'], np.concatenate(tiles, axis=1))
+    tiles.append(picture)
+  inspect_lib.write_png(paths['faces.png'],
+                        inspect_lib.tile_grid([tiles], 128))
   features = {
       'features': {n: float(named[n]) for n in features_lib.FEATURE_NAMES},
       'views': {v: {'photo': getattr(args, v),

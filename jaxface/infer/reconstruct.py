@@ -57,6 +57,7 @@ import numpy as np
 
 from jaxface import files as files_lib
 from jaxface.data import padding
+from jaxface.data import records
 
 
 @dataclasses.dataclass
@@ -167,7 +168,7 @@ class Reconstructor:
     landmark_uv = np.asarray(self.layout.landmark_uv)
 
     def forward(variables, crops):
-      maps = module.apply(variables, crops.astype(np.float32) / 255.0)
+      maps = module.apply(variables, records.to_unit_float(crops))
       return maps, uv.sample_uv(maps, landmark_uv)
 
     self._forward = jax.jit(forward)

@@ -575,7 +575,7 @@ def export(workdir: str, name: str, out: str | None = None, *,
           f' MB as float16 ({info["parameters"]:,} parameters), over the '
           f'{max_bytes / 1e6:g} MB a shipped model may weigh; train a '
           'narrower PRNet (--config.model.width=0.5 fits)')
-    _write_json(os.path.join(folder, INFO_FILE), info)
+    files.write_json(os.path.join(folder, INFO_FILE), info)
     report = None
     if eval_count:
       spec = synthetic_eval_spec(
@@ -587,7 +587,7 @@ def export(workdir: str, name: str, out: str | None = None, *,
                                  spec)
       info['metrics'] = {'synthetic_nme': report['nme_2d']['mean'],
                          'synthetic_eval': spec}
-      _write_json(os.path.join(folder, INFO_FILE), info)
+      files.write_json(os.path.join(folder, INFO_FILE), info)
     with open(os.path.join(folder, CARD_FILE), 'w', encoding='utf-8') as f:
       f.write(_card(info, summary, data, report,
                     _training_data(run.config, 'mix')))
@@ -604,10 +604,6 @@ def export(workdir: str, name: str, out: str | None = None, *,
   return info
 
 
-def _write_json(path: str, data: dict) -> None:
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(data, f, indent=2)
-    f.write('\n')
 
 
 # ------------------------------------------------------------------- CLI ----

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -310,10 +309,8 @@ class FaceGenTask(task_lib.Task):
       else:
         tiles += [voxel_depth_picture(fake[k, ..., 0] > 0),
                   voxel_depth_picture(target[k] > 0.5)]
-      rows.append(np.concatenate(
-          [cv2.resize(t, (128, 128), interpolation=cv2.INTER_NEAREST)
-           for t in tiles], axis=1))
-    inspect_lib.write_png(path, np.concatenate(rows, axis=0))
+      rows.append(tiles)
+    inspect_lib.write_png(path, inspect_lib.tile_grid(rows, 128))
 
 
 def voxel_depth_picture(occupied: np.ndarray) -> np.ndarray:

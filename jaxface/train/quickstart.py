@@ -67,7 +67,7 @@ def write_test_mesh(run_dir: str, data: str, resolution: int) -> str:
   module, variables = trained_lib.prnet(trained)
   with shards.RecordReader(data, 'recon', 'test') as reader:
     record = reader[0]
-  image = records.decode_jpeg(record['image']).astype(np.float32) / 255
+  image = records.to_unit_float(records.decode_jpeg(record['image']))
   pred = np.asarray(jax.jit(module.apply)(variables, image[None]))[0]
   mask = trained.layout.face_region(resolution)
   vertices, triangles, colours = mesh_io.position_map_to_mesh(

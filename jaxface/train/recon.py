@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,7 +210,5 @@ class ReconTask(task_lib.Task):
       if 'position_map' in batch:
         tiles.append(inspect_lib.position_map_picture(
             np.asarray(batch['position_map'][k]), face))
-      rows.append(np.concatenate(
-          [cv2.resize(t, (128, 128), interpolation=cv2.INTER_NEAREST)
-           for t in tiles], axis=1))
-    inspect_lib.write_png(path, np.concatenate(rows, axis=0))
+      rows.append(tiles)
+    inspect_lib.write_png(path, inspect_lib.tile_grid(rows, 128))
