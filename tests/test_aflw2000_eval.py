@@ -23,6 +23,7 @@ from jaxface.eval import metrics
 from jaxface.eval import recon_eval
 from jaxface.face import bfm as bfm_lib
 from jaxface.face import render
+from jaxface.models import prnet
 
 MODEL_RES = 32
 DATA_RES = 65
@@ -77,7 +78,7 @@ def _stand_in(monkeypatch, maps, landmarks):
     return (padding.pad_batch(maps, len(images)),
             padding.pad_batch(landmarks, len(images)))
 
-  monkeypatch.setattr(recon_eval, '_predict', predict)
+  monkeypatch.setattr(prnet, 'predict', predict)
 
 
 def _true_outputs(setup):

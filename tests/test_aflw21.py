@@ -29,6 +29,7 @@ from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
+from jaxface.models import prnet
 from jaxface.train import trained as trained_lib
 
 SCHEME = schemes.AFLW21
@@ -213,7 +214,7 @@ def runs(tmp_path_factory):
 def _measure(faces, workdir, monkeypatch, tmp_path, shift=(0.0, 0.0),
              **kwargs):
   stand_in = _StandIn(faces, R, shift)
-  monkeypatch.setattr(recon_eval, '_predict', stand_in)
+  monkeypatch.setattr(prnet, 'predict', stand_in)
   data = aflw21.load(faces['root'])
   indices, results = aflw21_eval.measure(
       trained_lib.load(workdir), data, batch_size=2,

@@ -25,6 +25,7 @@ from jaxface.eval import recon_eval
 from jaxface.face import layout as layout_lib
 from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
+from jaxface.models import prnet
 import shared
 from test_recon_eval import _Ramp
 
@@ -108,7 +109,7 @@ def _stand_in(monkeypatch, maps):
     padded = padding.pad_batch(maps, len(images))
     return padded, np.asarray(uv_lib.sample_uv(padded, point_uv))
 
-  monkeypatch.setattr(recon_eval, '_predict', predict)
+  monkeypatch.setattr(prnet, 'predict', predict)
 
 
 def _evaluate(setup, name, **kwargs):

@@ -518,3 +518,27 @@ def test_load_canonical_from_a_npy_file_and_its_errors(tmp_path):
   (tmp_path / 'bad.npy').write_bytes(b'not an array')
   with pytest.raises(ValueError, match='not a .npy array'):
     metrics.load_canonical(str(tmp_path / 'bad.npy'), 4)
+
+
+@pytest.mark.parametrize('xp', [np, jnp])
+def test_mean_position_error_over_the_mask_by_hand(xp):
+  true = np.zeros((2, 2, 2, 3), np.float32)
+  pred = true.copy()
+  pred[0, 0, 0] = [3, 4, 0]    # 5 away, in the mask
+  pred[0, 1, 1] = [100, 0, 0]  # outside the mask: ignored
+  pred[1, 0, 1] = [0, 0, 2]    # 2 away, in the mask
+  mask = np.array([[True, True], [False, False]])
+  got = metrics.mean_position_error(xp.asarray(pred), xp.asarray(true), mask)
+  np.testing.assert_allclose(np.asarray(got), [2.5, 1.0])
+
+
+@pytest.mark.parametrize('xp', [np, jnp])
+def test_voxel_iou_by_hand(xp):
+  pred = np.zeros((3, 2, 2, 2), bool)
+  true = np.zeros((3, 2, 2, 2), bool)
+  pred[0, 0, 0, :] = True      # 2 voxels, 1 shared with the truth's 3
+  true[0, 0, 0, 0] = true[0, 1, 1, 0] = true[0, 1, 1, 1] = True
+  pred[1] = true[1] = True     # identical: 1
+  # image 2: both empty, 0 rather than 0 / 0
+  got = metrics.voxel_iou(xp.asarray(pred), xp.asarray(true))
+  np.testing.assert_allclose(np.asarray(got), [1 / 4, 1.0, 0.0])

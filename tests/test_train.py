@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import trimesh
 
 from jaxface import cli
 from jaxface import files
@@ -24,6 +25,7 @@ from jaxface.eval import recon_eval
 from jaxface.train import checkpoint as checkpoint_lib
 from jaxface.train import config_lib
 from jaxface.train import loop
+from jaxface.train import quickstart
 from jaxface.train import recon
 from jaxface.train import state as state_lib
 import shared
@@ -540,6 +542,20 @@ def _contents(folder) -> dict:
         with open(path, 'rb') as f:
           out[os.path.relpath(path, folder)] = f.read()
   return out
+
+
+def test_quickstart_mesh_of_a_test_face(data, trained, tmp_path):
+  run = str(tmp_path / 'run')
+  shutil.copytree(trained, run)
+  path = quickstart.write_test_mesh(run, data, 32)
+  assert path == os.path.join(run, 'test_face.obj')
+  mesh = trimesh.load(path, process=False)
+  # The face region of a 32x32 map: hundreds of vertices, coloured by the
+  # test image's pixels (not all one colour).
+  assert len(mesh.vertices) > 100 and len(mesh.faces) > 100
+  assert np.all(np.isfinite(mesh.vertices))
+  colours = np.asarray(mesh.visual.vertex_colors)[:, :3]
+  assert len(np.unique(colours, axis=0)) > 10
 
 
 def test_a_workdir_in_use_is_refused_and_left_alone(data, trained, tmp_path):

@@ -195,17 +195,17 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
       fake = np.asarray(_generate(module, variables, feats, keys))
       if module.head == 'uv':
         geo = _geometric_errors(fake, feats, points_uv)
-        dist = np.linalg.norm(fake - true_map, axis=-1)
         cols.setdefault('geometric_error', []).append(np.asarray(geo)[:count])
         cols.setdefault('position_error_mm', []).append(
-            (dist[:, face].mean(axis=1) * mm_per_px)[:count])
+            (metrics.mean_position_error(fake, np.asarray(true_map), face)
+             * mm_per_px)[:count])
         fakes.append(fake[:count])
       else:
+        pred_occ, true_occ = fake[..., 0] > 0, occ > 0.5
+        cols.setdefault('iou', []).append(
+            metrics.voxel_iou(pred_occ, true_occ)[:count])
         for k in range(count):
-          pred = fake[k, ..., 0] > 0
-          truth = occ[k] > 0.5
-          union = max(int((pred | truth).sum()), 1)
-          cols.setdefault('iou', []).append([(pred & truth).sum() / union])
+          pred = pred_occ[k]
           cols.setdefault('chamfer_mm', []).append([
               metrics.voxel_chamfer(pred.astype(np.float32), occ[k], voxel_mm)
               if pred.any() else np.nan])

@@ -364,6 +364,32 @@ def dense_nme(pred_map, true_map, mask, dims: int = 3) -> np.ndarray:
   return out
 
 
+def mean_position_error(pred_map, true_map, mask):
+  """Mean distance between two batches of position maps over a texel mask,
+  in the maps' units (numpy or jax, as the input).
+
+  Args:
+    pred_map, true_map: (B, R, R, 3) position maps.
+    mask: (R, R) bool, the texels measured (the face region; not empty).
+
+  Returns:
+    (B,) mean over the masked texels of the Euclidean distance.
+  """
+  xp = _namespace(pred_map, true_map)
+  dist = xp.linalg.norm(pred_map - true_map, axis=-1)
+  mask = xp.asarray(mask, dist.dtype)
+  return xp.sum(dist * mask, axis=(1, 2)) / xp.sum(mask)
+
+
+def voxel_iou(pred_occ, true_occ):
+  """Intersection over union of (B, V, V, V) bool occupancy grids: (B,)
+  (numpy or jax, as the input; 0 when both are empty)."""
+  xp = _namespace(pred_occ, true_occ)
+  inter = xp.sum(pred_occ & true_occ, axis=(1, 2, 3))
+  union = xp.maximum(xp.sum(pred_occ | true_occ, axis=(1, 2, 3)), 1)
+  return inter / union
+
+
 # ------------------------------------------------------------------ pose ----
 
 

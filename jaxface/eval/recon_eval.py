@@ -37,7 +37,6 @@ points. They have no 3D truth: no NME 3D, dense NME or pose error.
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import os
@@ -59,7 +58,7 @@ from jaxface.face import bfm as bfm_lib
 from jaxface.face import layout as layout_lib
 from jaxface.face import render
 from jaxface.face import schemes
-from jaxface.face import uv as uv_lib
+from jaxface.models import prnet
 from jaxface.train import trained as trained_lib
 
 REPORT_NAME = 'report.json'
@@ -327,15 +326,6 @@ def _pose_setup(canonical, trained: trained_lib.TrainedModel, info: dict,
   return canonical, fit, description
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(module, variables, images, landmark_uv):
-  """(B, R, R, 3) images -> (position maps (B, R, R, 3), landmarks
-  (B, 68, 3) read at `landmark_uv` (68, 2)), crop pixels. Jitted once per
-  network config and shape."""
-  maps = module.apply(variables, images)
-  return maps, uv_lib.sample_uv(maps, landmark_uv)
-
-
 def _predicted_poses(maps: np.ndarray, canonical: np.ndarray,
                      fit_mask: np.ndarray) -> np.ndarray:
   """(B, R, R, 3) predicted maps -> (B, 3) pitch, yaw, roll in degrees."""
@@ -528,9 +518,9 @@ def _evaluate_points(trained: trained_lib.TrainedModel, module, variables,
                     np.asarray(batch['points2d'][:count], np.float64),
                     np.nan)
     batch = to_model_resolution(batch, count, resolution)
-    _, points = _predict(module, variables,
-                         padding.pad_batch(batch['image'], batch_size),
-                         point_uv)
+    _, points = prnet.predict(module, variables,
+                              padding.pad_batch(batch['image'], batch_size),
+                              point_uv)
     pred = np.array(np.asarray(points)[:count, :, :2], np.float64)
     pred[:, ~readable] = np.nan
     batches += 1
@@ -693,9 +683,9 @@ def evaluate_reconstruction(workdir_or_trained, data_dir: str,
   for count, batch in split_batches(data_dir, info, 'recon', split,
                                     batch_size, limit, progress, stats):
     batch = to_model_resolution(batch, count, resolution)
-    maps, landmarks = _predict(module, variables,
-                               padding.pad_batch(batch['image'], batch_size),
-                               landmark_uv)
+    maps, landmarks = prnet.predict(
+        module, variables, padding.pad_batch(batch['image'], batch_size),
+        landmark_uv)
     maps = np.asarray(maps, np.float64)[:count]
     landmarks = np.asarray(landmarks, np.float64)[:count]
     has_maps = has_maps or 'position_map' in batch

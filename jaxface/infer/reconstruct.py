@@ -138,10 +138,9 @@ class Reconstructor:
     Raises:
       ValueError: a bad batch size or canonical map.
     """
-    import jax  # pylint: disable=g-import-not-at-top
     from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
     from jaxface.face import layout as layout_lib  # pylint: disable=g-import-not-at-top
-    from jaxface.face import uv  # pylint: disable=g-import-not-at-top
+    from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f'batch size must be >= 1, got {batch_size}')
     self.resolution = int(resolution)
@@ -166,12 +165,8 @@ class Reconstructor:
                          'the face region')
       self._canonical = canonical[self._fit_mask]
     landmark_uv = np.asarray(self.layout.landmark_uv)
-
-    def forward(variables, crops):
-      maps = module.apply(variables, records.to_unit_float(crops))
-      return maps, uv.sample_uv(maps, landmark_uv)
-
-    self._forward = jax.jit(forward)
+    self._forward = lambda variables, crops: prnet.predict(
+        module, variables, records.to_unit_float(crops), landmark_uv)
 
   @property
   def estimates_pose(self) -> bool:

@@ -49,9 +49,11 @@ the UV layout is mirror-symmetric). Twice the compute; training
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxface.face import frames
@@ -251,3 +253,13 @@ def from_config(model_config, dtype=None, layout=None) -> PRNet:
                skips=model_config.skips, lite=model_config.lite,
                standardize=model_config.standardize,
                flip_average=model_config.flip_average)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict(module: nn.Module, variables, images, landmark_uv):
+  """Inference: (B, R, R, 3) images in [0, 1] -> (position maps
+  (B, R, R, 3), landmarks (B, L, 3) read off them at `landmark_uv`
+  (L, 2)), in crop pixels. Jitted once per network (a static, hashable
+  argument) and input shape, however often it is called."""
+  maps = module.apply(variables, images)
+  return maps, uv_lib.sample_uv(maps, landmark_uv)

@@ -47,6 +47,7 @@ import optax
 
 from jaxface import losses
 from jaxface.data import inspect as inspect_lib
+from jaxface.eval import metrics as eval_metrics
 from jaxface.face import features as features_lib
 from jaxface.face import frames
 from jaxface.face import layout as layout_lib
@@ -280,15 +281,10 @@ class FaceGenTask(task_lib.Task):
           lambda m, f: losses.geometric_consistency_loss(m, f,
                                                          uv=self.points_uv))(
               fake[:, None], feats[:, None])
-      face = jnp.asarray(self.layout.face_region(self.resolution))
-      dist = jnp.linalg.norm(fake - target, axis=-1)
-      out['position_error_px'] = jnp.sum(dist * face, (1, 2)) / jnp.sum(face)
+      out['position_error_px'] = eval_metrics.mean_position_error(
+          fake, target, self.layout.face_region(self.resolution))
     else:
-      pred = fake[..., 0] > 0
-      truth = target > 0.5
-      inter = jnp.sum(pred & truth, (1, 2, 3))
-      union = jnp.maximum(jnp.sum(pred | truth, (1, 2, 3)), 1)
-      out['iou'] = inter / union
+      out['iou'] = eval_metrics.voxel_iou(fake[..., 0] > 0, target > 0.5)
     return out
 
   def figure(self, state, batch, path: str, count: int = 4) -> None:

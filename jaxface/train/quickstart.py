@@ -59,19 +59,21 @@ def ensure_data(data: str, resolution: int, workers: int) -> None:
 
 def write_test_mesh(run_dir: str, data: str, resolution: int) -> str:
   """Reconstructs one test face with the trained model; writes an OBJ."""
-  import jax  # pylint: disable=g-import-not-at-top
   from jaxface.data import records  # pylint: disable=g-import-not-at-top
   from jaxface.face import mesh_io  # pylint: disable=g-import-not-at-top
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   trained = trained_lib.load(run_dir)
   module, variables = trained_lib.prnet(trained)
   with shards.RecordReader(data, 'recon', 'test') as reader:
     record = reader[0]
-  image = records.to_unit_float(records.decode_jpeg(record['image']))
-  pred = np.asarray(jax.jit(module.apply)(variables, image[None]))[0]
+  pixels = records.decode_jpeg(record['image'])
+  pred = np.asarray(prnet.predict(module, variables,
+                                  records.to_unit_float(pixels)[None],
+                                  trained.layout.landmark_uv)[0])[0]
   mask = trained.layout.face_region(resolution)
   vertices, triangles, colours = mesh_io.position_map_to_mesh(
-      pred, mask, (image * 255).astype(np.uint8))
+      pred, mask, pixels)
   path = os.path.join(run_dir, 'test_face.obj')
   mesh_io.write_obj(path, vertices, triangles, colours)
   return path
