@@ -254,7 +254,6 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
                          progress: bool = True) -> dict:
   """Accuracy and cross-entropy of a `progression` workdir on `clips`."""
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   model = (workdir_or_trained if isinstance(
       workdir_or_trained, trained_lib.TrainedModel) else trained_lib.load(
@@ -263,8 +262,7 @@ def evaluate_progression(workdir_or_trained, data_dir: str,
     raise ValueError(f'{model.workdir} trained {model.task!r}, not the '
                      'progression RNN')
   task = loop.make_task(model.config, model.resolution, model.layout)
-  state = state_lib.TrainState(step=model.step, params=model.params,
-                               batch_stats={}, opt_state={}, ema_params={})
+  state = trained_lib.eval_state(model)
   eval_step = jax.jit(task.eval_step)
   info = shards.read_dataset_info(data_dir)
   accuracy, loss, corruption = [], [], []

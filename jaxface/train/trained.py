@@ -67,6 +67,16 @@ class TrainedModel:
   pretrained: str | None = None
 
 
+def eval_state(model: TrainedModel):
+  """The `state.TrainState` a task's `eval_step` and `predict` take: the
+  model's trees on the host, without optimizer state."""
+  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  return state_lib.TrainState(
+      step=np.asarray(model.step, np.int32), params=model.params,
+      batch_stats=model.batch_stats, opt_state={},
+      ema_params=model.ema_params)
+
+
 def model_info(task: str, resolution: int,
                layout: layout_lib.UVLayout | None = None) -> dict:
   """model.json's content: {task, resolution, uv_layout
