@@ -56,9 +56,13 @@ class Evaluator:
 
 def _reconstruction(model, data_dir, split, batch_size, limit, progress,
                     canonical=None, **_):
+  """`canonical`: the pose fit's canonical face, a path for
+  `metrics.load_canonical` (a BFM folder or a .npy map), or None."""
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
   return recon_eval.evaluate_reconstruction(
-      model, data_dir, split, batch_size, limit, canonical, progress)
+      model, data_dir, split, batch_size, limit,
+      metrics.load_canonical(canonical, model.resolution), progress)
 
 
 def _write_reconstruction(report, per_image, out):

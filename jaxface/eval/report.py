@@ -92,12 +92,10 @@ def run(args) -> int:
   print(f'measuring {args.workdir or args.model} (task {model.task}, step '
         f'{model.step}) on {args.data} [{args.split}]')
   from jaxface.eval import evaluators  # pylint: disable=g-import-not-at-top
-  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
   evaluator = evaluators.for_task(model.task)
-  options = {'classifier': args.classifier, 'samples': args.samples}
-  if evaluator is evaluators.EVALUATORS['reconstruction']:
-    options['canonical'] = metrics.load_canonical(args.canonical,
-                                                  model.resolution)
+  # Every evaluator takes the options it knows and ignores the others.
+  options = {'classifier': args.classifier, 'samples': args.samples,
+             'canonical': args.canonical}
   if args.workdir:
     options['classifier_dir'] = os.path.join(args.workdir, 'eval',
                                              'classifier')
