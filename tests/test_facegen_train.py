@@ -78,10 +78,14 @@ def _batch(data, kind='multiview'):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('head', ['uv', 'voxel'])
-def test_two_steps_of_each_head(multiview, tmp_path, head, monkeypatch):
+@pytest.mark.parametrize('head,condition', [('uv', 'features'),
+                                            ('voxel', 'features'),
+                                            ('uv', 'landmarks')])
+def test_two_steps_of_each_head(multiview, tmp_path, head, condition,
+                                monkeypatch):
   shared.guard_retraces(monkeypatch)
-  summary = loop.run(_config(multiview, **{'facegen.head': head}),
+  summary = loop.run(_config(multiview, **{'facegen.head': head,
+                                           'facegen.condition': condition}),
                      str(tmp_path))
   assert summary['steps'] == 2
   ev = summary['eval']
@@ -98,10 +102,33 @@ def test_two_steps_of_each_head(multiview, tmp_path, head, monkeypatch):
   # The workdir gives back a generator of the trained head and size.
   model = trained.load(str(tmp_path))
   module, variables = trained.facegen(model)
-  feats = facegen.batch_features(_batch(multiview))[:2]
-  out = module.apply(variables, feats, jnp.zeros((2, 16)))
+  feats, cond = facegen.batch_condition(_batch(multiview), condition)
+  assert cond.shape == (len(feats), 31 if condition == 'features' else
+                        31 + 3 * 136)
+  out = module.apply(variables, cond[:2], jnp.zeros((2, 16)))
   want = (2, 32, 32, 3) if head == 'uv' else (2, 8, 8, 8, 1)
   assert out.shape == want
+
+
+def test_the_landmarks_condition_is_the_features_then_each_views_points():
+  rng = np.random.default_rng(0)
+  feats = jnp.asarray(rng.normal(size=(2, 31)), jnp.float32)
+  landmarks = jnp.asarray(rng.uniform(0, 64, (2, 3, 68, 3)), jnp.float32)
+  np.testing.assert_array_equal(
+      facegen.condition_of(feats, landmarks, 'features'), feats)
+  cond = np.asarray(facegen.condition_of(feats, landmarks, 'landmarks'))
+  assert cond.shape == (2, 31 + 3 * 136)
+  np.testing.assert_array_equal(cond[:, :31], feats)
+  second_view = np.asarray(landmarks[1, 1, :, :2])  # record 1, left view
+  centred = second_view - second_view.mean(0)
+  w, h = second_view.max(0) - second_view.min(0)
+  np.testing.assert_allclose(cond[1, 31 + 136:31 + 272].reshape(68, 2),
+                             centred / np.sqrt(w * h), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='condition'):
+    facegen.condition_of(feats, landmarks, 'photos')
+  config = _config('unused', **{'facegen.condition': 'photos'})
+  with pytest.raises(ValueError, match='condition'):
+    loop.make_task(config, 32)
 
 
 def test_sgd_with_momentum_is_the_default_optimizer():

@@ -384,3 +384,19 @@ def test_side_quadrilateral_that_would_cross_itself_is_taken_simple():
       "lip_lower": (9, 8)}, seed=3)
   areas = features.side_areas(*view, side="left")
   np.testing.assert_allclose(float(areas["LS2"]), 12 / 10**2, rtol=1e-5)
+
+
+def test_normalised_landmarks_by_hand():
+  # 34 points at (10, 20) and 34 at (12, 28): mean (11, 24), box 2 x 8,
+  # sqrt(w h) = 4.
+  xy = np.array([[10.0, 20.0]] * 34 + [[12.0, 28.0]] * 34)
+  depth = np.zeros((68, 1))  # ignored
+  got = np.asarray(features.normalised_landmarks(
+      np.concatenate([xy, depth], 1)[None]))
+  assert got.shape == (1, 136)
+  want = np.array([[-0.25, -1.0]] * 34 + [[0.25, 1.0]] * 34).reshape(-1)
+  np.testing.assert_allclose(got[0], want, rtol=1e-6)
+  # Free of the view's position and scale.
+  moved = np.asarray(features.normalised_landmarks(xy * 3 + [5, -7]))
+  np.testing.assert_allclose(moved, got[0], rtol=1e-5, atol=1e-6)
+

@@ -11,9 +11,10 @@ On a `multiview` dataset, measures on the held-out split:
   without standardisation;
 - the distance to the true face (mm, the face region, as `jaxface eval`)
   and the identity classifier's Inception Score of: the mean training face,
-  a ridge regression from the standardised features to the canonical map
-  (fitted on the train split), the true faces, and, with --workdir, the
-  trained generator.
+  a ridge regression to the canonical map (fitted on the train split) from
+  each of the face GAN's conditions (`facegen.CONDITIONS`: the 31 features;
+  the features and the three views' landmarks), the true faces, and, with
+  --workdir, the trained generator.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ from jaxface.face import layout as layout_lib
 from jaxface.train import facegen as facegen_lib
 
 
-def load_split(data_dir: str, info: dict, split: str):
-  """(features (N, 31), maps (N, R, R, 3), identities (N,)) of a split."""
-  feats, maps, ids = [], [], []
+def load_split(data_dir: str, info: dict, split: str,
+               condition: str = 'features'):
+  """(condition (N, C) (`facegen.condition_of`; 'features': the 31
+  features), maps (N, R, R, 3), identities (N,)) of a split."""
+  conds, maps, ids = [], [], []
   stats: dict[str, int] = {}
   for count, batch in recon_eval.split_batches(
       data_dir, info, 'multiview', split, 64, None, False, stats):
-    feats.append(np.asarray(facegen_lib.batch_features(
+    conds.append(np.asarray(facegen_lib.batch_condition(
         {k: jnp.asarray(batch[k][:count]) for k in ('landmarks',
-                                                      'extra_points')})))
+                                                      'extra_points')},
+        condition)[1]))
     maps.append(np.asarray(batch['canonical_position_map'][:count]))
     ids.append(np.asarray(batch['identity'][:count]))
-  return (np.concatenate(feats).astype(np.float64), np.concatenate(maps),
+  return (np.concatenate(conds).astype(np.float64), np.concatenate(maps),
           np.concatenate(ids))
 
 
@@ -62,6 +66,24 @@ def ridge(x_train, y_train, x_test, alpha: float):
   xc, yc = x_train - mx, y_train - my
   w = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
   return (x_test - mx) @ w + my
+
+
+def fitted_ridge(c_tr, flat_tr, id_tr, c_te, map_shape, distance_mm):
+  """A ridge regression from the standardised condition to the canonical
+  map, alpha chosen on the last fifth of the train identities: (alpha, the
+  test split's maps)."""
+  mu, sd = c_tr.mean(0), c_tr.std(0) + 1e-8
+  z_tr, z_te = (c_tr - mu) / sd, (c_te - mu) / sd
+  ids = np.unique(id_tr)
+  held = np.isin(id_tr, ids[-len(ids) // 5:])
+  scores = []
+  for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
+    pred = ridge(z_tr[~held], flat_tr[~held], z_tr[held], alpha)
+    truth = flat_tr[held].reshape((-1,) + map_shape)
+    scores.append((distance_mm(pred.reshape(truth.shape), truth), alpha))
+  alpha = min(scores)[1]
+  pred = ridge(z_tr, flat_tr, z_te, alpha)
+  return alpha, pred.reshape((-1,) + map_shape).astype(np.float32)
 
 
 def main():
@@ -89,11 +111,7 @@ def main():
         f'{np.abs(x_tr.mean(0)).max():.3f}; std / |mean| median '
         f'{np.median(spread):.3f} (what a Dense layer sees unstandardised)')
 
-  mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-  z_tr, z_te = (x_tr - mu) / sd, (x_te - mu) / sd
   flat_tr = y_tr.reshape(len(y_tr), -1).astype(np.float64)
-  # alpha by validation on the last fifth of the train identities
-  held = np.isin(id_tr, np.unique(id_tr)[-len(np.unique(id_tr)) // 5:])
   face = layout_lib.layout_of_dataset(info).face_region(res)
   mm = frames.canonical_mm_per_px(res)
 
@@ -101,26 +119,26 @@ def main():
     return float((np.linalg.norm(pred - true, axis=-1)[:, face].mean(1) *
                   mm).mean())
 
-  best = None
-  for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
-    pred = ridge(z_tr[~held], flat_tr[~held], z_tr[held], alpha)
-    d = distance_mm(pred.reshape(y_tr[held].shape), y_tr[held])
-    best = min(best or (d, alpha), (d, alpha))
-  alpha = best[1]
   predictions = {
-      'mean training face': np.broadcast_to(y_tr.mean(0), y_te.shape),
-      f'ridge on the features (alpha {alpha:g})': ridge(
-          z_tr, flat_tr, z_te, alpha).reshape(y_te.shape).astype(np.float32),
-      'true faces': y_te,
-  }
+      'mean training face': np.broadcast_to(y_tr.mean(0), y_te.shape)}
+  for condition in facegen_lib.CONDITIONS:
+    c_tr, _, _ = load_split(args.data, info, 'train', condition)
+    c_te, _, _ = load_split(args.data, info, 'test', condition)
+    alpha, pred = fitted_ridge(c_tr, flat_tr, id_tr, c_te, y_tr.shape[1:],
+                               distance_mm)
+    predictions[f'ridge on the {condition} condition ({c_tr.shape[1]} '
+                f'numbers, alpha {alpha:g})'] = pred
+  predictions['true faces'] = y_te
   if args.workdir:
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     model = trained_lib.load(args.workdir)
     module, variables = trained_lib.facegen(model)
+    cond, _, _ = load_split(args.data, info, 'test',
+                            model.config.facegen.condition)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
-        jnp.arange(len(x_te)))
+        jnp.arange(len(cond)))
     predictions['the generator'] = np.asarray(gen_eval._generate(  # pylint: disable=protected-access
-        module, variables, jnp.asarray(x_te, jnp.float32), keys))
+        module, variables, jnp.asarray(cond, jnp.float32), keys))
   bundle = gen_eval._classifier(  # pylint: disable=protected-access
       args.classifier or None, '/tmp/facegen_identity_classifier', args.data,
       info, res, True)

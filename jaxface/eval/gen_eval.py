@@ -62,12 +62,12 @@ CLASSIFIER_SAMPLES = 16
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _generate(module, variables, features, keys):
+def _generate(module, variables, condition, keys):
   noise = jax.vmap(lambda k: jax.random.normal(k, (module.noise_dim,)))(keys)
-  return module.apply(variables, features, noise)
+  return module.apply(variables, condition, noise)
 
 
-_batch_features = jax.jit(facegen_lib.batch_features)
+_batch_condition = jax.jit(facegen_lib.batch_condition, static_argnums=1)
 
 
 @jax.jit
@@ -182,7 +182,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
   for count, batch in recon_eval.split_batches(
       data_dir, info, 'multiview', split, batch_size, limit, progress, stats):
     padded = padding.pad_batch(batch, batch_size)
-    feats = _batch_features(padded)
+    feats, cond = _batch_condition(padded, model.config.facegen.condition)
     true_map = padded['canonical_position_map']
     if module.head == 'uv':
       cols.setdefault('geometric_error_true_face', []).append(np.asarray(
@@ -192,7 +192,7 @@ def evaluate_facegen(workdir_or_trained, data_dir: str, split: str = 'test',
     for s in range(samples):
       keys = jax.vmap(lambda i, s=s: jax.random.fold_in(
           jax.random.key(s), i))(jnp.asarray(padded['index']))
-      fake = np.asarray(_generate(module, variables, feats, keys))
+      fake = np.asarray(_generate(module, variables, cond, keys))
       if module.head == 'uv':
         geo = _geometric_errors(fake, feats, points_uv)
         cols.setdefault('geometric_error', []).append(np.asarray(geo)[:count])

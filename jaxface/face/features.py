@@ -414,3 +414,20 @@ def geometric_features(front_landmarks, front_extra, left_landmarks,
                              vertical)
   return jnp.stack(jnp.broadcast_arrays(*[d[n] for n in FEATURE_NAMES]),
                    axis=-1)
+
+
+def normalised_landmarks(landmarks) -> jax.Array:
+  """(..., 68, D) landmarks of a view -> (..., 136): their (x, y), centred
+  on their mean and divided by sqrt(w h) of their bounding box, flattened.
+
+  Unitless and free of the view's position and scale: what the landmarks
+  say of the face's shape, beyond the first seed's 31 features (which
+  carry less of it: see the README's "Why the face GAN ignored identity").
+  """
+  xy = _points(landmarks, 68, "landmarks")[..., :2]
+  centred = xy - jnp.mean(xy, axis=-2, keepdims=True)
+  size = jnp.max(xy, axis=-2) - jnp.min(xy, axis=-2)
+  scale = jnp.sqrt(jnp.maximum(size[..., 0] * size[..., 1], _TINY))
+  return (centred / scale[..., None, None]).reshape(
+      centred.shape[:-2] + (-1,))
+

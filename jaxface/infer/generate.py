@@ -140,13 +140,15 @@ def run(args) -> int:
   named = features_lib.geometric_feature_dict(lmk[0], extra[0], lmk[1],
                                               extra[1], lmk[2], extra[2])
   feats = jnp.stack([named[n] for n in features_lib.FEATURE_NAMES])[None]
-  if not bool(jnp.all(jnp.isfinite(feats))):
+  cond = facegen_lib.condition_of(feats, jnp.stack(lmk)[None],
+                                  gan.config.facegen.condition)
+  if not bool(jnp.all(jnp.isfinite(cond))):
     raise ValueError('the features of these photos are not finite (a face '
                      'was not found well enough); check the boxes')
   noise = jnp.stack([jax.random.normal(jax.random.key(s),
                                        (generator.noise_dim,)) for s in seeds])
   faces = np.asarray(jax.jit(generator.apply)(
-      variables, jnp.repeat(feats, len(seeds), 0), noise))
+      variables, jnp.repeat(cond, len(seeds), 0), noise))
 
   os.makedirs(args.out, exist_ok=True)
   res = gan.resolution

@@ -162,6 +162,7 @@ ADDED_KEYS = {
     'cycle.resnet_weight': 1.0,
     'cycle.landmark_weight': 1.0,
     'facegen.feature_norm': False,
+    'facegen.condition': 'features',
     'facegen.code_every_stage': False,
 }
 

@@ -2,10 +2,12 @@
 
 The condition of each example is its 31 geometric features
 (`jaxface.face.features.geometric_features`), measured on the record's
-front, left and right views (their 68 landmarks and extra points). The
-generator (`FaceGenerator`) maps features + z ~ N(0, I) to a 3D face; the
-discriminator (`FaceDiscriminator`) judges a face given the features it
-should have. Each step runs two pure phase functions:
+front, left and right views (their 68 landmarks and extra points), and with
+`facegen.condition = 'landmarks'` also the three views' landmarks
+themselves (`condition_of`), which carry more of the face's shape. The
+generator (`FaceGenerator`) maps the condition + z ~ N(0, I) to a 3D face;
+the discriminator (`FaceDiscriminator`) judges a face given the condition
+it should meet. Each step runs two pure phase functions:
 
 - `generator_step` minimises
     adversarial_weight x the adversarial loss (`facegen.gan_loss`)
@@ -72,11 +74,35 @@ def make_generator(config, resolution: int) -> FaceGenerator:
                        dtype=recon.compute_dtype(config.model.dtype))
 
 
+# What the networks are conditioned on (`config.facegen.condition`).
+CONDITIONS = ('features', 'landmarks')
+
+
 def batch_features(batch: dict) -> jax.Array:
   """(B, 31) geometric features of a multiview batch's three views."""
   lmk, extra = batch['landmarks'], batch['extra_points']  # (B, 3, 68|5, 3)
   return features_lib.geometric_features(
       lmk[:, 0], extra[:, 0], lmk[:, 1], extra[:, 1], lmk[:, 2], extra[:, 2])
+
+
+def condition_of(features, landmarks, kind: str) -> jax.Array:
+  """The networks' condition: the (B, 31) `features` ('features', the
+  first seed's), or with them each view's landmarks (B, 3, 68, 2+),
+  `features.normalised_landmarks` ('landmarks': (B, 31 + 3 x 136))."""
+  if kind == 'features':
+    return features
+  if kind == 'landmarks':
+    views = features_lib.normalised_landmarks(landmarks)  # (B, 3, 136)
+    return jnp.concatenate(
+        [features, views.reshape(views.shape[0], -1)], axis=-1)
+  raise ValueError(f'config.facegen.condition {kind!r} is not one of '
+                   f'{CONDITIONS}')
+
+
+def batch_condition(batch: dict, kind: str) -> tuple[jax.Array, jax.Array]:
+  """(features (B, 31), condition (B, C)) of a multiview batch."""
+  features = batch_features(batch)
+  return features, condition_of(features, batch['landmarks'], kind)
 
 
 @dataclasses.dataclass
@@ -102,6 +128,9 @@ class FaceGenTask(task_lib.Task):
     c = self.config.facegen
     if c.head not in ('uv', 'voxel'):
       raise ValueError(f'config.facegen.head {c.head!r} is not uv or voxel')
+    if c.condition not in CONDITIONS:
+      raise ValueError(f'config.facegen.condition {c.condition!r} is not one '
+                       f'of {CONDITIONS}')
     if self.resolution < 8 or self.resolution & (self.resolution - 1):
       raise ValueError(f'the face GAN needs a power-of-two resolution >= 8; '
                        f'the dataset has {self.resolution}')
@@ -138,14 +167,17 @@ class FaceGenTask(task_lib.Task):
   def _noise(self, key, batch_size):
     return jax.random.normal(key, (batch_size, self.gen.noise_dim))
 
-  def _judge(self, params, stats, x, feats, train):
+  def _judge(self, params, stats, x, cond, train):
     mutable = ['batch_stats'] if train else False
     variables = {'params': params, **({'batch_stats': stats} if stats else {})}
-    out = self.disc.apply(variables, x, feats, train=train, mutable=mutable)
+    out = self.disc.apply(variables, x, cond, train=train, mutable=mutable)
     if not train:
       return out, stats
     (logits, maps), updates = out
     return (logits, maps), updates.get('batch_stats', stats)
+
+  def _condition(self, batch):
+    return batch_condition(batch, self.config.facegen.condition)
 
   def _reconstruction(self, fake, target):
     if self.gen.head == 'uv':
@@ -157,10 +189,10 @@ class FaceGenTask(task_lib.Task):
 
   def init_state(self, key, batch) -> state_lib.TrainState:
     k1, k2 = jax.random.split(key)
-    feats = batch_features(batch)[:1]
-    gvars = self.gen.init(k1, feats, self._noise(k1, 1), train=False)
+    cond = self._condition(batch)[1][:1]
+    gvars = self.gen.init(k1, cond, self._noise(k1, 1), train=False)
     real = self._disc_input(self._target(batch)[:1], real=True)
-    dvars = self.disc.init(k2, real, feats, train=False)
+    dvars = self.disc.init(k2, real, cond, train=False)
     params = {'gen': gvars['params'], 'disc': dvars['params']}
     ema = gvars['params'] if self.config.train.ema_decay > 0 else {}
     return state_lib.TrainState(
@@ -175,20 +207,20 @@ class FaceGenTask(task_lib.Task):
 
   def generator_step(self, state, batch, key):
     c = self.config.facegen
-    feats = batch_features(batch)
+    feats, cond = self._condition(batch)
     target = self._target(batch)
     noise = self._noise(key, feats.shape[0])
     (_, real_maps), _ = self._judge(
         state.params['disc'], state.batch_stats['disc'],
-        self._disc_input(target, real=True), feats, False)
+        self._disc_input(target, real=True), cond, False)
 
     def loss_fn(gen_params):
       fake, updates = self.gen.apply(
           {'params': gen_params, 'batch_stats': state.batch_stats['gen']},
-          feats, noise, train=True, mutable=['batch_stats'])
+          cond, noise, train=True, mutable=['batch_stats'])
       (logits, fake_maps), _ = self._judge(
           state.params['disc'], state.batch_stats['disc'],
-          self._disc_input(fake, real=False), feats, False)
+          self._disc_input(fake, real=False), cond, False)
       adversarial = losses.generator_loss(logits, c.gan_loss)
       perceptual = losses.perceptual_loss(real_maps, fake_maps)
       rec = self._reconstruction(fake, target)
@@ -218,17 +250,19 @@ class FaceGenTask(task_lib.Task):
         params={**state.params, 'gen': params},
         opt_state={**state.opt_state, 'gen': opt},
         batch_stats={**state.batch_stats, 'gen': stats},
-        ema_params=ema), (jax.lax.stop_gradient(fake), feats, target, metrics)
+        ema_params=ema), (jax.lax.stop_gradient(fake), cond, target, metrics)
 
-  def discriminator_step(self, state, fake, feats, target):
+  def discriminator_step(self, state, fake, cond, target):
+    """One update of the discriminator: the true faces against `fake`,
+    both conditioned on `cond` (B, C)."""
     kind = self.config.facegen.gan_loss
 
     def loss_fn(disc_params):
       (real_logits, _), stats = self._judge(
           disc_params, state.batch_stats['disc'],
-          self._disc_input(target, real=True), feats, True)
+          self._disc_input(target, real=True), cond, True)
       (fake_logits, _), stats = self._judge(
-          disc_params, stats, self._disc_input(fake, real=False), feats, True)
+          disc_params, stats, self._disc_input(fake, real=False), cond, True)
       loss = losses.discriminator_loss(real_logits, fake_logits, kind)
       return loss, (stats, loss)
 
@@ -243,26 +277,27 @@ class FaceGenTask(task_lib.Task):
         batch_stats={**state.batch_stats, 'disc': stats}), {'disc_loss': loss}
 
   def train_step(self, state, batch, key):
-    state, (fake, feats, target, metrics) = self.generator_step(
+    state, (fake, cond, target, metrics) = self.generator_step(
         state, batch, key)
-    state, disc_metrics = self.discriminator_step(state, fake, feats, target)
+    state, disc_metrics = self.discriminator_step(state, fake, cond, target)
     metrics.update(disc_metrics)
     return state.replace(step=state.step + 1), metrics
 
   # --- inference and eval --------------------------------------------------------------
 
-  def generate(self, state, features, key):
-    """Faces for (B, 31) features with the (EMA) generator in eval mode."""
+  def generate(self, state, condition, key):
+    """Faces for a (B, C) condition (`condition_of`) with the (EMA)
+    generator in eval mode."""
     params = state.ema_params if self.config.train.ema_decay > 0 else (
         state.params['gen'])
     return self.gen.apply({'params': params,
                            'batch_stats': state.batch_stats['gen']},
-                          features, self._noise(key, features.shape[0]))
+                          condition, self._noise(key, condition.shape[0]))
 
   def predict(self, state, batch, key=None):
-    """Faces for the batch's features (`batch_features`); `key` draws the
+    """Faces for the batch's condition (`batch_condition`); `key` draws the
     noise (None: the fixed noise of the eval steps)."""
-    return self.generate(state, batch_features(batch),
+    return self.generate(state, self._condition(batch)[1],
                          jax.random.key(0) if key is None else key)
 
   def eval_step(self, state, batch) -> dict:
@@ -291,8 +326,7 @@ class FaceGenTask(task_lib.Task):
     """A PNG: per record, the front, left and right inputs, then the
     generated and the true face (position maps, or depth of the voxels)."""
     small = jax.tree.map(lambda x: x[:count], batch)
-    feats = batch_features(small)
-    fake = np.asarray(jax.jit(self.generate)(state, feats, jax.random.key(0)))
+    fake = np.asarray(jax.jit(self.predict)(state, small))
     target = np.asarray(self._target(small))
     face = self.layout.face_region(self.resolution)
     rows = []
