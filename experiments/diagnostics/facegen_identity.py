@@ -11,10 +11,12 @@ On a `multiview` dataset, measures on the held-out split:
   without standardisation;
 - the distance to the true face (mm, the face region, as `jaxface eval`)
   and the identity classifier's Inception Score of: the mean training face,
-  a ridge regression to the canonical map (fitted on the train split) from
-  each of the face GAN's conditions (`facegen.CONDITIONS`: the 31 features;
-  the features and the three views' landmarks), the true faces, and, with
-  --workdir, the trained generator.
+  ridge regressions to the canonical map (fitted on the train split, on a
+  quarter and a half of it for the features) from the 31 features, from
+  them with their squares and products, from the frontal view's and the
+  three views' normalised landmarks, and from the 'landmarks' condition
+  (`facegen.condition_of`: the features and the three views' landmarks);
+  the true faces; and, with --workdir, the trained generator.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def ridge(x_train, y_train, x_test, alpha: float):
   return (x_test - mx) @ w + my
 
 
+def _quadratic(x):
+  """(N, F) -> (N, F + F (F + 1) / 2): x, and every product x_i x_j, i <= j."""
+  i, j = np.triu_indices(x.shape[1])
+  return np.concatenate([x, x[:, i] * x[:, j]], axis=1)
+
+
 def fitted_ridge(c_tr, flat_tr, id_tr, c_te, map_shape, distance_mm):
   """A ridge regression from the standardised condition to the canonical
   map, alpha chosen on the last fifth of the train identities: (alpha, the
@@ -77,7 +85,7 @@ def fitted_ridge(c_tr, flat_tr, id_tr, c_te, map_shape, distance_mm):
   ids = np.unique(id_tr)
   held = np.isin(id_tr, ids[-len(ids) // 5:])
   scores = []
-  for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
+  for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0):
     pred = ridge(z_tr[~held], flat_tr[~held], z_tr[held], alpha)
     truth = flat_tr[held].reshape((-1,) + map_shape)
     scores.append((distance_mm(pred.reshape(truth.shape), truth), alpha))
@@ -121,13 +129,30 @@ def main():
 
   predictions = {
       'mean training face': np.broadcast_to(y_tr.mean(0), y_te.shape)}
-  for condition in facegen_lib.CONDITIONS:
-    c_tr, _, _ = load_split(args.data, info, 'train', condition)
-    c_te, _, _ = load_split(args.data, info, 'test', condition)
-    alpha, pred = fitted_ridge(c_tr, flat_tr, id_tr, c_te, y_tr.shape[1:],
+  c_tr, _, _ = load_split(args.data, info, 'train', 'landmarks')
+  c_te, _, _ = load_split(args.data, info, 'test', 'landmarks')
+  f = features_lib.NUM_FEATURES
+  inputs = {  # name: (train, test) columns of the 'landmarks' condition
+      'the 31 features': (c_tr[:, :f], c_te[:, :f]),
+      'the features, their squares and products': (
+          _quadratic(c_tr[:, :f]), _quadratic(c_te[:, :f])),
+      'the frontal view\'s normalised landmarks': (
+          c_tr[:, f:f + 136], c_te[:, f:f + 136]),
+      'the three views\' normalised landmarks': (c_tr[:, f:], c_te[:, f:]),
+      'the landmarks condition: the features and the three views\' '
+      'landmarks': (c_tr, c_te)}
+  ids = np.unique(id_tr)
+  for share in (0.25, 0.5):  # does a linear map of the features want data?
+    some = np.isin(id_tr, ids[:int(len(ids) * share)])
+    alpha, pred = fitted_ridge(c_tr[some, :f], flat_tr[some], id_tr[some],
+                               c_te[:, :f], y_tr.shape[1:], distance_mm)
+    predictions[f'ridge on the 31 features, {some.sum()} train records '
+                f'(alpha {alpha:g})'] = pred
+  for name, (a, b) in inputs.items():
+    alpha, pred = fitted_ridge(a, flat_tr, id_tr, b, y_tr.shape[1:],
                                distance_mm)
-    predictions[f'ridge on the {condition} condition ({c_tr.shape[1]} '
-                f'numbers, alpha {alpha:g})'] = pred
+    predictions[f'ridge on {name} ({a.shape[1]} numbers, alpha '
+                f'{alpha:g})'] = pred
   predictions['true faces'] = y_te
   if args.workdir:
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
