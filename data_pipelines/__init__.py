@@ -1,1 +1,2 @@
-"""Turning raw or synthetic face data into jaxface records."""
+"""Converters of real face datasets into jaxface records (the synthetic
+generator is jaxface.data.synthetic)."""

@@ -285,5 +285,5 @@ def convert_aflw2000(root: str | os.PathLike[str],
         out_dir, [('recon', SPLIT, paths, _Make(bfm_dir, resolution))],
         workers, shard_size, progress)
     conversion = writing.Conversion(SOURCE, out_dir, results, None, notes,
-                                      root)
+                                    root)
     return writing.finish(conversion, **info)

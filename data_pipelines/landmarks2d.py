@@ -509,7 +509,7 @@ def convert_landmarks2d(input_format: str, root: str | os.PathLike[str],
                   for split in ('train', 'test')],
         workers, shard_size, progress)
     conversion = writing.Conversion(source, out_dir, results, None, notes,
-                                      root)
+                                    root)
     return writing.finish(
         conversion, seed=None, resolution=resolution,
         root=os.path.abspath(root), limit=limit, input_format=input_format,

@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from jaxface.data import records
+from jaxface.data import shards
 from jaxface.data import writing
 
 NAME = "the300w_lp"
@@ -380,8 +381,6 @@ def convert(data_dir: str | os.PathLike[str] | None,
     writing.Interrupted: on Ctrl-C; nothing of `out_dir` is left.
     ImportError: if the300w_lp must be prepared and TensorFlow is absent.
   """
-  # Imported here, as in the other converters: `writing` starts processes.
-  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if resolution < 1 or workers < 1 or shard_size < 1:
     raise ValueError(f"resolution, workers and shard_size must be >= 1, got "

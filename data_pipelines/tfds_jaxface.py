@@ -71,7 +71,6 @@ NAME = "jaxface_records"
 DATASET_VERSION = "1.0.0"
 # Where `data_source(source_dir, ...)` prepares a jaxface dataset by default.
 DEFAULT_SUBDIR = "tfds"
-# JPEG quality for images that come back decoded (re-encoded: lossy).
 
 
 class StaleDatasetError(shards.DatasetError):

@@ -62,7 +62,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from typing import Any, Sequence
+from typing import Sequence
 import zlib
 
 import cv2
@@ -579,8 +579,8 @@ def convert_300wlp(root: str | os.PathLike[str],
     progress: show progress bars.
 
   Returns:
-    A `writing.Conversion`; `ok` is False (and no dataset.json is written) when no
-    record could be made.
+    A `writing.Conversion`; `ok` is False (and no dataset.json is written)
+    when no record could be made.
 
   Raises:
     bfm.BFMError: if the BFM cannot be loaded.

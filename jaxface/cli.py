@@ -204,7 +204,7 @@ def _converter(command: str):
   found = importlib.metadata.entry_points(group='jaxface.converters',
                                           name=command)
   if not found:
-    raise RuntimeError(
+    raise ImportError(
         f'the converter of `jaxface data {command}` is not installed: '
         'install jaxface from its repository (`pip install -e .`), which '
         'installs data_pipelines and registers its converters')
@@ -468,11 +468,11 @@ def main(argv=None) -> int:
     from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
     from jaxface.train import loop  # pylint: disable=g-import-not-at-top
     errors = (ValueError, FileExistsError, shards.DatasetError,
-              records.RecordError, OSError, config_lib.ConfigError,
-              loop.TrainingError)
+              records.RecordError, OSError, ImportError,
+              config_lib.ConfigError, loop.TrainingError)
   except ImportError:
     errors = (ValueError, FileExistsError, shards.DatasetError,
-              records.RecordError, OSError)
+              records.RecordError, OSError, ImportError)
   try:
     return args.func(args)
   except InterruptedError as e:  # Ctrl-C, cleaned up by the command

@@ -39,6 +39,8 @@ def workdirs_made(data, tmp_path_factory):
   return {'uv': workdirs.facegen_workdir(str(root / 'uv'), data, 'uv'),
           'voxel': workdirs.facegen_workdir(str(root / 'voxel'), data,
                                             'voxel'),
+          'landmarks': workdirs.facegen_workdir(str(root / 'landmarks'), data,
+                                                'uv', 'landmarks'),
           'recon': workdirs.prnet_workdir(str(root / 'recon'), 32)}
 
 
@@ -90,8 +92,9 @@ def test_generate_writes_a_mesh_per_seed(photos, workdirs_made, tmp_path,
   assert picture.shape == (128, 128 * 6, 3)
 
 
+@pytest.mark.parametrize('gan', ['uv', 'landmarks'])
 def test_generate_conditions_on_the_features_of_the_three_views(
-    photos, workdirs_made, tmp_path, monkeypatch):
+    photos, workdirs_made, tmp_path, monkeypatch, gan):
   # With the views' true landmarks in place of the reconstruction network's,
   # the features written are the record's, and the generated meshes are the
   # generator's output for them and the noise seeds.
@@ -107,16 +110,22 @@ def test_generate_conditions_on_the_features_of_the_three_views(
 
   monkeypatch.setattr(generate, '_view_points', true_points)
   assert cli.main(_generate_args(paths, boxes, workdirs_made, tmp_path,
-                                 num=2)) == 0
+                                 gan, num=2)) == 0
   with open(tmp_path / 'features.json') as f:
     written = np.array(list(json.load(f)['features'].values()))
   batch = {'landmarks': jnp.asarray(record['landmarks'])[None],
            'extra_points': jnp.asarray(record['extra_points'])[None]}
   want = np.asarray(facegen.batch_features(batch))[0]
   np.testing.assert_allclose(written, want, rtol=1e-4, atol=1e-5)
-  module, variables = trained.facegen(trained.load(workdirs_made['uv']))
+  model = trained.load(workdirs_made[gan])
+  module, variables = trained.facegen(model)
+  # The 'landmarks' condition's normalised landmarks ignore the photos'
+  # scale: the record's own landmarks give it.
+  cond = facegen.condition_of(jnp.asarray(want)[None], batch['landmarks'],
+                              model.config.facegen.condition)
+  assert cond.shape[1] == (31 if gan == 'uv' else 31 + 3 * 136)
   noise = jax.random.normal(jax.random.key(1), (module.noise_dim,))[None]
-  face = np.asarray(module.apply(variables, jnp.asarray(want)[None], noise))[0]
+  face = np.asarray(module.apply(variables, cond, noise))[0]
   vertices, _, _ = mesh_io.read_obj(tmp_path / 'face_1.obj')
   np.testing.assert_allclose(
       vertices[:, 2], face[..., 2][generate_mask(face.shape[0])], atol=1e-3)
@@ -158,6 +167,17 @@ def test_eval_of_a_facegen_workdir(data, workdirs_made, tmp_path):
   # The classifier was saved with the workdir and is reused.
   saved = os.path.join(workdirs_made['uv'], 'eval', 'classifier')
   assert os.path.exists(os.path.join(saved, 'classifier.json'))
+
+
+def test_eval_of_a_landmarks_conditioned_workdir(data, workdirs_made,
+                                                tmp_path):
+  out = tmp_path / 'report.json'
+  assert cli.main(['eval', '--workdir', workdirs_made['landmarks'], '--data',
+                   data, '--out', str(out), '--batch-size', '4',
+                   '--no-progress']) == 0
+  with open(out) as f:
+    report = json.load(f)
+  assert report['count'] == 10 and report['position_error_mm']['mean'] > 0
 
 
 def test_eval_of_a_voxel_facegen_workdir(data, workdirs_made, tmp_path):

@@ -91,12 +91,14 @@ SMALL_FACEGEN = ('facegen.base_channels=32', 'facegen.disc_base_channels=16',
                  'facegen.voxel_size=8')
 
 
-def facegen_workdir(workdir: str, data_dir: str, head: str = 'uv') -> str:
+def facegen_workdir(workdir: str, data_dir: str, head: str = 'uv',
+                    condition: str = 'features') -> str:
   """A small `facegen` workdir for the multiview dataset `data_dir`."""
   from jaxface.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   config = config_lib.apply_overrides(config_lib.load_config(FACEGEN), [
-      *SMALL_FACEGEN, f'facegen.head={head}', f'data.dir={data_dir}'])
+      *SMALL_FACEGEN, f'facegen.head={head}', f'data.dir={data_dir}',
+      f'facegen.condition={condition}'])
   it = pipeline.make_iterator(data_dir, pipeline.PipelineConfig(
       kind='multiview', split='train', global_batch_size=2, shuffle=False,
       training=False))

@@ -39,7 +39,9 @@ def get_config():
       attention=True,           # channel attention in both networks
       num_residual=2,
       feature_norm=False,       # standardise the features in Phi
-      condition='features',     # features (the paper's 31) | landmarks (and the views' landmarks)
+      # the networks' condition: features (the paper's 31) | landmarks
+      # (the features and the three views' normalised landmarks)
+      condition='features',
       code_every_stage=False,   # the code into every upsampling block
       gen_norm='batch',
       disc_norm='instance',     # none | layer | instance | spectral | batch

@@ -41,6 +41,7 @@ import numpy as np
 
 from jaxface.data import records
 from jaxface.data import scenes
+from jaxface.data import shards
 from jaxface.data import writing
 from jaxface.face import appearance
 from jaxface.face import identities as identities_lib
@@ -554,9 +555,6 @@ def synthesize(out_dir: str, config: SynthConfig,
     files.FolderInUseError: another writer is writing `out_dir`.
     writing.Interrupted: Ctrl-C; nothing of `out_dir` is left.
   """
-  # Imported here: `writing` starts processes, which the record-making code
-  # above never needs.
-  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
   for kind, splits in counts.items():
     if kind not in records.KINDS:
       raise ValueError(f'unknown record kind {kind!r}; kinds: {records.KINDS}')

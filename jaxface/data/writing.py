@@ -417,9 +417,8 @@ def run_splits(out_dir: str, plan: Sequence[tuple[str, str, list, Any]],
   cannot be converted (`write_splits`); entries without items
   write nothing."""
   plan = [entry for entry in plan if entry[2]]
-  return write_splits(out_dir, plan, workers=workers,
-                              shard_size=shard_size, skip_errors=True,
-                              progress=progress)
+  return write_splits(out_dir, plan, workers=workers, shard_size=shard_size,
+                      skip_errors=True, progress=progress)
 
 
 def finish(conversion: Conversion, **info_keys) -> Conversion:

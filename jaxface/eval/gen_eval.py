@@ -4,9 +4,10 @@
   print(gen_eval.markdown_table(report))
 
 Face GAN (`facegen` workdirs), on `multiview` records: for each record the
-generator gets the features measured on its three views and `samples`
-noise seeds (seed s uses `jax.random.key(s)` folded with the record index,
-so a report is reproducible). Per generated face:
+generator gets its condition (the run's `facegen.condition`: the features
+measured on the three views, and with 'landmarks' the views' landmarks)
+and `samples` noise seeds (seed s uses `jax.random.key(s)` folded with the
+record index, so a report is reproducible). Per generated face:
 - the geometric-consistency error (the mean squared difference between
   the features re-measured on the generated face and the input features,
   `losses.geometric_consistency_loss` without its Huber tail), next to the

@@ -430,4 +430,3 @@ def normalised_landmarks(landmarks) -> jax.Array:
   scale = jnp.sqrt(jnp.maximum(size[..., 0] * size[..., 1], _TINY))
   return (centred / scale[..., None, None]).reshape(
       centred.shape[:-2] + (-1,))
-

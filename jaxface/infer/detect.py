@@ -257,6 +257,6 @@ def box_from_landmarks(landmarks_xy: np.ndarray) -> np.ndarray:
   """
   pts = np.asarray(landmarks_xy, np.float64)[:, :2]
   low, high = pts.min(0), pts.max(0)
-  size = (render.PRNET_CROP_EXPAND * (high - low).sum() / 2 / CROP_SIDE)
+  size = render.PRNET_CROP_EXPAND * (high - low).sum() / 2 / CROP_SIDE
   centre = (low + high) / 2 - np.multiply(CROP_SHIFT, size)
   return np.concatenate([centre - size / 2, centre + size / 2])

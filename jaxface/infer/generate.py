@@ -6,7 +6,8 @@ model; the shipped `synthetic` model when neither is given) finds the face
 in each photo (the largest Haar detection, or a box from --boxes) and
 reads its 68 landmarks and 5 extra points (glabella, ears, lateral head
 points) off the predicted position map; the 31 geometric features
-(distances and FR/LS/RS areas, `jaxface.face.features`) of the three views
+(distances and FR/LS/RS areas, `jaxface.face.features`) of the three views,
+and for a run with `facegen.condition = 'landmarks'` the views' landmarks,
 condition the face GAN's generator (--workdir, a `facegen` run), which
 makes --num faces from noise seeds --seed, --seed + 1, ...
 

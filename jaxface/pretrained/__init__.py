@@ -604,8 +604,6 @@ def export(workdir: str, name: str, out: str | None = None, *,
   return info
 
 
-
-
 # ------------------------------------------------------------------- CLI ----
 
 

@@ -318,7 +318,8 @@ def prnet(trained: TrainedModel):
 
 def facegen(trained: TrainedModel):
   """(FaceGenerator module, variables) of a `facegen` run:
-  `module.apply(variables, features (B, 31), noise (B, noise_dim))`."""
+  `module.apply(variables, condition (B, C), noise (B, noise_dim))`, the
+  condition of `facegen.condition_of` (the run's `facegen.condition`)."""
   if trained.task != 'facegen':
     raise ValueError(f'{trained.workdir} trained task {trained.task!r}, not '
                      'the face GAN (facegen)')
