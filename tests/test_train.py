@@ -101,6 +101,23 @@ def test_configured_evaluators_log_what_jaxface_eval_reports(data, tmp_path):
       'evals/report/nme_2d.mean_of_bins']  # measured on each step's weights
 
 
+def test_a_failing_evaluator_loses_no_checkpoint(data, tmp_path,
+                                                 monkeypatch):
+  config = _config(data)
+  with config.unlocked():
+    config.evals.report = evaluators.config('reconstruction', every=2)
+
+  def broken(*args, **kwargs):
+    raise RuntimeError('the evaluator broke')
+
+  monkeypatch.setattr(evaluators, 'run_configured', broken)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(RuntimeError, match='the evaluator broke'):
+    loop.run(config, workdir)
+  # The last step's checkpoint was saved before the evaluator ran.
+  assert '2' in os.listdir(os.path.join(workdir, 'checkpoints'))
+
+
 def _lookup(report, path):
   for key in path.split('.'):
     report = report[key]

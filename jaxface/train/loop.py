@@ -517,7 +517,6 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
         if due['log']:
           log(step)
         eval_metrics = evaluation(step, state) if due['eval'] else None
-        configured_evals(step, state)
         if due['checkpoint']:
           checkpoint(step, state, eval_metrics)
         if stop:
@@ -526,6 +525,9 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
           bar.close()
           print(f'{stop}: saved the checkpoint of step {step}; stopping')
           break
+        # After the step's checkpoint: an evaluator that fails loses no
+        # training.
+        configured_evals(step, state)
       checkpoint.wait()  # the last asynchronous save
       finished = True
     finally:
