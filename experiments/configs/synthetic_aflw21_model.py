@@ -41,5 +41,6 @@ def get_config():
   config.mix.batch_size = 8
   config.mix.weight = 1.0
   config.train.num_steps = 14000
+  config.train.eval_every = 3000  # as trained
   config.model.standardize = False  # as trained (see the docstring)
   return config
