@@ -61,6 +61,9 @@ STUDY = runner.Study(
         runner.Variant('equal-weights', ('facegen.adversarial_weight=1.0',
                                          'facegen.perceptual_weight=1.0',
                                          'facegen.reconstruction_weight=1.0')),
+        # Beyond the paper: the views' landmarks in the condition
+        # (experiments/configs/facegen_landmarks.py).
+        runner.Variant('landmarks-condition', ('facegen.condition=landmarks',)),
     ),
     metrics=METRICS,
     evaluate=evaluate,
