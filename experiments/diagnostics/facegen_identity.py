@@ -104,8 +104,11 @@ def main():
   args = parser.parse_args()
   info = shards.read_dataset_info(args.data)
   res = int(info['resolution'])
-  x_tr, y_tr, id_tr = load_split(args.data, info, 'train')
-  x_te, y_te, id_te = load_split(args.data, info, 'test')
+  # The 'landmarks' condition: the 31 features, then the views' landmarks.
+  c_tr, y_tr, id_tr = load_split(args.data, info, 'train', 'landmarks')
+  c_te, y_te, id_te = load_split(args.data, info, 'test', 'landmarks')
+  f = features_lib.NUM_FEATURES
+  x_tr, x_te = c_tr[:, :f], c_te[:, :f]
   print(f'{len(x_tr)} train records ({len(set(id_tr))} identities), '
         f'{len(x_te)} test ({len(set(id_te))})')
   share = between_identity_share(x_te, id_te)
@@ -129,13 +132,10 @@ def main():
 
   predictions = {
       'mean training face': np.broadcast_to(y_tr.mean(0), y_te.shape)}
-  c_tr, _, _ = load_split(args.data, info, 'train', 'landmarks')
-  c_te, _, _ = load_split(args.data, info, 'test', 'landmarks')
-  f = features_lib.NUM_FEATURES
   inputs = {  # name: (train, test) columns of the 'landmarks' condition
-      'the 31 features': (c_tr[:, :f], c_te[:, :f]),
+      'the 31 features': (x_tr, x_te),
       'the features, their squares and products': (
-          _quadratic(c_tr[:, :f]), _quadratic(c_te[:, :f])),
+          _quadratic(x_tr), _quadratic(x_te)),
       'the frontal view\'s normalised landmarks': (
           c_tr[:, f:f + 136], c_te[:, f:f + 136]),
       'the three views\' normalised landmarks': (c_tr[:, f:], c_te[:, f:]),

@@ -85,18 +85,23 @@ def batch_features(batch: dict) -> jax.Array:
       lmk[:, 0], extra[:, 0], lmk[:, 1], extra[:, 1], lmk[:, 2], extra[:, 2])
 
 
+def check_condition(kind: str) -> None:
+  """Raises ValueError unless `kind` is one of `CONDITIONS`."""
+  if kind not in CONDITIONS:
+    raise ValueError(f'config.facegen.condition {kind!r} is not one of '
+                     f'{CONDITIONS}')
+
+
 def condition_of(features, landmarks, kind: str) -> jax.Array:
   """The networks' condition: the (B, 31) `features` ('features', the
   first seed's), or with them each view's landmarks (B, 3, 68, 2+),
   `features.normalised_landmarks` ('landmarks': (B, 31 + 3 x 136))."""
+  check_condition(kind)
   if kind == 'features':
     return features
-  if kind == 'landmarks':
-    views = features_lib.normalised_landmarks(landmarks)  # (B, 3, 136)
-    return jnp.concatenate(
-        [features, views.reshape(views.shape[0], -1)], axis=-1)
-  raise ValueError(f'config.facegen.condition {kind!r} is not one of '
-                   f'{CONDITIONS}')
+  views = features_lib.normalised_landmarks(landmarks)  # (B, 3, 136)
+  return jnp.concatenate([features, views.reshape(views.shape[0], -1)],
+                         axis=-1)
 
 
 def batch_condition(batch: dict, kind: str) -> tuple[jax.Array, jax.Array]:
@@ -128,9 +133,7 @@ class FaceGenTask(task_lib.Task):
     c = self.config.facegen
     if c.head not in ('uv', 'voxel'):
       raise ValueError(f'config.facegen.head {c.head!r} is not uv or voxel')
-    if c.condition not in CONDITIONS:
-      raise ValueError(f'config.facegen.condition {c.condition!r} is not one '
-                       f'of {CONDITIONS}')
+    check_condition(c.condition)
     if self.resolution < 8 or self.resolution & (self.resolution - 1):
       raise ValueError(f'the face GAN needs a power-of-two resolution >= 8; '
                        f'the dataset has {self.resolution}')
