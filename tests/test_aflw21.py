@@ -19,6 +19,7 @@ import fabricate
 import workdirs
 from data_pipelines import aflw21
 from data_pipelines import landmarks2d
+from experiments.ablations import recon_metrics
 from experiments.benchmarks import aflw21_eval
 from experiments.diagnostics import aflw21_errors
 from jaxface.data import shards
@@ -402,6 +403,23 @@ def test_benchmark_command_prints_one_json_line(faces, runs, tmp_path,
       aflw21_eval.main(['--workdir', workdir, '--data', faces['root'], *bad])
     assert exit_info.value.code == 2
     assert 'must be >= 1' in capsys.readouterr().err
+
+
+def test_ablation_metrics_measure_real_faces_where_the_folder_is(
+    faces, runs, monkeypatch, tmp_path):
+  shift = (3.0, 4.0)
+  monkeypatch.setattr(prnet, 'predict', _StandIn(faces, R, shift))
+  synth = os.path.join(os.path.dirname(faces['root']), 'synth')
+  monkeypatch.setenv('JAXFACE_AFLW21', faces['root'])
+  report = recon_metrics.evaluate(runs[True], synth)
+  data = aflw21.load(faces['root'])
+  expected = _hand_nme(data.points[:3], shift)
+  assert report['aflw21']['images'] == 3
+  assert report['aflw21']['nme']['mean'] == pytest.approx(expected.mean(),
+                                                          rel=1e-4)
+  assert 'nme_2d' in report  # and the synthetic held-out faces
+  monkeypatch.setenv('JAXFACE_AFLW21', str(tmp_path / 'absent'))
+  assert recon_metrics.evaluate(runs[True], synth)['aflw21'] is None
 
 
 # ------------------------------------------------------------- real data ----
