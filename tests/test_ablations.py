@@ -1,8 +1,10 @@
 """The ablation runner: statistics, tables and a tiny study end to end."""
 
 import dataclasses
+import importlib
 import json
 import os
+import pkgutil
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from experiments.ablations import recon_metrics
 from experiments.ablations import runner
 from jaxface.data import synthetic
+from jaxface.train import config_lib
+from jaxface.train import loop
 import shared
 
 R = 32
@@ -197,3 +201,33 @@ def test_a_variant_without_parts_of_the_renderer_trains_on_its_own_data(
   row = next(line for line in runner.markdown(study, results).splitlines()
              if line.startswith('| plain |'))
   assert 'data without camera' in row
+
+
+def _studies():
+  import experiments.ablations as package  # pylint: disable=g-import-not-at-top
+  for info in pkgutil.iter_modules(package.__path__):
+    module = importlib.import_module(f'experiments.ablations.{info.name}')
+    if isinstance(getattr(module, 'STUDY', None), runner.Study):
+      yield info.name, module.STUDY
+
+
+@pytest.mark.parametrize('name,study', list(_studies()),
+                         ids=[name for name, _ in _studies()])
+def test_every_run_of_every_study_has_a_valid_config(name, study):
+  # A typo in a study's overrides must fail here, not an hour into it.
+  assert study.name and study.variants and study.scales, name
+  base = config_lib.load_config(
+      os.path.join(runner.repo_root(), study.config))
+  for scale_name, scale in study.scales.items():
+    seeded = [*scale.overrides, 'seed=0']
+    if scale.pretrain is not None:
+      loop._check_config(config_lib.apply_overrides(
+          base.copy_and_resolve_references(), [*seeded, *scale.pretrain]))
+      seeded.append(f'{study.pretrain_key}=/pretrained/run')
+    for v in study.variants:
+      if v.scales and scale_name not in v.scales:
+        continue
+      config = config_lib.apply_overrides(
+          base.copy_and_resolve_references(), [*seeded, *v.overrides])
+      loop._check_config(config)
+      assert set(v.leave_out) <= set(synthetic.REALISM_PARTS), v.name

@@ -39,7 +39,7 @@ def evaluate(workdir: str, data_dir: str) -> dict:
                                    progress=False, classifier_dir=shared)
 
 
-_MULTIVIEW_32 = runner.Data(resolution=32, kinds=('multiview',),
+MULTIVIEW_32 = runner.Data(resolution=32, kinds=('multiview',),
                             num_train=2000, num_test=200,
                             identities=(('train', 400), ('test', 100)))
 
@@ -74,16 +74,7 @@ STUDY = runner.Study(
         'cpu': runner.Scale(
             overrides=('train.num_steps=3000', 'train.eval_every=3000',
                        'train.checkpoint_every=3000', 'train.log_every=100'),
-            data=_MULTIVIEW_32),
-        # The identity targets (Inception Score at least 70 % of the true
-        # faces', under 5 mm from them): the full 10,000 steps of
-        # facegen_quick on 8,000 faces of 1,600 people.
-        'identity': runner.Scale(
-            overrides=('train.eval_every=10000',
-                       'train.checkpoint_every=10000'),
-            data=runner.Data(resolution=32, kinds=('multiview',),
-                             num_train=8000, num_test=400,
-                             identities=(('train', 1600), ('test', 100)))),
+            data=MULTIVIEW_32),
         'paper': runner.Scale(
             overrides=(),
             data=runner.Data(resolution=64, kinds=('multiview',),
