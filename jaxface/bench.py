@@ -2,6 +2,7 @@
 
   jaxface bench [--what train,infer,pipeline,synth] [--width 1.0]
       [--resolution 256] [--batch 4] [--infer-batch 1,32]
+      [--pretrained synthetic (with --what infer)]
       [--dtype float32|bfloat16] [--repeats 5] [--warmup 1] [--json OUT.json]
       [--config experiments/configs/quickstart.py --override model.coords=false]
 
@@ -27,6 +28,9 @@ peak is known (`PEAKS`, or --peak-flops); '-' where not.
   (`forward`), and `Reconstructor.reconstruct` on a 1024 x 768 photo with B
   face boxes (`reconstruct`: crop, network, landmarks, mapping back, pose;
   no detection, no files). Batch 1 is latency, larger batches throughput.
+  With `--pretrained NAME`, the shipped model as `jaxface reconstruct`
+  runs it: its weights, resolution and dtype, and its forward averaged with
+  the mirror image when the model is (2 B images a call).
 - pipeline: records/s of the training input pipeline
   (`pipeline.make_iterator`, the prnet_pretrain config's augmentation,
   --workers processes, batches of `batch`) after `warmup` batches (worker
@@ -102,8 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='a config override, applied last (repeatable)')
   parser.add_argument('--width', type=float, default=None,
                       help='channel multiplier (default: the config\'s)')
-  parser.add_argument('--resolution', type=int, default=256,
-                      help='crop side in pixels, a multiple of 32')
+  parser.add_argument('--pretrained', default=None, metavar='NAME',
+                      help="infer only: a shipped model's network, weights, "
+                      'resolution and flip averaging (e.g. synthetic), as '
+                      '`jaxface reconstruct --model NAME` runs it')
+  parser.add_argument('--resolution', type=int, default=None,
+                      help='crop side in pixels, a multiple of 32 '
+                      '(default: 256, or the --pretrained model\'s)')
   parser.add_argument('--batch', type=int, default=4,
                       help='images per train step and pipeline batch')
   parser.add_argument('--infer-batch', default='1,32',
@@ -154,6 +163,20 @@ def check_args(args) -> None:
       *(('--infer-batch', b, 1) for b in args.infer_batches)):
     if value < low:
       raise ValueError(f'{flag} must be >= {low}, got {value}')
+  args.trained = None
+  if args.pretrained is not None:
+    if args.what_list != ['infer']:
+      raise ValueError('--pretrained measures inference: use it with '
+                       '--what infer')
+    from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
+    args.trained = trained_lib.load_pretrained(args.pretrained)
+    if args.resolution not in (None, args.trained.resolution):
+      raise ValueError(f'--resolution {args.resolution}: the shipped model '
+                       f'{args.pretrained!r} runs at '
+                       f'{args.trained.resolution}')
+    args.resolution = args.trained.resolution
+  elif args.resolution is None:
+    args.resolution = 256
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   prnet.check_resolution(args.resolution, '--resolution')
   if args.width is not None and not args.width > 0:
@@ -163,6 +186,9 @@ def check_args(args) -> None:
   args.train_config = train_config(args.width, args.dtype, args.batch,
                                    args.config, args.override)
   args.width = args.train_config.model.width
+  if args.trained is not None:  # the shipped network's own
+    args.width = args.trained.config.model.width
+    args.dtype = args.trained.config.model.dtype
   if args.peak_flops is not None and not args.peak_flops > 0:
     raise ValueError(f'--peak-flops must be > 0, got {args.peak_flops}')
   if args.json is not None:
@@ -295,20 +321,27 @@ def bench_train(args, peak: float | None) -> dict:
 
 def bench_infer(args, peak: float | None) -> list[dict]:
   """Rows of the jitted forward and of `Reconstructor.reconstruct`, per
-  infer batch."""
+  infer batch: of the config's network with fresh weights, or of the
+  --pretrained model (its forward averaged with the mirror image when the
+  model is, as `jaxface reconstruct` runs it)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
   from jaxface.train import recon  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  config = args.train_config
-  # The network itself: a flip-averaged forward would time 2 B images.
-  model = prnet.from_config(config.model, recon.compute_dtype(args.dtype)
-                            ).clone(flip_average=False)
+  from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   r = args.resolution
-  variables = state_lib.initialize(model.init, jax.random.key(0),
-                                   np.zeros((1, r, r, 3), np.float32))
+  if args.trained is not None:
+    model, variables = trained_lib.prnet(args.trained)
+  else:
+    # The network itself: a flip-averaged forward would time 2 B images.
+    model = prnet.from_config(args.train_config.model,
+                              recon.compute_dtype(args.dtype)
+                              ).clone(flip_average=False)
+    variables = state_lib.initialize(model.init, jax.random.key(0),
+                                     np.zeros((1, r, r, 3), np.float32))
+  flipped = ' (and its mirror image)' if model.flip_average else ''
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   rng = np.random.default_rng(0)
   photo = rng.integers(0, 256, PHOTO_SIZE + (3,), np.uint8)
@@ -321,10 +354,13 @@ def bench_infer(args, peak: float | None) -> list[dict]:
     seconds = time_repeats(
         lambda c=compiled, x=images: jax.block_until_ready(c(variables, x)),
         args.repeats, args.warmup)
-    rows.append(measurement(f'forward_b{b}', f'forward, batch {b}', b,
+    rows.append(measurement(f'forward_b{b}', f'forward, batch {b}{flipped}', b,
                             seconds, xla_flops(compiled), peak,
                             compile_s=compile_s))
-    reconstructor = reconstruct.Reconstructor(model, variables, r, b)
+    reconstructor = (
+        reconstruct.Reconstructor.from_trained(args.trained, b)
+        if args.trained is not None else
+        reconstruct.Reconstructor(model, variables, r, b))
     boxes = _face_boxes(rng, b)
     seconds = time_repeats(lambda m=reconstructor, x=boxes: m.reconstruct(
         photo, x), args.repeats, max(args.warmup, 1))  # >= 1: compiles
@@ -443,7 +479,9 @@ def machine() -> dict:
 def command(args) -> str:
   """The command line with every option spelt out."""
   parts = ['jaxface', 'bench', '--what', ','.join(args.what_list),
-           '--model', args.model, '--width', str(args.width),
+           '--model', args.model,
+           *(['--pretrained', args.pretrained] if args.pretrained else []),
+           '--width', str(args.width),
            '--resolution', str(args.resolution), '--batch', str(args.batch),
            '--infer-batch', ','.join(map(str, args.infer_batches)),
            '--dtype', args.dtype, '--repeats', str(args.repeats),
@@ -517,7 +555,8 @@ def benchmark(args) -> dict:
   if 'synth' in args.what_list:
     rows.append(bench_synth(args))
   return {'command': command(args), 'machine': info,
-          'model': {'name': args.model, 'width': args.width,
+          'model': {'name': args.pretrained or args.model,
+                    'width': args.width,
                     'resolution': args.resolution, 'dtype': args.dtype},
           'peak_flops': peak, 'peak_source': source,
           'spread': 'min-max over the repeats', 'measurements': rows}

@@ -170,6 +170,11 @@ def test_peaks_by_device_kind():
     (['--config', 'experiments/configs/facegen.py'],
      "task 'facegen'; the bench measures PRNet"),
     (['--config', 'no/such/config.py'], 'no/such/config.py'),
+    (['--what', 'train,infer', '--pretrained', 'synthetic'],
+     '--pretrained measures inference: use it with --what infer'),
+    (['--what', 'infer', '--pretrained', 'no-such-model'], 'no-such-model'),
+    (['--what', 'infer', '--pretrained', 'synthetic', '--resolution', '64'],
+     "the shipped model 'synthetic' runs at 96"),
 ])
 def test_bad_options_give_one_error_line(capsys, options, message):
   assert cli.main(['bench', *options]) == 2
@@ -198,6 +203,31 @@ def test_the_config_and_overrides_reach_the_measured_network():
       what_list=['train'], model='prnet', width=0.25, resolution=64,
       batch=3, infer_batches=[1], dtype='float32', repeats=1, warmup=0,
       records=2, workers=0, data=None, json=None, peak_flops=None,
-      config=quickstart, override=['model.coords=false'])
+      config=quickstart, override=['model.coords=false'], pretrained=None)
   assert bench.command(args).endswith(
       f'--config {quickstart} --override model.coords=false')
+
+
+def test_a_shipped_model_is_measured_as_reconstruct_runs_it(tmp_path):
+  path = tmp_path / 'bench.json'
+  assert cli.main(['bench', '--what', 'infer', '--pretrained', 'synthetic',
+                   '--infer-batch', '2', '--repeats', '1', '--warmup', '0',
+                   '--json', str(path)]) == 0
+  with open(path) as f:
+    result = json.load(f)
+  info = json.load(open(os.path.join(os.path.dirname(bench.__file__),
+                                     'pretrained', 'synthetic',
+                                     'model.json')))
+  assert result['model'] == {'name': 'synthetic',
+                             'width': info['architecture']['width'],
+                             'resolution': info['resolution'],
+                             'dtype': 'float32'}
+  rows = {row['name']: row for row in result['measurements']}
+  assert list(rows) == ['forward_b2', 'reconstruct_b2']
+  # The shipped model averages each face with its mirror image.
+  assert info['architecture']['flip_average']
+  assert rows['forward_b2']['what'] == ('forward, batch 2 (and its mirror '
+                                        'image)')
+  assert all(_positive(row['images_per_s']) for row in rows.values())
+  assert '--pretrained synthetic' in result['command']
+  assert f'--resolution {info["resolution"]}' in result['command']
