@@ -259,8 +259,10 @@ def test_subpixel_transposed_conv_equals_lax_reference(ndim):
   np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
-def test_conv_transpose_module_matches_flax_module():
-  x = jax.random.normal(jax.random.key(2), (2, 6, 6, 5))
+@pytest.mark.parametrize('side', [6, 3, 2])
+def test_conv_transpose_module_matches_flax_module(side):
+  # 6: XLA's own or blocks; 3 and 2: smaller than the kernel (matrix).
+  x = jax.random.normal(jax.random.key(2), (2, side, side, 5))
   for strides in ((2, 2), (1, 1)):
     ours = models.ConvTranspose(7, (4, 4), strides)
     theirs = nn.ConvTranspose(7, (4, 4), strides, padding='SAME',
@@ -300,6 +302,59 @@ def test_stride2_conv_gradients_equal_xla(ndim):
         np.testing.assert_allclose(got, ref, atol=1e-3, err_msg=f'{k} {pad}')
       dx = models.layers.strided_conv_input_grad(g, kernel, padding, sides)
       np.testing.assert_allclose(dx, ref_vjp(g)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize('fast', ['conv_as_matmul', 'conv_on_blocks'])
+def test_stride1_conv_forms_equal_xla_with_gradients(fast):
+  # Every kernel width and 'SAME'-sized padding (and, for the matrix form,
+  # 'VALID' and an uneven one); sides differ per axis so that a mix-up
+  # shows. The matrix form is for inputs smaller than the kernel, the
+  # block form for even sides.
+  rng = np.random.default_rng(7)
+  dims = ('NHWC', 'HWIO', 'NHWC')
+  form = getattr(models.layers, fast)
+  sides = (3, 2) if fast == 'conv_as_matmul' else (6, 4)
+  x = jnp.asarray(rng.normal(size=(2,) + sides + (3,)), jnp.float32)
+  for k in (2, 3, 4, 5):
+    kernel = jnp.asarray(rng.normal(size=(k, k, 3, 5)), jnp.float32)
+    paddings = [((lo, k - 1 - lo), (k - 1 - lo, lo)) for lo in range(k)]
+    if fast == 'conv_as_matmul':
+      paddings += [((0, 0), (0, 0)), ((2, 0), (0, 3))]
+    for padding in paddings:
+      if any(s + lo + hi < k for s, (lo, hi) in zip(sides, padding)):
+        continue  # no output
+      ref_out, ref_vjp = jax.vjp(
+          lambda x, w, p=padding: jax.lax.conv_general_dilated(
+              x, w, (1, 1), p, dimension_numbers=dims), x, kernel)
+      out, vjp = jax.vjp(lambda x, w, p=padding: form(x, w, p), x, kernel)
+      chex.assert_shape(out, ref_out.shape)
+      np.testing.assert_allclose(out, ref_out, atol=1e-4,
+                                 err_msg=f'{k} {padding}')
+      g = jnp.asarray(rng.normal(size=ref_out.shape), jnp.float32)
+      for got, ref in zip(vjp(g), ref_vjp(g)):
+        np.testing.assert_allclose(got, ref, atol=1e-3,
+                                   err_msg=f'{k} {padding}')
+
+
+def test_stride1_convs_take_the_fast_forms_where_xla_is_slow(monkeypatch):
+  calls = []
+  for name in ('conv_as_matmul', 'conv_on_blocks'):
+    original = getattr(models.layers, name)
+    monkeypatch.setattr(
+        models.layers, name,
+        lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+  pad = ((1, 2), (1, 2))
+  cases = [((2, 3, 3, 64), (4, 4, 64, 64), ['conv_as_matmul']),
+           ((2, 8, 8, 5), (4, 4, 5, 4), ['conv_on_blocks']),
+           ((2, 8, 8, 16), (4, 4, 16, 16), []),  # many channels
+           ((2, 7, 8, 5), (4, 4, 5, 4), []),  # an odd side
+           ((2, 8, 8, 5), (1, 1, 5, 4), [])]  # a 1x1 kernel
+  for x_shape, k_shape, expected in cases:
+    calls.clear()
+    padding = pad if k_shape[0] == 4 else ((0, 0), (0, 0))
+    jax.jit(lambda x, w, p=padding: models.layers.conv_stride1(x, w, p)
+            ).lower(jnp.zeros(x_shape), jnp.zeros(k_shape))
+    assert calls == expected, (x_shape, k_shape)
 
 
 def test_conv_module_matches_flax_module_and_names(monkeypatch):

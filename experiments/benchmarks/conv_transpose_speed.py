@@ -31,7 +31,8 @@ ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
                   (16, 256, 256))
 
 
-def _time(fn, *args, repeats=5):
+def median_seconds(fn, *args, repeats=5):
+  """Median seconds of `repeats` calls of a jitted `fn(*args)`, after one."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
@@ -50,7 +51,7 @@ def _compare(title, shapes, batch, reference, ours, out_side):
     for fn in (reference, ours):
       step = jax.jit(jax.value_and_grad(
           lambda x, k, fn=fn: jnp.sum(fn(x, k)**2), argnums=(0, 1)))
-      times.append(_time(step, x, k))
+      times.append(median_seconds(step, x, k))
     total_ref += times[0]
     total_ours += times[1]
     print(f'{side:>3} -> {out_side(side):<3} {cin:>3} -> {cout:<3} channels: '

@@ -18,8 +18,17 @@ kernel and padding of a stride-2 convolution on even sides.
   is its forward pass (a transposed convolution is the input gradient of
   the convolution with the flipped kernel).
 
+XLA's CPU stride-1 convolutions are also slow in two corners that PRNet's
+narrow and small variants reach (`conv_stride1`): an input smaller than
+the kernel (PRNet's bottleneck at 2x2 or 3x3, 4x4 kernels: 5 to 10 times
+slower than the same product as one matrix multiplication) and very few
+channels (PRNet's first convolution, 5 -> 4 channels: 5 times slower than
+the same convolution on 2x2 pixel blocks, which has 4 times the channels).
+Both are computed in those forms there.
+
 Other backends keep XLA's own convolutions (`jax.lax.platform_dependent`).
-Measured in `experiments/benchmarks/conv_transpose_speed.py`.
+Measured in `experiments/benchmarks/conv_transpose_speed.py` and
+`experiments/benchmarks/conv_stride1_speed.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -39,6 +49,13 @@ Dtype = Any
 # 4 at 128x128x32 and 256x256x16, batch 16 at 128x128x8), 1.2x faster below
 # 1M; `experiments/benchmarks/conv_transpose_speed.py` measures both.
 SUBPIXEL_GRAD_MIN_ELEMENTS = 2**21
+
+# conv_stride1 works on 2x2 pixel blocks when Cin x Cout is at most this:
+# there XLA's CPU convolution is 1.5x (8 x 8) to 5x (5 x 4) slower than the
+# block one, which does 2.25 times the multiplications of a 4x4 kernel; at
+# 16 x 16 channels and more the block one is slower
+# (`experiments/benchmarks/conv_stride1_speed.py`).
+BLOCK_CONV_MAX_CHANNEL_PRODUCT = 64
 
 _DIMS = {n: (f'N{"DHW"[-n:]}C', f'{"DHW"[-n:]}IO', f'N{"DHW"[-n:]}C')
          for n in (1, 2, 3)}
@@ -161,6 +178,98 @@ def _conv_stride2_bwd(padding, residuals, g):
 conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
 
 
+def _direct_conv(x: jax.Array, kernel: jax.Array,
+                 padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1,) * (x.ndim - 2), padding,
+                                      dimension_numbers=_DIMS[x.ndim - 2])
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array,
+                   padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """The stride-1 2D convolution as one matrix product: (B, H W Cin) by
+  the (H W Cin, H' W' Cout) matrix of the kernel's taps between every
+  input and output pixel (zero where none). For inputs of a few pixels:
+  (H W)^2 Cin Cout multiplications."""
+  b, h, w, c = x.shape
+  (kh, kw), cout = kernel.shape[:2], kernel.shape[-1]
+  taps, valid = [], []
+  for side, k, (lo, hi) in ((h, kh, padding[0]), (w, kw, padding[1])):
+    # Output i reads input j through tap t = j - i + lo.
+    t = np.arange(side)[:, None] - np.arange(side + lo + hi - k + 1) + lo
+    taps.append(np.clip(t, 0, k - 1))
+    valid.append((t >= 0) & (t < k))
+  # (jy, jx, iy, ix, Cin, Cout)
+  matrix = kernel[taps[0][:, None, :, None], taps[1][None, :, None, :]]
+  mask = valid[0][:, None, :, None] & valid[1][None, :, None, :]
+  matrix = jnp.where(mask[..., None, None], matrix, 0)
+  out_h, out_w = taps[0].shape[1], taps[1].shape[1]
+  matrix = matrix.transpose(0, 1, 4, 2, 3, 5).reshape(
+      h * w * c, out_h * out_w * cout)
+  return (x.reshape(b, h * w * c) @ matrix).reshape(b, out_h, out_w, cout)
+
+
+def _block_taps(k: int, lo: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """Along one axis, a stride-1 convolution (kernel k, padding lo before)
+  on 2-pixel blocks: out[2 I + a] reads in[2 J + b] through tap
+  t = 2 (J - I) + b - a + lo. Returns the taps (D, 2, 2) indexed by
+  (J - I - first, b, a), whether each exists, and first (<= 0)."""
+  first = -((1 + lo) // 2)  # ceil((-1 - lo) / 2): a = 0, b = 1
+  last = (k - lo) // 2  # a = 1, b = 0
+  d = np.arange(first, last + 1)[:, None, None]
+  t = 2 * d + np.arange(2)[None, :, None] - np.arange(2)[None, None, :] + lo
+  return np.clip(t, 0, k - 1), (t >= 0) & (t < k), first
+
+
+def conv_on_blocks(x: jax.Array, kernel: jax.Array,
+                   padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """The stride-1 2D convolution with 'SAME'-sized output (lo + hi = k - 1)
+  on even sides, computed on 2x2 pixel blocks: (B, H/2, W/2, 4 Cin)
+  convolved with a (D, D, 4 Cin, 4 Cout) block kernel, D = 3 for kernels
+  of 3 or 4, then the blocks unfolded."""
+  b, h, w, c = x.shape
+  cout = kernel.shape[-1]
+  (ty, vy, fy), (tx, vx, fx) = (
+      _block_taps(kernel.shape[axis], padding[axis][0]) for axis in (0, 1))
+  # (Dy, by, ay, Dx, bx, ax, Cin, Cout)
+  block = kernel[ty[:, :, :, None, None, None], tx[None, None, None]]
+  mask = vy[:, :, :, None, None, None] & vx[None, None, None]
+  block = jnp.where(mask[..., None, None], block, 0)
+  dy, dx = ty.shape[0], tx.shape[0]
+  block = block.transpose(0, 3, 1, 4, 6, 2, 5, 7).reshape(dy, dx, 4 * c,
+                                                          4 * cout)
+  blocks = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(
+      0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+  y = jax.lax.conv_general_dilated(
+      blocks, block, (1, 1), ((-fy, dy - 1 + fy), (-fx, dx - 1 + fx)),
+      dimension_numbers=_DIMS[2])
+  return y.reshape(b, h // 2, w // 2, 2, 2, cout).transpose(
+      0, 1, 3, 2, 4, 5).reshape(b, h, w, cout)
+
+
+def conv_stride1(x: jax.Array, kernel: jax.Array,
+                 padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """`lax.conv_general_dilated(x, kernel, (1,) * n, padding)` (channels
+  last, kernel (*k, Cin, Cout)); on CPU, for 2D inputs smaller than the
+  kernel `conv_as_matmul`, and for 'SAME'-sized outputs on even sides
+  with kernels wider than 1 and Cin x Cout <= BLOCK_CONV_MAX_CHANNEL_PRODUCT
+  `conv_on_blocks` (equal up to float rounding: sums in another order)."""
+  n = x.ndim - 2
+  fast = None
+  if n == 2:
+    sides, sizes = x.shape[1:3], kernel.shape[:2]
+    same_size = all(lo + hi == k - 1 for (lo, hi), k in zip(padding, sizes))
+    if all(s < k for s, k in zip(sides, sizes)):
+      fast = conv_as_matmul
+    elif (same_size and min(sizes) > 1 and not any(s % 2 for s in sides)
+          and x.shape[-1] * kernel.shape[-1] <= BLOCK_CONV_MAX_CHANNEL_PRODUCT):
+      fast = conv_on_blocks
+  if fast is None:
+    return _direct_conv(x, kernel, padding)
+  return jax.lax.platform_dependent(
+      x, kernel, cpu=functools.partial(fast, padding=padding),
+      default=functools.partial(_direct_conv, padding=padding))
+
+
 class Conv(nn.Module):
   """`nn.Conv` with 'SAME' padding: the same parameters ('kernel' (*k, Cin,
   features), 'bias') and, named `Conv`, the same auto-names, so checkpoints
@@ -191,6 +300,8 @@ class Conv(nn.Module):
     if (all(s == 2 for s in strides) and not any(s % 2 for s in sides)
         and x.size >= SUBPIXEL_GRAD_MIN_ELEMENTS):
       y = conv_stride2(x, kernel, padding)
+    elif all(s == 1 for s in strides):
+      y = conv_stride1(x, kernel, padding)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, strides, padding,
                                        dimension_numbers=_DIMS[n])
@@ -228,6 +339,11 @@ class ConvTranspose(nn.Module):
     if all(s == 2 for s in self.strides) and all(
         k == 4 for k in self.kernel_size):
       y = conv_transpose_subpixel(x, kernel)
+    elif all(s == 1 for s in self.strides):
+      # lax.conv_transpose at stride 1, 'SAME': a convolution padded
+      # ceil((k - 1) / 2) before and the rest after, kernel as it is.
+      y = conv_stride1(x, kernel, tuple((k // 2, k - 1 - k // 2)
+                                        for k in self.kernel_size))
     else:
       y = jax.lax.conv_transpose(x, kernel, tuple(self.strides), 'SAME',
                                  dimension_numbers=_DIMS[ndim])

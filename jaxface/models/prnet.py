@@ -182,8 +182,8 @@ class PRNet(nn.Module):
       x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
     if self.coords:
       x = _with_coordinate_channels(x)
-    x = nn.Conv(self._channels(16), (4, 4), padding='SAME', use_bias=False,
-                dtype=self.dtype)(x)
+    x = layers.Conv(self._channels(16), (4, 4), use_bias=False,
+                    dtype=self.dtype)(x)
     x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
     encoded = {x.shape[1]: x}  # side -> the encoder's last features there
     for features, strides in ENCODER:
@@ -226,8 +226,8 @@ class PRNet(nn.Module):
       # Zero-initialised: the first maps are the crop's centre, not noise
       # of the scale of the crop. Linear: synthetic heads reach beyond the
       # crop (the forehead above it, z past 1.1 R), which a sigmoid cannot.
-      x = nn.Conv(3, (3, 3), padding='SAME', dtype=self.dtype,
-                  kernel_init=nn.initializers.zeros)(x) + 0.5
+      x = layers.Conv(3, (3, 3), dtype=self.dtype,
+                      kernel_init=nn.initializers.zeros)(x) + 0.5
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (frames.POSITION_SCALE * resolution)).astype(out_dtype)
