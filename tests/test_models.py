@@ -357,6 +357,24 @@ def test_stride1_convs_take_the_fast_forms_where_xla_is_slow(monkeypatch):
     assert calls == expected, (x_shape, k_shape)
 
 
+def test_stride1_conv_forward_in_form_backward_xlas():
+  rng = np.random.default_rng(8)
+  dims = ('NHWC', 'HWIO', 'NHWC')
+  pad = ((1, 2), (1, 2))
+  for x_shape, k_shape in (((2, 3, 3, 6), (4, 4, 6, 5)),  # matrix
+                           ((2, 8, 6, 5), (4, 4, 5, 4))):  # blocks
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=k_shape), jnp.float32)
+    ref, ref_vjp = jax.vjp(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), pad, dimension_numbers=dims), x, kernel)
+    out, vjp = jax.jit(lambda x, w: jax.vjp(
+        lambda x, w: models.layers.conv_stride1(x, w, pad), x, w))(x, kernel)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+    for got, want in zip(vjp(g), ref_vjp(g)):
+      np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_conv_module_matches_flax_module_and_names(monkeypatch):
   # Below the size threshold the module is lax's convolution; force the
   # custom-gradient path to compare it too.

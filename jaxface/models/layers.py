@@ -24,7 +24,8 @@ the kernel (PRNet's bottleneck at 2x2 or 3x3, 4x4 kernels: 5 to 10 times
 slower than the same product as one matrix multiplication) and very few
 channels (PRNet's first convolution, 5 -> 4 channels: 5 times slower than
 the same convolution on 2x2 pixel blocks, which has 4 times the channels).
-Both are computed in those forms there.
+Their forward passes are computed in those forms there; the gradients
+stay XLA's.
 
 Other backends keep XLA's own convolutions (`jax.lax.platform_dependent`).
 Measured in `experiments/benchmarks/conv_transpose_speed.py` and
@@ -246,13 +247,35 @@ def conv_on_blocks(x: jax.Array, kernel: jax.Array,
       0, 1, 3, 2, 4, 5).reshape(b, h, w, cout)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _forward_in_form(x, kernel, padding, form):
+  """`form(x, kernel, padding)` forward, XLA's convolution's gradients."""
+  return form(x, kernel, padding)
+
+
+def _forward_in_form_fwd(x, kernel, padding, form):
+  return form(x, kernel, padding), (x, kernel)
+
+
+def _forward_in_form_bwd(padding, form, residuals, g):
+  del form
+  return jax.vjp(functools.partial(_direct_conv, padding=padding),
+                 *residuals)[1](g)
+
+
+_forward_in_form.defvjp(_forward_in_form_fwd, _forward_in_form_bwd)
+
+
 def conv_stride1(x: jax.Array, kernel: jax.Array,
                  padding: tuple[tuple[int, int], ...]) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (1,) * n, padding)` (channels
-  last, kernel (*k, Cin, Cout)); on CPU, for 2D inputs smaller than the
-  kernel `conv_as_matmul`, and for 'SAME'-sized outputs on even sides
-  with kernels wider than 1 and Cin x Cout <= BLOCK_CONV_MAX_CHANNEL_PRODUCT
-  `conv_on_blocks` (equal up to float rounding: sums in another order)."""
+  last, kernel (*k, Cin, Cout)); on CPU its forward pass, for 2D inputs
+  smaller than the kernel, is `conv_as_matmul`, and for 'SAME'-sized
+  outputs on even sides with kernels wider than 1 and Cin x Cout <=
+  BLOCK_CONV_MAX_CHANNEL_PRODUCT `conv_on_blocks` (equal up to float
+  rounding: sums in another order). The gradients stay XLA's: in a whole
+  train step the forms' own backward passes (gathers and scatters of the
+  kernel) cost more than they save."""
   n = x.ndim - 2
   fast = None
   if n == 2:
@@ -266,7 +289,8 @@ def conv_stride1(x: jax.Array, kernel: jax.Array,
   if fast is None:
     return _direct_conv(x, kernel, padding)
   return jax.lax.platform_dependent(
-      x, kernel, cpu=functools.partial(fast, padding=padding),
+      x, kernel,
+      cpu=lambda x, kernel: _forward_in_form(x, kernel, padding, fast),
       default=functools.partial(_direct_conv, padding=padding))
 
 
