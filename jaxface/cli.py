@@ -57,6 +57,11 @@ def _add_synth(sub):
                  help='STD,LIMIT: the photo pose\'s roll, normal with this '
                       'standard deviation within +-LIMIT degrees (renderer '
                       'version 1: 7,30)')
+  p.add_argument('--shape-mean', default='adult',
+                 help='the recon identities\' mean shape: adult (adult '
+                      'proportions, model.ADULT_SHAPE_MEAN), none (the face '
+                      'model\'s own: renderer version 2), or NAME=STD,... '
+                      'over the semantic shape components')
   _add_writer_args(p)
   p.set_defaults(func=_synth)
 
@@ -92,12 +97,28 @@ def _synth_config(args):
                      f'LIMIT in [0, 90] degrees, got {args.roll_deg!r}')
   return synthetic.SynthConfig(
       resolution=args.resolution, seed=args.seed, roll_deg=roll_deg,
+      shape_mean=parse_shape_mean(args.shape_mean),
       identities=(('train', args.identities_train),
                   ('test', args.identities_test)),
       clip_length=args.clip_length, crop_jitter=args.crop_jitter,
       crop_scale_jitter=args.crop_scale_jitter,
       leave_out=tuple(p.strip() for p in args.leave_out.split(',')
                       if p.strip()))
+
+
+def parse_shape_mean(text: str) -> tuple[tuple[str, float], ...]:
+  """--shape-mean's value as `SynthConfig.shape_mean`."""
+  from jaxface.face import model as model_lib  # pylint: disable=g-import-not-at-top
+  named = {'adult': model_lib.ADULT_SHAPE_MEAN, 'none': ()}
+  if text in named:
+    return named[text]
+  try:
+    pairs = [item.split('=') for item in text.split(',')]
+    return model_lib.check_shape_mean(
+        (name.strip(), float(value)) for name, value in pairs)
+  except ValueError as e:
+    raise ValueError(f'--shape-mean must be adult, none or NAME=STD,..., got '
+                     f'{text!r}: {e}') from e
 
 
 def _synth(args) -> int:

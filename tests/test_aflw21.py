@@ -22,6 +22,7 @@ from data_pipelines import landmarks2d
 from experiments.ablations import recon_metrics
 from experiments.benchmarks import aflw21_eval
 from experiments.diagnostics import aflw21_errors
+from experiments.diagnostics import face_proportions
 from jaxface.data import shards
 from jaxface.data import synthetic
 from jaxface.eval import recon_eval
@@ -473,3 +474,42 @@ def test_error_decomposition_of_known_framing_errors():
   assert still['-scale'] > 1 and still['-rotation'] == pytest.approx(0)
   # The mean shape per 10-degree yaw bin of faces that only differ by roll.
   assert 0 < still['yaw_mean_shape'] < still['raw']
+  # A point read 5 px too low on every face (of a box of known size) is
+  # a bias framing does not remove; the others are unbiased (up to the
+  # similarity fit spreading a little of it).
+  low = true.copy()
+  low[:, 20, 1] += 5.0
+  bias = np.array(aflw21_errors.analyse(low, true, yaw)['point_bias'])
+  seen = np.delete(true, 12, axis=1)
+  box = np.sqrt(np.prod(seen.max(1) - seen.min(1), axis=-1))
+  frontal = np.abs(yaw) < 30
+  assert bias[20, 1] > 0.6 * np.mean(100 * 5.0 / box[frontal])
+  assert np.all(np.isnan(bias[12]))
+  others = np.delete(bias, [12, 20], axis=0)
+  assert np.abs(others).max() < 0.3 * bias[20, 1]
+
+
+def test_face_proportions_of_known_points():
+  # Eye centres 10 px apart, the nose tip 6 px below their midpoint, the
+  # mouth centre 8 px below and 6 px aside, the chin 17 px below; eye
+  # corners 4 px apart, mouth corners 7 px apart; one face misses its chin.
+  points = np.full((2, 21, 2), np.nan)
+  points[:, 7], points[:, 10] = (0, 0), (10, 0)
+  points[:, 14], points[:, 18], points[:, 20] = (5, 6), (11, 8), (5, 17)
+  points[:, 6], points[:, 8] = (-2, 0), (2, 0)
+  points[:, 17], points[:, 19] = (1.5, 8), (8.5, 8)
+  points[1, 20] = np.nan
+  got = face_proportions.ratios(points)
+  np.testing.assert_allclose(got[0], [0.6, 1.0, 1.7, 0.4, 0.7])
+  assert np.isnan(got[1, 2])
+  assert face_proportions.summary(got)[2] == '1.700 (0.000)'
+  # Synthetic faces, read as the AFLW21 scheme reads a model's points: the
+  # adult mean face's nose tip is 0.62 eye distances below the eyes (the
+  # photos': 0.61), and its eyes are about 63 mm apart.
+  mean, faces, iods = face_proportions.synthetic_ratios(
+      synthetic.SynthConfig().shape_mean, 3)
+  assert faces.shape == (3, 5) and iods.shape == (3,)
+  assert 0.6 < mean[0, 0] < 0.65
+  assert 50 < np.median(iods) < 76
+  assert face_proportions.main(['--faces', '2', '--shape-mean', 'x=1',
+                                '--data', 'nowhere']) == 2

@@ -137,6 +137,10 @@ def test_photo_pose_distribution():
   roll = np.rad2deg([synthetic.photo_pose(rng, old.roll_deg)[2]
                      for _ in range(3000)])
   assert 6 < np.std(roll) < 8 and np.abs(roll).max() <= 30
+  # ... and its identities around the face model's own mean (version 2).
+  del stored['shape_mean']
+  assert synthetic.SynthConfig.from_dict(stored).shape_mean == ()
+  assert synthetic.SynthConfig().shape_mean == model_lib.ADULT_SHAPE_MEAN
   with pytest.raises(ValueError, match='roll_deg'):
     synthetic.SynthConfig(roll_deg=(12.0,))
 

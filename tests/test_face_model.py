@@ -183,3 +183,51 @@ def test_landmarks_sampled_from_position_map_match_the_record(resolution):
     assert np.all(record['landmarks'][:, :2] > -0.1 * resolution)
     assert np.all(record['landmarks'][:, :2] < 1.1 * resolution)
     assert record['position_map'][..., 2].min() == 0.0
+
+
+def _mean_face_proportions(model, shape_mean):
+  """(eye distance in mm, eye midpoint to nose tip / mouth centre / chin
+  over it) of the mean face with `shape_mean`'s coefficients."""
+  coeffs = model_lib.mean_shape_coeffs(model, shape_mean)
+  lmk = model.landmarks(model.vertices(coeffs))[:, :2]
+  left, right = (lmk[list(eye)].mean(0) for eye in (model_lib.LEFT_EYE,
+                                                   model_lib.RIGHT_EYE))
+  iod = np.linalg.norm(left - right)
+  mid = (left + right) / 2
+  down = [np.linalg.norm(p - mid) / iod for p in
+          (lmk[30], lmk[list(model_lib.INNER_LIPS)].mean(0), lmk[8])]
+  widths = [np.linalg.norm(lmk[a] - lmk[b]) / iod for a, b in ((36, 39),
+                                                               (48, 54))]
+  return iod, down + widths
+
+
+def test_adult_shape_mean_gives_adult_proportions():
+  model = model_lib.build_face_model(48, 57)
+  iod, down = _mean_face_proportions(model, ())
+  assert iod < 58  # the face model's own: eyes too close for adults
+  assert down[2] > 2.0
+  iod, down = _mean_face_proportions(model, model_lib.ADULT_SHAPE_MEAN)
+  assert 61 < iod < 65  # adults' interpupillary distance: about 63 mm
+  # AFLW-21's frontal photos: 0.62, 1.07, 1.68 (medians).
+  # AFLW-21's frontal photos (medians): 0.61, 1.06, 1.68 below the eyes;
+  # eyes 0.41 and mouth 0.77 wide.
+  assert abs(down[0] - 0.61) < 0.03 and abs(down[1] - 1.06) < 0.03
+  assert 1.68 < down[2] < 1.85  # the chin: still a little long
+  assert 0.37 < down[3] < 0.43 and 0.70 < down[4] < 0.80
+
+
+def test_shape_mean_shifts_only_its_components():
+  model = model_lib.build_face_model(24, 29)
+  plain = model_lib.sample_shape_coeffs(np.random.default_rng(5), model)
+  shifted = model_lib.sample_shape_coeffs(
+      np.random.default_rng(5), model, (('chin', 1.5), ('face_width', -2)))
+  expected = plain.copy()
+  expected[model.shape_names.index('chin')] += 1.5
+  expected[model.shape_names.index('face_width')] -= 2
+  np.testing.assert_allclose(shifted, expected, atol=1e-6)
+  for bad, message in ((('ears', 1.0),), 'unknown shape component'), (
+      (('chin', float('nan')),), 'standard deviations'), (
+          (('chin', 7.0),), 'standard deviations'), ((('chin',),), 'pairs'), (
+              (('chin', 1.0), ('chin', 1.0)), 'twice'):
+    with pytest.raises(ValueError, match=message):
+      model_lib.sample_shape_coeffs(np.random.default_rng(5), model, bad)

@@ -11,6 +11,7 @@ from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 from jaxface.data import synthetic
+from jaxface.face import model as model_lib
 
 CONFIG = synthetic.SynthConfig(resolution=32, identities=(('train', 5),
                                                           ('test', 3)),
@@ -148,6 +149,7 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
   assert info['crop_jitter'] == 0.0
   assert info['crop_scale_jitter'] == (0.1 if scale_jitter is None else 0.0)
   assert info['roll_deg'] == [12.0, 40.0]  # the default photo roll
+  assert info['shape_mean'] == dict(model_lib.ADULT_SHAPE_MEAN) != {}
   assert info['generator_version'] == synthetic.GENERATOR_VERSION
   sides = []
   with shards.RecordReader(out, 'recon', 'train') as reader:
@@ -164,12 +166,28 @@ def test_cli_crop_jitter_zero_centres_the_crops(tmp_path, scale_jitter):
     np.testing.assert_allclose(sides, 31 / 1.5, atol=1e-3)
 
 
-def test_cli_roll_deg_reaches_the_renderer(tmp_path):
-  out = str(tmp_path / 'v1roll')
+def test_cli_roll_deg_and_shape_mean_reach_the_renderer(tmp_path):
+  out = str(tmp_path / 'v2')
   assert cli.main(['data', 'synth', '--out', out, '--num-train', '2',
                    '--num-test', '0', '--resolution', '32', '--workers', '1',
-                   '--roll-deg', '7,30']) == 0
-  assert shards.read_dataset_info(out)['roll_deg'] == [7.0, 30.0]
+                   '--roll-deg', '7,30', '--shape-mean', 'none']) == 0
+  info = shards.read_dataset_info(out)
+  assert info['roll_deg'] == [7.0, 30.0]
+  assert info['shape_mean'] == {}
+  # The records hold the identities drawn around the face model's mean.
+  gen = synthetic.Generator(synthetic.SynthConfig(
+      resolution=32, shape_mean=(), roll_deg=(7.0, 30.0)))
+  with shards.RecordReader(out, 'recon', 'train') as reader:
+    record = reader[0]
+  expected = gen.make('recon', 'train', 0)
+  np.testing.assert_array_equal(record['shape_coeffs'],
+                                expected['shape_coeffs'])
+  out = str(tmp_path / 'custom')
+  assert cli.main(['data', 'synth', '--out', out, '--num-train', '1',
+                   '--num-test', '0', '--resolution', '32', '--workers', '1',
+                   '--shape-mean', 'chin=1.5,nose_length=-1']) == 0
+  assert shards.read_dataset_info(out)['shape_mean'] == {
+      'chin': 1.5, 'nose_length': -1.0}
 
 
 @pytest.mark.parametrize('bad, message', [
@@ -185,6 +203,11 @@ def test_cli_roll_deg_reaches_the_renderer(tmp_path):
     (['--roll-deg', 'a,b'], '--roll-deg'),
     (['--roll-deg', '60,40'], '--roll-deg'),
     (['--roll-deg', 'nan,40'], '--roll-deg'),
+    (['--shape-mean', 'adults'], '--shape-mean'),
+    (['--shape-mean', 'face_width'], '--shape-mean'),
+    (['--shape-mean', 'ear_size=1'], 'unknown shape component'),
+    (['--shape-mean', 'chin=nan'], '--shape-mean'),
+    (['--shape-mean', 'chin=40'], 'standard deviations'),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, bad, message):
   code = cli.main(['data', 'synth', '--out', str(tmp_path / 'x')] + bad)

@@ -9,7 +9,7 @@
 standardised (`standardize`), predictions averaged with the mirror
 image's (`flip_average`, at inference only), the conv output head and x / y, u / v
 coordinate channels, z's error weighted 0.1, a landmark loss, no
-augmentation, Adam with a cosine schedule over 5,000 steps. Why each
+augmentation, Adam with a cosine schedule over 5,500 steps. Why each
 choice: experiments/diagnostics/prnet_learning.py and the README's "What
 made the quickstart learn" and "What carries synthetic training over to
 real faces".
@@ -44,7 +44,7 @@ def get_config():
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 50
   config.optimizer.end_lr_fraction = 0.05
-  config.train.num_steps = 5000
+  config.train.num_steps = 5500
   config.train.log_every = 50
   config.train.eval_every = 1000
   config.train.eval_batches = 0

@@ -3,7 +3,8 @@ real 2D landmarks mixed in (AFLW's 21 points; no real 3D labels).
 
   jaxface data synth --out data/synth96v1 --num-train 24000 --num-test 512 \
       --resolution 96 --seed 1 --identities-train 8000 \
-      --identities-test 500 --workers 2 --crop-jitter 0 --roll-deg 7,30
+      --identities-test 500 --workers 2 --crop-jitter 0 --roll-deg 7,30 \
+      --shape-mean none
   jaxface data convert-landmarks2d --format aflw21 \
       --root ../shared/data/aflw21 --out data/aflw21_96 --resolution 96
   jaxface train --config experiments/configs/synthetic_aflw21_model.py \

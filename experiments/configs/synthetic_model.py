@@ -3,7 +3,7 @@ synthetic faces, at 96 x 96, on a 2-core CPU.
 
   jaxface data synth --out data/synth96x2 --num-train 48000 --num-test 512 \
       --resolution 96 --seed 1 --identities-train 16000 \
-      --identities-test 500 --workers 2 --crop-jitter 0
+      --identities-test 500 --workers 2 --crop-jitter 0 --shape-mean none
   jaxface train --config experiments/configs/synthetic_model.py \
       --workdir runs/synthetic --config.data.dir=data/synth96x2
   jaxface export --workdir runs/synthetic --name synthetic

@@ -25,6 +25,11 @@ of a constant per 10-degree yaw bin (the held-out faces' mean points in
 that bin): a model that reads only the yaw off the photo scores about that.
 
 Prints a markdown table; `--out F.json` also writes the figures.
+`--per-point` also prints, per point, the mean signed error of the
+`-rotation` stage over the faces within 30 degrees of frontal (x, y in %
+of the visible points' box; y down): what stays wrong in a point after
+each face's framing is removed, a shape bias or a point read at another
+place than the annotators mark.
 """
 
 from __future__ import annotations
@@ -120,6 +125,19 @@ def yaw_mean_shape(true: np.ndarray, yaw_deg: np.ndarray) -> np.ndarray:
   return out
 
 
+def point_bias(aligned: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray,
+               max_yaw: float = 30.0) -> np.ndarray:
+  """(P, 2) mean of (aligned - true) / sqrt(w h) of each face's visible
+  true points' box, in %, over the faces with |yaw| < max_yaw (NaN for a
+  point never seen there)."""
+  sel = np.abs(np.asarray(yaw_deg)) < max_yaw
+  a, t = aligned[sel], true[sel]
+  with warnings.catch_warnings():  # faces or points without visible truth
+    warnings.simplefilter('ignore', RuntimeWarning)
+    box = np.sqrt(np.prod(np.nanmax(t, 1) - np.nanmin(t, 1), axis=-1))
+    return 100 * np.nanmean((a - t) / box[:, None, None], axis=0)
+
+
 def analyse(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
             ) -> dict[str, object]:
   """The module docstring's figures (NMEs in %, mean of bins)."""
@@ -128,7 +146,9 @@ def analyse(pred: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray
   fit = _fit(pred, true)
   out = {stage: nme(fit[stage]) for stage in STAGES}
   out['yaw_mean_shape'] = nme(yaw_mean_shape(true, yaw_deg))
-  return {**out, **framing(pred, true, fit)}
+  bias = point_bias(fit['-rotation'], true, yaw_deg)
+  return {**out, **framing(pred, true, fit),
+          'point_bias': np.round(bias, 2).tolist()}
 
 
 def main(argv=None) -> int:
@@ -140,6 +160,9 @@ def main(argv=None) -> int:
   parser.add_argument('--data', default=aflw21.DEFAULT_DIR)
   parser.add_argument('--limit', type=int, default=None)
   parser.add_argument('--out', help='also write the figures to this JSON')
+  parser.add_argument('--per-point', action='store_true',
+                      help='also print each point\'s mean signed error '
+                      'after framing, faces within 30 degrees of frontal')
   args = parser.parse_args(argv)
   named = ([(m, dict(name=m)) for m in args.model]
            + [(w, dict(workdir=w)) for w in args.workdir])
@@ -157,11 +180,20 @@ def main(argv=None) -> int:
   except (OSError, ValueError) as e:
     print(f'aflw21_errors: error: {e}', file=sys.stderr)
     return 2
-  keys = list(next(iter(rows.values())))
+  keys = [k for k in next(iter(rows.values())) if k != 'point_bias']
   print('| model | ' + ' | '.join(keys) + ' |')
   print('|---' * (len(keys) + 1) + '|')
   for label, row in rows.items():
     print(f'| {label} | ' + ' | '.join(str(row[k]) for k in keys) + ' |')
+  if args.per_point:
+    print('\nmean signed error after framing (x, y; % of the box; y down), '
+          'faces within 30 degrees of frontal:\n')
+    print('| point | ' + ' | '.join(rows) + ' |')
+    print('|---' * (len(rows) + 1) + '|')
+    for i, name in enumerate(schemes.AFLW21.point_names):
+      print(f'| {name} | ' + ' | '.join(
+          '{:+.1f}, {:+.1f}'.format(*row['point_bias'][i])
+          for row in rows.values()) + ' |')
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(rows, f, indent=1)

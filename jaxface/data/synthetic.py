@@ -1,7 +1,8 @@
 """The built-in synthetic 300W-LP-style dataset: `jaxface data synth`.
 
 Faces of the procedural morphable model (`jaxface.face.model`) are rendered
-with random identity, expression, albedo (`jaxface.face.texture`: skin
+with random identity (`recon` faces with adult proportions:
+`SynthConfig.shape_mean`), expression, albedo (`jaxface.face.texture`: skin
 detail, make-up, facial hair, hair), light (`render.SceneLight`: a
 spherical-harmonics environment, a key light with cast shadows, ambient
 occlusion and a skin sheen), pose (`photo_pose`: 300W-LP / AFLW2000-3D-like
@@ -54,12 +55,14 @@ ORIGINAL_SIZE = 450
 # Raised whenever the same config and seed render different records
 # (dataset.json's `generator_version`), so that stored data can be told
 # from the current renderer's. 2: the default roll became N(0, 12) degrees
-# (`SynthConfig.roll_deg`; version 1 drew N(0, 7) within +-30).
-GENERATOR_VERSION = 2
+# (`SynthConfig.roll_deg`; version 1 drew N(0, 7) within +-30). 3: the
+# `recon` identities have adult proportions (`SynthConfig.shape_mean`;
+# version 2 drew the face model's coefficients around 0).
+GENERATOR_VERSION = 3
 # SynthConfig fields added after configs were first stored (a model.json's
 # synthetic eval set, say), with the behaviour before each existed: a stored
 # config without them renders what it rendered then (`SynthConfig.from_dict`).
-ADDED_FIELDS = {'roll_deg': (7.0, 30.0)}
+ADDED_FIELDS = {'roll_deg': (7.0, 30.0), 'shape_mean': ()}
 _KIND_CODE = {'recon': 1, 'multiview': 2, 'clips': 3}
 _SPLIT_CODE = {'train': 1, 'test': 2, 'validation': 3}
 
@@ -100,6 +103,12 @@ class SynthConfig:
       (experiments/ablations/realism.py).
     roll_deg: (standard deviation, limit) in degrees of the photo pose's
       normal roll (`photo_pose`).
+    shape_mean: ((semantic shape name, value), ...): the mean of the
+      `recon` identities' shape coefficients, in standard deviations
+      (`model.ADULT_SHAPE_MEAN`: adult proportions; (): the face model's
+      own, renderer version 2). `multiview` and `clips` records, the face
+      GAN's and the progression model's data, keep the face model's own:
+      their features and results were measured on it.
     mesh_rows, mesh_cols: face model grid.
   """
   resolution: int = 256
@@ -112,6 +121,7 @@ class SynthConfig:
   crop_scale_jitter: float = 0.1
   leave_out: tuple[str, ...] = ()
   roll_deg: tuple[float, float] = (12.0, 40.0)
+  shape_mean: tuple[tuple[str, float], ...] = model_lib.ADULT_SHAPE_MEAN
   mesh_rows: int = 96
   mesh_cols: int = 113
 
@@ -120,6 +130,8 @@ class SynthConfig:
     object.__setattr__(self, 'leave_out', tuple(self.leave_out))
     object.__setattr__(self, 'roll_deg',
                        tuple(float(v) for v in self.roll_deg))
+    object.__setattr__(self, 'shape_mean',
+                       model_lib.check_shape_mean(self.shape_mean))
     if len(self.roll_deg) != 2 or min(self.roll_deg) < 0:
       raise ValueError(f'roll_deg must be (std, limit) >= 0 degrees, got '
                        f'{self.roll_deg}')
@@ -352,11 +364,12 @@ class Generator:
     self.config = config
     self.model = model_lib.build_face_model(config.mesh_rows, config.mesh_cols)
 
-  def _identity(self, split: str, rng: np.random.Generator
+  def _identity(self, split: str, rng: np.random.Generator, shape_mean=()
                 ) -> identities_lib.Identity:
     first, count = self.config.identity_pool(split)
     return identities_lib.sample_identity(self.model, self.config.seed,
-                                          first + int(rng.integers(count)))
+                                          first + int(rng.integers(count)),
+                                          shape_mean)
 
   def _rng(self, kind: str, split: str, index: int) -> np.random.Generator:
     return _rng(self.config.seed, _KIND_CODE[kind], _SPLIT_CODE.get(
@@ -366,7 +379,7 @@ class Generator:
     """A `recon` record (fields of `records`' schema)."""
     rng = self._rng('recon', split, index)
     res = self.config.resolution
-    ident = self._identity(split, rng)
+    ident = self._identity(split, rng, self.config.shape_mean)
     expr = model_lib.sample_expression_coeffs(rng, self.model)
     out = self.config.leave_out
     pose = (random_pose(rng) if 'pose' in out else
@@ -590,6 +603,7 @@ def _dataset_info(config: SynthConfig, results: list,
       crop_scale_jitter=config.crop_scale_jitter,
       leave_out=list(config.leave_out),
       roll_deg=list(config.roll_deg),
+      shape_mean=dict(config.shape_mean),
       resolution=config.resolution,
       identities={name: n for name, n in config.identities},
       clip_length=config.clip_length,

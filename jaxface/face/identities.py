@@ -3,10 +3,11 @@
 Identity `index` of seed `seed` is a shape (identity coefficients of the
 face model, `model.sample_shape_coeffs`) and an albedo
 (`texture.sample_albedo`), drawn in that order from a random stream of
-(seed, index) only. The synthetic dataset (`jaxface.data.synthetic`,
+(seed, index) only; the shape is drawn around a mean (the dataset's
+`SynthConfig.shape_mean`). The synthetic dataset (`jaxface.data.synthetic`,
 whose pools are ranges of indices) and the identity classifier's training
 maps (`jaxface.eval.inception`) draw their identities here, so the same
-seed and index give the same face in both.
+seed, index and shape mean give the same face in both.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ class Identity:
   albedo: texture_lib.Albedo
 
 
-def sample_identity(model: model_lib.FaceModel, seed: int,
-                    index: int) -> Identity:
-  """The identity with id `index` of dataset seed `seed` (deterministic)."""
+def sample_identity(model: model_lib.FaceModel, seed: int, index: int,
+                    shape_mean=()) -> Identity:
+  """The identity with id `index` of dataset seed `seed` (deterministic);
+  `shape_mean` shifts the shape coefficients (`model.sample_shape_coeffs`;
+  a synthetic dataset's `SynthConfig.shape_mean`)."""
   rng = np.random.default_rng([int(seed), _STREAM, int(index)])
-  return Identity(index, model_lib.sample_shape_coeffs(rng, model),
+  return Identity(index,
+                  model_lib.sample_shape_coeffs(rng, model, shape_mean),
                   texture_lib.sample_albedo(rng))

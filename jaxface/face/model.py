@@ -88,6 +88,22 @@ SHAPE_NAMES_SEMANTIC = (
     'eye_size', 'eye_depth', 'jaw_width', 'chin', 'lip_thickness',
     'cheek_fullness', 'brow_ridge', 'mouth_width', 'cheekbones')
 NUM_RANDOM_SHAPE = 22
+# The identity coefficients' mean in the synthetic `recon` data
+# (`sample_shape_coeffs`' `mean`). The base head's eye centres are 55 mm
+# apart, where adults' are about 63 mm (interpupillary distance), and its
+# eyes and mouth are small (22 and 40 mm wide). Measured in eye distances
+# from the eye centres' midpoint, its nose tip, mouth centre and chin lie
+# 0.73, 1.24 and 2.11 below, its eyes are 0.39 wide and its mouth 0.72,
+# where AFLW-21's photos within 10 degrees of frontal give (medians) 0.61,
+# 1.06, 1.68, 0.41 and 0.77 (`experiments/diagnostics/face_proportions.py`;
+# README, "Face proportions"). Moving the eyes apart (eye_spacing),
+# enlarging the eyes and widening the mouth (so that their widths keep pace
+# with the eye distance) and shortening the face below the eyes by 2.5 %
+# gives 63 mm and 0.63, 1.07, 1.82, 0.39 and 0.74, and leaves the head's
+# outline as it was (its width over the eye distance falls from 2.7 to
+# 2.4).
+ADULT_SHAPE_MEAN = (('eye_spacing', 1.6), ('eye_size', 1.6),
+                    ('mouth_width', 1.9), ('face_length', -0.5))
 EXPRESSION_NAMES = ('mouth_open', 'smile', 'frown', 'brow_raise',
                     'eye_close', 'pucker', 'cheek_puff', 'jaw_shift',
                     'lip_stretch', 'nose_wrinkle')
@@ -469,11 +485,43 @@ def build_face_model(rows: int = 96, cols: int = 113) -> FaceModel:
       face_weight=face.astype(np.float32))
 
 
-def sample_shape_coeffs(rng: np.random.Generator, model: FaceModel
-                        ) -> np.ndarray:
-  """Identity coefficients: N(0, 1) truncated to SHAPE_STD_RANGE."""
-  return np.clip(rng.normal(size=model.num_shape), *SHAPE_STD_RANGE).astype(
-      np.float32)
+def check_shape_mean(mean) -> tuple[tuple[str, float], ...]:
+  """`mean` as ((semantic shape name, finite coefficient), ...); ValueError
+  naming what is wrong otherwise."""
+  try:
+    out = tuple((str(name), float(value)) for name, value in mean)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'shape mean: expected (name, value) pairs, got '
+                     f'{mean!r}') from e
+  names = [name for name, _ in out]
+  if len(set(names)) < len(names):
+    raise ValueError(f'shape mean: a component given twice in {names}')
+  for name, value in out:
+    if name not in SHAPE_NAMES_SEMANTIC:
+      raise ValueError(f'shape mean: unknown shape component {name!r}; '
+                       f'components: {", ".join(SHAPE_NAMES_SEMANTIC)}')
+    if not np.isfinite(value) or abs(value) > 2 * SHAPE_STD_RANGE[1]:
+      raise ValueError(f'shape mean: {name}={value} is not within '
+                       f'+-{2 * SHAPE_STD_RANGE[1]:g} standard deviations')
+  return out
+
+
+def mean_shape_coeffs(model: FaceModel, mean=()) -> np.ndarray:
+  """(S,) float32 identity coefficients of the mean face under `mean`
+  ((semantic name, value) pairs, e.g. `ADULT_SHAPE_MEAN`)."""
+  coeffs = np.zeros(model.num_shape, np.float32)
+  for name, value in check_shape_mean(mean):
+    coeffs[model.shape_names.index(name)] = value
+  return coeffs
+
+
+def sample_shape_coeffs(rng: np.random.Generator, model: FaceModel,
+                        mean=()) -> np.ndarray:
+  """Identity coefficients: N(0, 1) truncated to SHAPE_STD_RANGE, plus
+  `mean_shape_coeffs(model, mean)` (the random stream is the same
+  whatever the mean)."""
+  coeffs = np.clip(rng.normal(size=model.num_shape), *SHAPE_STD_RANGE)
+  return (coeffs + mean_shape_coeffs(model, mean)).astype(np.float32)
 
 
 def sample_expression_coeffs(rng: np.random.Generator, model: FaceModel,
