@@ -208,7 +208,6 @@ def test_adult_shape_mean_gives_adult_proportions():
   assert down[2] > 2.0
   iod, down = _mean_face_proportions(model, model_lib.ADULT_SHAPE_MEAN)
   assert 61 < iod < 65  # adults' interpupillary distance: about 63 mm
-  # AFLW-21's frontal photos: 0.62, 1.07, 1.68 (medians).
   # AFLW-21's frontal photos (medians): 0.61, 1.06, 1.68 below the eyes;
   # eyes 0.41 and mouth 0.77 wide.
   assert abs(down[0] - 0.61) < 0.03 and abs(down[1] - 1.06) < 0.03

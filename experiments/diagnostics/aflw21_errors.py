@@ -70,12 +70,12 @@ def _fit(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
   out['offset'] = np.full((len(pred), 2), np.nan)
   out['log_scale'] = np.full(len(pred), np.nan)
   out['points'] = np.zeros(len(pred), int)
+  norms = metrics.visible_box_norm(true)
   for i, (p, t) in enumerate(zip(pred, true)):
     both = np.isfinite(p[:, 0]) & np.isfinite(t[:, 0])
     out['points'][i] = both.sum()
     if both.sum() < 2:
       continue
-    seen = t[np.isfinite(t[:, 0])]
     pc, tc = p[both].mean(0), t[both].mean(0)
     a, b = p[both] - pc, t[both] - tc
     scale = np.sqrt((b ** 2).sum() / max((a ** 2).sum(), 1e-12))
@@ -88,7 +88,7 @@ def _fit(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
     out['-shift'][i][both] = a + tc
     out['-scale'][i][both] = scale * a + tc
     out['-rotation'][i][both] = similar * a @ rotation + tc
-    out['offset'][i] = (pc - tc) / np.sqrt(np.prod(seen.max(0) - seen.min(0)))
+    out['offset'][i] = (pc - tc) / norms[i]
     out['log_scale'][i] = np.log(scale)
   return out
 
@@ -132,9 +132,9 @@ def point_bias(aligned: np.ndarray, true: np.ndarray, yaw_deg: np.ndarray,
   point never seen there)."""
   sel = np.abs(np.asarray(yaw_deg)) < max_yaw
   a, t = aligned[sel], true[sel]
-  with warnings.catch_warnings():  # faces or points without visible truth
+  box = metrics.visible_box_norm(t)
+  with warnings.catch_warnings():  # a point never visible: NaN
     warnings.simplefilter('ignore', RuntimeWarning)
-    box = np.sqrt(np.prod(np.nanmax(t, 1) - np.nanmin(t, 1), axis=-1))
     return 100 * np.nanmean((a - t) / box[:, None, None], axis=0)
 
 

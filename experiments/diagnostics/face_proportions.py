@@ -58,14 +58,16 @@ def ratios(points: np.ndarray) -> np.ndarray:
       dist(points[:, _MOUTH_CORNERS[0]], points[:, _MOUTH_CORNERS[1]])], 1)
 
 
+def median_and_spread(values: np.ndarray) -> tuple[float, float]:
+  """The median and the interquartile range / 1.35 of the finite values."""
+  q1, q2, q3 = np.percentile(values[np.isfinite(values)], [25, 50, 75])
+  return q2, (q3 - q1) / 1.35
+
+
 def summary(values: np.ndarray) -> list[str]:
   """Per column: 'median (robust sd)' over the finite values."""
-  out = []
-  for column in values.T:
-    column = column[np.isfinite(column)]
-    q1, q2, q3 = np.percentile(column, [25, 50, 75])
-    out.append(f'{q2:.3f} ({(q3 - q1) / 1.35:.3f})')
-  return out
+  return ['{:.3f} ({:.3f})'.format(*median_and_spread(column))
+          for column in values.T]
 
 
 def real_ratios(data: aflw21.AFLW21, max_yaw: float = 10.0) -> np.ndarray:
@@ -119,9 +121,8 @@ def main(argv=None) -> int:
         + ' | '.join(f'{v:.3f}' for v in mean[0]) + ' |')
   print(f'| synthetic, {args.faces} identities with expressions | '
         + ' | '.join(summary(faces)) + ' |')
-  print(f'eye distance of the synthetic identities: median '
-        f'{np.median(iods):.1f} mm, robust sd '
-        f'{(np.percentile(iods, 75) - np.percentile(iods, 25)) / 1.35:.1f} mm')
+  print('eye distance of the synthetic identities: median {:.1f} mm, robust '
+        'sd {:.1f} mm'.format(*median_and_spread(iods)))
   return 0
 
 

@@ -125,6 +125,27 @@ def nme(pred, true, dims: int = 2):
   return dist.mean(axis=-1) / _box_norm(true[..., :2])
 
 
+def visible_box_norm(true) -> np.ndarray:
+  """sqrt(w * h) of each image's visible true points' box: the divisor of
+  `visible_point_errors`.
+
+  Args:
+    true: (B, P, 2+) true points, pixels; NaN where not visible.
+
+  Returns:
+    (B,) float64; NaN for an image with fewer than 2 visible points.
+  """
+  true = np.asarray(true, np.float64)[..., :2]
+  seen = np.all(np.isfinite(true), axis=-1)
+  big = np.finfo(np.float64).max
+  low = np.where(seen[..., None], true, big).min(axis=-2)
+  high = np.where(seen[..., None], true, -big).max(axis=-2)
+  any_seen = seen.any(axis=-1)[:, None]
+  low, high = np.where(any_seen, low, 0.0), np.where(any_seen, high, 0.0)
+  norm = _box_norm(np.stack([low, high], axis=-2))
+  return np.where(seen.sum(axis=-1) >= 2, norm, np.nan)
+
+
 def visible_point_errors(pred, true) -> np.ndarray:
   """Normalised error of each visible point (3DDFA's AFLW protocol).
 
@@ -151,12 +172,7 @@ def visible_point_errors(pred, true) -> np.ndarray:
                      'be matching (B, P, 2+) arrays')
   seen = np.all(np.isfinite(true), axis=-1)
   both = seen & np.all(np.isfinite(pred), axis=-1)
-  big = np.finfo(np.float64).max
-  low = np.where(seen[..., None], true, big).min(axis=-2)
-  high = np.where(seen[..., None], true, -big).max(axis=-2)
-  any_seen = seen.any(axis=-1)[:, None]
-  low, high = np.where(any_seen, low, 0.0), np.where(any_seen, high, 0.0)
-  norm = _box_norm(np.stack([low, high], axis=-2))
+  norm = visible_box_norm(true)
   dist = np.linalg.norm(np.where(both[..., None], pred - true, 0.0), axis=-1)
   ok = both & (seen.sum(axis=-1) >= 2)[:, None]
   return np.where(ok, dist / norm[:, None], np.nan)
