@@ -55,7 +55,8 @@ def evaluate(workdir: str, data_dir: str) -> dict:
   from jaxface.eval import recon_eval
   from jaxface.train import trained as trained_lib
   # pylint: enable=g-import-not-at-top
-  report, _ = recon_eval.evaluate_reconstruction(workdir, data_dir, 'test',
+  model = trained_lib.load(workdir)  # once, for both measurements
+  report, _ = recon_eval.evaluate_reconstruction(model, data_dir, 'test',
                                                  batch_size=32,
                                                  progress=False)
   folder = aflw21_folder()
@@ -63,7 +64,7 @@ def evaluate(workdir: str, data_dir: str) -> dict:
     report['aflw21'] = None
     return report
   indices, results = aflw21_eval.measure(
-      trained_lib.load(workdir), aflw21.load(folder), modes=('resize',),
+      model, aflw21.load(folder), modes=('resize',),
       limit=AFLW21_LIMIT, batch_size=32)
   real = results['resize']['report']
   report['aflw21'] = {'nme': real['nme'], 'nme_no_ears': real['nme_no_ears'],
