@@ -9,6 +9,7 @@ test checks the real shipped `synthetic` model, when there is one.
 
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -388,3 +389,42 @@ def test_the_shipped_models(name, tmp_path):
   # Same weights, data and code: the documented NME, up to the numerics of
   # another machine.
   check_synthetic_nme(folder, 1e-3, str(tmp_path))
+
+
+# What decides the trained weights; the data folders, evaluators, logging
+# and progress bars do not.
+_RECIPE = ('task', 'seed', 'model', 'loss', 'optimizer', 'mix.batch_size',
+           'mix.weight', 'mix.ears', 'data.global_batch_size', 'data.augment',
+           'train.num_steps', 'train.ema_decay')
+
+
+def _flat(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+@pytest.mark.parametrize('name', pretrained.available(pretrained.PACKAGE_DIR))
+def test_the_model_card_command_trains_the_shipped_recipe(name):
+  """The config a model card's `jaxface train --config` names gives the
+  shipped run's recipe. A key the stored config lacks (added to jaxface
+  after the run) must hold the default's value, as loading fills it."""
+  folder = os.path.join(pretrained.PACKAGE_DIR, name)
+  with open(os.path.join(folder, 'MODEL_CARD.md')) as f:
+    found = re.search(r'jaxface train --config (\S+\.py)', f.read())
+  assert found, f'{name}: its model card names no training config'
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  now = _flat(config_lib.load_config(os.path.join(root, found[1])).to_dict())
+  default = _flat(config_lib.load_config(
+      os.path.join(root, 'experiments', 'configs', 'default.py')).to_dict())
+  stored = _flat(pretrained.read_info(folder)['config'])
+  differ = {key: (stored.get(key, f'(absent: default {default.get(key)!r})'),
+                  now[key])
+            for key in now if key.startswith(_RECIPE) and
+            (stored[key] if key in stored else default.get(key)) != now[key]}
+  assert not differ, f'{name}: {found[1]} differs from the shipped run ' \
+      f'(key: (shipped, config)): {differ}'

@@ -21,8 +21,9 @@ model's ear point is mid-ear). Chosen on the AFLW-21 held-out split (README,
 12 + 4, and a better synthetic NME too (0.086 against 0.094); 14,000 steps
 rather than the `synthetic` model's 6,000. AFLW is for non-commercial
 research only, and so is this model. It was trained on 2026-12-01, before
-`model.standardize` and renderer version 2: this config and the data
-command keep that recipe (no standardisation, roll N(0, 7) within +-30).
+the quickstart's network (`model.lite`, `model.skips`), `model.standardize`
+and renderer version 2: this config and the data command keep that recipe
+(PRNet's 24 layers, no standardisation, roll N(0, 7) within +-30).
 
 The same-budget comparison with the `synthetic` model (6,000 steps of 16
 images: 12 synthetic + 4 AFLW-21):
@@ -42,6 +43,11 @@ def get_config():
   config.mix.batch_size = 8
   config.mix.weight = 1.0
   config.train.num_steps = 14000
-  config.train.eval_every = 3000  # as trained
-  config.model.standardize = False  # as trained (see the docstring)
+  config.train.eval_every = 2000  # as trained
+  # As trained (see the docstring): PRNet's own network, before the
+  # quickstart's recipe changed it; no mirror-image averaging by default.
+  config.model.standardize = False
+  config.model.lite = False
+  config.model.skips = False
+  config.model.flip_average = False
   return config
