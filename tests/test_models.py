@@ -5,6 +5,7 @@ use small resolutions and widths.
 """
 
 import functools
+import re
 
 import chex
 import flax.linen as nn
@@ -304,21 +305,21 @@ def test_stride2_conv_gradients_equal_xla(ndim):
       np.testing.assert_allclose(dx, ref_vjp(g)[0], atol=1e-4)
 
 
-@pytest.mark.parametrize('fast', ['conv_as_matmul', 'conv_on_blocks'])
+@pytest.mark.parametrize('fast', ['conv_as_patches', 'conv_on_blocks'])
 def test_stride1_conv_forms_equal_xla_with_gradients(fast):
-  # Every kernel width and 'SAME'-sized padding (and, for the matrix form,
+  # Every kernel width and 'SAME'-sized padding (and, for the patches form,
   # 'VALID' and an uneven one); sides differ per axis so that a mix-up
-  # shows. The matrix form is for inputs smaller than the kernel, the
+  # shows. The patches form is for inputs smaller than the kernel, the
   # block form for even sides.
   rng = np.random.default_rng(7)
   dims = ('NHWC', 'HWIO', 'NHWC')
   form = getattr(models.layers, fast)
-  sides = (3, 2) if fast == 'conv_as_matmul' else (6, 4)
+  sides = (3, 2) if fast == 'conv_as_patches' else (6, 4)
   x = jnp.asarray(rng.normal(size=(2,) + sides + (3,)), jnp.float32)
   for k in (2, 3, 4, 5):
     kernel = jnp.asarray(rng.normal(size=(k, k, 3, 5)), jnp.float32)
     paddings = [((lo, k - 1 - lo), (k - 1 - lo, lo)) for lo in range(k)]
-    if fast == 'conv_as_matmul':
+    if fast == 'conv_as_patches':
       paddings += [((0, 0), (0, 0)), ((2, 0), (0, 3))]
     for padding in paddings:
       if any(s + lo + hi < k for s, (lo, hi) in zip(sides, padding)):
@@ -338,13 +339,13 @@ def test_stride1_conv_forms_equal_xla_with_gradients(fast):
 
 def test_stride1_convs_take_the_fast_forms_where_xla_is_slow(monkeypatch):
   calls = []
-  for name in ('conv_as_matmul', 'conv_on_blocks'):
+  for name in ('conv_as_patches', 'conv_on_blocks'):
     original = getattr(models.layers, name)
     monkeypatch.setattr(
         models.layers, name,
         lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
   pad = ((1, 2), (1, 2))
-  cases = [((2, 3, 3, 64), (4, 4, 64, 64), ['conv_as_matmul']),
+  cases = [((2, 3, 3, 64), (4, 4, 64, 64), ['conv_as_patches']),
            ((2, 8, 8, 5), (4, 4, 5, 4), ['conv_on_blocks']),
            ((2, 8, 8, 16), (4, 4, 16, 16), []),  # many channels
            ((2, 7, 8, 5), (4, 4, 5, 4), []),  # an odd side
@@ -357,11 +358,11 @@ def test_stride1_convs_take_the_fast_forms_where_xla_is_slow(monkeypatch):
     assert calls == expected, (x_shape, k_shape)
 
 
-def test_stride1_conv_forward_in_form_backward_xlas():
+def test_stride1_conv_gradients_equal_xlas():
   rng = np.random.default_rng(8)
   dims = ('NHWC', 'HWIO', 'NHWC')
   pad = ((1, 2), (1, 2))
-  for x_shape, k_shape in (((2, 3, 3, 6), (4, 4, 6, 5)),  # matrix
+  for x_shape, k_shape in (((2, 3, 3, 6), (4, 4, 6, 5)),  # patches
                            ((2, 8, 6, 5), (4, 4, 5, 4))):  # blocks
     x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=k_shape), jnp.float32)
@@ -373,6 +374,36 @@ def test_stride1_conv_forward_in_form_backward_xlas():
     g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
     for got, want in zip(vjp(g), ref_vjp(g)):
       np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_small_input_convs_train_without_xlas_convolution():
+  # Inputs smaller than the kernel: forward and backward are matrix
+  # products (XLA's CPU convolution, and its gradients, are slow there).
+  pad = ((2, 1), (2, 1))
+  grads = jax.jit(jax.grad(lambda x, w: jnp.sum(
+      models.layers.conv_stride1(x, w, pad)**2), argnums=(0, 1)))
+  ops = lambda x_shape: set(re.findall(  # noqa: E731
+      r' = \S+ (\w[\w-]*)\(', grads.lower(
+          jnp.zeros(x_shape), jnp.zeros((4, 4, 8, 8))).compile().as_text()))
+  small = ops((2, 3, 3, 8))
+  assert 'convolution' not in small and 'dot' in small, small
+  # Where XLA's is kept (a larger input), the check sees it.
+  assert 'convolution' in ops((2, 6, 6, 8))
+
+
+def test_stride2_convs_with_outputs_smaller_than_the_kernel_use_subpixel():
+  # XLA's CPU input gradient (a convolution with a dilation) is slow there;
+  # the sub-pixel one has none.
+  def dilated_convolutions(side):
+    conv = models.layers.Conv(8, (4, 4), (2, 2))
+    x = jnp.zeros((2, side, side, 8))
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2),
+                            argnums=1))
+    hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
+    return [line for line in hlo.splitlines()
+            if ' convolution(' in line and 'dilate=' in line]
+  assert not dilated_convolutions(6)  # 6x6 -> 3x3, kernel 4
+  assert dilated_convolutions(12)  # 12x12 -> 6x6: XLA's own
 
 
 def test_conv_module_matches_flax_module_and_names(monkeypatch):

@@ -1,8 +1,11 @@
 """Where the PRNet train step's time goes, per XLA operation.
 
   python -m experiments.benchmarks.step_profile --resolution 256 --batch 4
+  python -m experiments.benchmarks.step_profile --resolution 96 --batch 16 \
+      --config experiments/configs/synthetic_model.py
 
-Compiles `jaxface bench`'s train step (the prnet_pretrain task), traces a
+Compiles `jaxface bench`'s train step (the prnet_pretrain task, or the
+experiment config given with `--config`, at its own width), traces a
 few steps with `jax.profiler` (a Perfetto trace), and sums each XLA
 operation's time per step. Operations are named from the compiled HLO:
 convolutions (XLA's own, or fused into a YNNPACK / oneDNN call), layout
@@ -43,12 +46,16 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--resolution', type=int, default=256)
   parser.add_argument('--batch', type=int, default=4)
-  parser.add_argument('--width', type=float, default=1.0)
+  parser.add_argument('--width', type=float, default=None,
+                      help="the network's width (default: the config's)")
+  parser.add_argument('--config', default=None,
+                      help='an experiment config (default: prnet_pretrain)')
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   args = parser.parse_args()
   compiled, state, batch, _, _ = bench.compiled_train_step(
-      bench.train_config(args.width, 'float32', args.batch), args.resolution)
+      bench.train_config(args.width, 'float32', args.batch, args.config),
+      args.resolution)
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
       compiled.as_text())}
   for _ in range(2):

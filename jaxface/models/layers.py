@@ -20,12 +20,13 @@ kernel and padding of a stride-2 convolution on even sides.
 
 XLA's CPU stride-1 convolutions are also slow in two corners that PRNet's
 narrow and small variants reach (`conv_stride1`): an input smaller than
-the kernel (PRNet's bottleneck at 2x2 or 3x3, 4x4 kernels: 5 to 10 times
-slower than the same product as one matrix multiplication) and very few
-channels (PRNet's first convolution, 5 -> 4 channels: 5 times slower than
-the same convolution on 2x2 pixel blocks, which has 4 times the channels).
-Their forward passes are computed in those forms there; the gradients
-stay XLA's.
+the kernel (PRNet's bottleneck at 2x2 or 3x3, 4x4 kernels: forward and
+backward 3 to 5 times slower than the same product as one matrix
+multiplication of the input's patches, which is computed there with its
+own gradients) and very few channels (PRNet's first convolution, 5 -> 4
+channels: 5 times slower than the same convolution on 2x2 pixel blocks,
+which has 4 times the channels; its forward pass is computed so, its
+gradients stay XLA's).
 
 Other backends keep XLA's own convolutions (`jax.lax.platform_dependent`).
 Measured in `experiments/benchmarks/conv_transpose_speed.py` and
@@ -185,28 +186,22 @@ def _direct_conv(x: jax.Array, kernel: jax.Array,
                                       dimension_numbers=_DIMS[x.ndim - 2])
 
 
-def conv_as_matmul(x: jax.Array, kernel: jax.Array,
-                   padding: tuple[tuple[int, int], ...]) -> jax.Array:
-  """The stride-1 2D convolution as one matrix product: (B, H W Cin) by
-  the (H W Cin, H' W' Cout) matrix of the kernel's taps between every
-  input and output pixel (zero where none). For inputs of a few pixels:
-  (H W)^2 Cin Cout multiplications."""
-  b, h, w, c = x.shape
-  (kh, kw), cout = kernel.shape[:2], kernel.shape[-1]
-  taps, valid = [], []
-  for side, k, (lo, hi) in ((h, kh, padding[0]), (w, kw, padding[1])):
-    # Output i reads input j through tap t = j - i + lo.
-    t = np.arange(side)[:, None] - np.arange(side + lo + hi - k + 1) + lo
-    taps.append(np.clip(t, 0, k - 1))
-    valid.append((t >= 0) & (t < k))
-  # (jy, jx, iy, ix, Cin, Cout)
-  matrix = kernel[taps[0][:, None, :, None], taps[1][None, :, None, :]]
-  mask = valid[0][:, None, :, None] & valid[1][None, :, None, :]
-  matrix = jnp.where(mask[..., None, None], matrix, 0)
-  out_h, out_w = taps[0].shape[1], taps[1].shape[1]
-  matrix = matrix.transpose(0, 1, 4, 2, 3, 5).reshape(
-      h * w * c, out_h * out_w * cout)
-  return (x.reshape(b, h * w * c) @ matrix).reshape(b, out_h, out_w, cout)
+def conv_as_patches(x: jax.Array, kernel: jax.Array,
+                    padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """The stride-1 2D convolution as one matrix product: the input's patches
+  (B H' W', kh kw Cin), gathered by kh kw slices of the padded input, by
+  the kernel (kh kw Cin, Cout). Its gradients are a matrix product and
+  slice-adds too. For inputs of a few pixels, where the patches are small:
+  H' W' kh kw Cin Cout multiplications per image."""
+  b = x.shape[0]
+  (kh, kw), (cin, cout) = kernel.shape[:2], kernel.shape[2:]
+  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_h, out_w = padded.shape[1] - kh + 1, padded.shape[2] - kw + 1
+  patches = jnp.stack([padded[:, ty:ty + out_h, tx:tx + out_w]
+                       for ty in range(kh) for tx in range(kw)], axis=3)
+  y = (patches.reshape(b * out_h * out_w, kh * kw * cin) @
+       kernel.reshape(kh * kw * cin, cout))
+  return y.reshape(b, out_h, out_w, cout)
 
 
 def _block_taps(k: int, lo: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -269,36 +264,38 @@ _forward_in_form.defvjp(_forward_in_form_fwd, _forward_in_form_bwd)
 def conv_stride1(x: jax.Array, kernel: jax.Array,
                  padding: tuple[tuple[int, int], ...]) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (1,) * n, padding)` (channels
-  last, kernel (*k, Cin, Cout)); on CPU its forward pass, for 2D inputs
-  smaller than the kernel, is `conv_as_matmul`, and for 'SAME'-sized
+  last, kernel (*k, Cin, Cout)); on CPU, for 2D inputs smaller than the
+  kernel, `conv_as_patches` with its own gradients, and for 'SAME'-sized
   outputs on even sides with kernels wider than 1 and Cin x Cout <=
-  BLOCK_CONV_MAX_CHANNEL_PRODUCT `conv_on_blocks` (equal up to float
-  rounding: sums in another order). The gradients stay XLA's: in a whole
-  train step the forms' own backward passes (gathers and scatters of the
-  kernel) cost more than they save."""
+  BLOCK_CONV_MAX_CHANNEL_PRODUCT `conv_on_blocks` forward with XLA's
+  gradients (in a whole train step the block form's own backward pass,
+  gathers and scatters of the kernel, costs more than it saves). Equal up
+  to float rounding: sums in another order."""
   n = x.ndim - 2
-  fast = None
   if n == 2:
     sides, sizes = x.shape[1:3], kernel.shape[:2]
     same_size = all(lo + hi == k - 1 for (lo, hi), k in zip(padding, sizes))
     if all(s < k for s, k in zip(sides, sizes)):
-      fast = conv_as_matmul
-    elif (same_size and min(sizes) > 1 and not any(s % 2 for s in sides)
-          and x.shape[-1] * kernel.shape[-1] <= BLOCK_CONV_MAX_CHANNEL_PRODUCT):
-      fast = conv_on_blocks
-  if fast is None:
-    return _direct_conv(x, kernel, padding)
-  return jax.lax.platform_dependent(
-      x, kernel,
-      cpu=lambda x, kernel: _forward_in_form(x, kernel, padding, fast),
-      default=functools.partial(_direct_conv, padding=padding))
+      return jax.lax.platform_dependent(
+          x, kernel, cpu=functools.partial(conv_as_patches, padding=padding),
+          default=functools.partial(_direct_conv, padding=padding))
+    if (same_size and min(sizes) > 1 and not any(s % 2 for s in sides)
+        and x.shape[-1] * kernel.shape[-1] <= BLOCK_CONV_MAX_CHANNEL_PRODUCT):
+      return jax.lax.platform_dependent(
+          x, kernel,
+          cpu=lambda x, kernel: _forward_in_form(x, kernel, padding,
+                                                 conv_on_blocks),
+          default=functools.partial(_direct_conv, padding=padding))
+  return _direct_conv(x, kernel, padding)
 
 
 class Conv(nn.Module):
   """`nn.Conv` with 'SAME' padding: the same parameters ('kernel' (*k, Cin,
   features), 'bias') and, named `Conv`, the same auto-names, so checkpoints
-  of either load in the other. Stride 2 on even sides of at least
-  `SUBPIXEL_GRAD_MIN_ELEMENTS` inputs runs `conv_stride2`.
+  of either load in the other. Stride 2 on even sides runs `conv_stride2`
+  for at least `SUBPIXEL_GRAD_MIN_ELEMENTS` inputs, and where the output
+  is smaller than the kernel (PRNet's last encoder stage at 96x96: 6x6 ->
+  3x3, whose input gradient XLA computes 6-12 times slower).
   """
   features: int
   kernel_size: tuple[int, ...]
@@ -322,7 +319,8 @@ class Conv(nn.Module):
     padding = tuple(jax.lax.padtype_to_pads(sides, self.kernel_size, strides,
                                             'SAME'))
     if (all(s == 2 for s in strides) and not any(s % 2 for s in sides)
-        and x.size >= SUBPIXEL_GRAD_MIN_ELEMENTS):
+        and (x.size >= SUBPIXEL_GRAD_MIN_ELEMENTS or all(
+            s // 2 < k for s, k in zip(sides, self.kernel_size)))):
       y = conv_stride2(x, kernel, padding)
     elif all(s == 1 for s in strides):
       y = conv_stride1(x, kernel, padding)
