@@ -1,6 +1,8 @@
 """Study 3: which parts of the synthetic generator matter for real faces.
 
   python -m experiments.ablations.realism --scale cpu
+  python -m experiments.ablations.realism --scale recipe \
+      --out experiments/results/realism_recipe
 
 A PRNet trained only on synthetic faces (the quickstart's recipe) on the
 full renderer (the baseline) and on data rendered without one part of it
@@ -47,6 +49,17 @@ STUDY = runner.Study(
                        'train.checkpoint_every=2000',
                        'train.keep_checkpoints=1'),
             data=recon_metrics.CPU_DATA),
+        # Today's quickstart recipe (lite + skips + standardize, renderer
+        # version 3) for 3,000 steps on 6,000 faces of 3,000 identities:
+        # the face-proportions experiment's setting (README), where one
+        # run takes about 5 min on the fast 2-core machine. Its results go
+        # to a folder of their own with `--out`.
+        'recipe': runner.Scale(
+            overrides=('train.num_steps=3000', 'train.eval_every=3000',
+                       'train.checkpoint_every=3000',
+                       'train.keep_checkpoints=1'),
+            data=runner.Data(resolution=64, num_train=6000,
+                             identities=(('train', 3000), ('test', 100)))),
         'paper': runner.Scale(
             overrides=('model.width=1.0', 'train.num_steps=100000'),
             data=recon_metrics.PAPER_DATA),
