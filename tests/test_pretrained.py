@@ -14,6 +14,7 @@ import re
 import cv2
 import numpy as np
 import pytest
+from flax import traverse_util
 
 import workdirs
 from jaxface import cli
@@ -398,14 +399,10 @@ _RECIPE = ('task', 'seed', 'model', 'loss', 'optimizer', 'mix.batch_size',
            'train.num_steps', 'train.ema_decay')
 
 
-def _flat(tree, prefix=''):
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = list(value) if isinstance(value, tuple) else value
-  return out
+def _flat(tree):
+  """{'a.b': leaf}, tuples as the lists a stored JSON config holds."""
+  return {key: list(value) if isinstance(value, tuple) else value
+          for key, value in traverse_util.flatten_dict(tree, sep='.').items()}
 
 
 @pytest.mark.parametrize('name', pretrained.available(pretrained.PACKAGE_DIR))
