@@ -17,7 +17,8 @@ spread (min-max) of the repeats' wall times, images/s (images per repeat /
 median), the FLOPs per image that XLA counts in the compiled program
 (`Compiled.cost_analysis()`: convolutions as executed, elementwise ops too)
 and the fraction of the device's peak FLOP/s that this reaches, where the
-peak is known (`PEAKS`, or --peak-flops); '-' where not.
+peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
+`cpu_peak_flops`; or --peak-flops); '-' where not.
 
 - train: one step of `jaxface train`'s PRNet pretraining task
   (`loop.make_task` with experiments/configs/prnet_pretrain.py: forward in
@@ -50,6 +51,7 @@ import argparse
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import tempfile
@@ -75,7 +77,8 @@ PHOTO_SIZE = (768, 1024)  # (height, width) of the reconstruct photo
 # - Google Cloud TPU system architecture pages, bfloat16 per chip: v4 275,
 #   v5e 197, v5p 459, v6e (Trillium) 918 TFLOP/s. float32 depends on the
 #   matmul precision: unknown here.
-# CPUs vary too much to list: pass --peak-flops.
+# CPUs vary too much to list: `cpu_peak_flops` estimates theirs from
+# /proc/cpuinfo; --peak-flops overrides it.
 PEAKS = (
     ('H100 PCIe', {'bfloat16': 756.5e12, 'float32': 378e12},
      'NVIDIA H100 PCIe datasheet, dense'),
@@ -221,11 +224,52 @@ def xla_flops(compiled) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
+def cpu_peak_flops(cpuinfo: str, cores: int) -> tuple[float | None, str]:
+  """(estimated float32 FLOP/s or None, how) of `cores` cores of the CPU
+  that `cpuinfo` (the text of /proc/cpuinfo) describes.
+
+  cores x FLOP per cycle x the clock of its first 'cpu MHz' line (in a
+  virtual machine, the nominal clock). FLOP per cycle are those of two
+  fused multiply-add units at the widest vector the flags name, which the
+  server CPUs jaxface meets have: 64 with AVX-512 (16 lanes x 2 x 2), 32
+  with AVX2 and FMA (8 x 2 x 2); older CPUs: unknown. CPUs with one
+  AVX-512 unit, or that lower their clock under AVX-512, reach less.
+  """
+  flags = re.search(r'^flags\s*:(.*)$', cpuinfo, re.M)
+  mhz = re.search(r'^cpu MHz\s*:\s*([0-9.]+)', cpuinfo, re.M)
+  if not flags or not mhz or cores < 1:
+    return None, 'unknown: /proc/cpuinfo has no flags or cpu MHz'
+  names = set(flags.group(1).split())
+  if 'avx512f' in names:
+    per_cycle, unit = 64, 'AVX-512'
+  elif {'avx2', 'fma'} <= names:
+    per_cycle, unit = 32, 'AVX2'
+  else:
+    return None, 'unknown: neither AVX-512 nor AVX2 with FMA'
+  ghz = float(mhz.group(1)) / 1e3
+  return cores * per_cycle * ghz * 1e9, (
+      f'estimated: {cores} cores x {per_cycle} FLOP/cycle ({unit}, 2 FMA '
+      f'units) x {ghz:.2f} GHz')
+
+
+def _this_cpu_peak() -> tuple[float | None, str]:
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpuinfo = f.read()
+  except OSError:
+    return None, 'unknown: no /proc/cpuinfo'
+  return cpu_peak_flops(cpuinfo, len(os.sched_getaffinity(0)))
+
+
 def peak_flops(device_kind: str, dtype: str,
                override: float | None = None) -> tuple[float | None, str]:
   """(peak FLOP/s or None, where the figure comes from) of a device."""
   if override:
     return override, '--peak-flops'
+  if device_kind == 'cpu':
+    if dtype == 'float32':
+      return _this_cpu_peak()
+    return None, f'unknown for the CPU in {dtype}'
   for key, peaks, source in PEAKS:
     if key in device_kind and dtype in peaks:
       return peaks[dtype], source

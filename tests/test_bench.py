@@ -162,8 +162,31 @@ def test_peaks_by_device_kind():
   assert bench.peak_flops('TPU v5 lite', 'bfloat16')[0] == 197e12
   assert bench.peak_flops('TPU v5', 'bfloat16')[0] == 459e12
   assert bench.peak_flops('TPU v4', 'float32')[0] is None
-  assert bench.peak_flops('cpu', 'float32')[0] is None
+  assert bench.peak_flops('cpu', 'bfloat16')[0] is None
   assert bench.peak_flops('cpu', 'float32', 2e11) == (2e11, '--peak-flops')
+
+
+_CPUINFO = """processor\t: 0
+model name\t: Some Xeon
+cpu MHz\t\t: 2100.000
+flags\t\t: fpu sse sse2 {extra} popcnt
+"""
+
+
+@pytest.mark.parametrize('extra, cores, expected', [
+    ('avx avx2 fma avx512f avx512bw', 2, 2 * 64 * 2.1e9),  # 268.8 GFLOP/s
+    ('avx avx2 fma', 4, 4 * 32 * 2.1e9),
+    ('avx avx2', 2, None),  # AVX2 without FMA
+    ('ssse3', 2, None),
+])
+def test_cpu_peak_from_cpuinfo(extra, cores, expected):
+  peak, how = bench.cpu_peak_flops(_CPUINFO.format(extra=extra), cores)
+  if expected is None:
+    assert peak is None and how.startswith('unknown')
+  else:
+    assert peak == pytest.approx(expected)
+    assert how.startswith(f'estimated: {cores} cores x ')
+  assert bench.cpu_peak_flops('processor\t: 0\n', 2)[0] is None
 
 
 @pytest.mark.parametrize('options, message', [

@@ -452,6 +452,13 @@ def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
   mismatched = _tiny(CYCLE, data, **{
       'model.width': 0.125, 'cycle.disc_width': 0.125, 'cycle.pool_size': 4,
       'cycle.init_from': pretrained, 'model.bn_momentum': 0.9})
+  built, real_initialize = [], state_lib.initialize
+
+  def counted_initialize(*args, **kwargs):
+    built.append(1)
+    return real_initialize(*args, **kwargs)
+
+  monkeypatch.setattr(state_lib, 'initialize', counted_initialize)
   with pytest.raises(ValueError, match="'lite': True.*'lite': False.*pass "
                      'the same --config.model'):
     loop.run(mismatched, str(tmp_path / 'mismatched'))
@@ -465,6 +472,7 @@ def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
   with pytest.raises(ValueError, match="'standardize': True.*'standardize': "
                      'False'):
     loop.run(unstandardized, str(tmp_path / 'unstandardized'))
+  assert not built  # refused before any state was built (or compiled)
   config = _tiny(CYCLE, data, **same, **{'model.standardize': True})
   summary = loop.run(config, str(tmp_path / 'cycle'))
   assert summary['steps'] == 2 and summary['eval']['nme'] > 0

@@ -23,6 +23,7 @@ spectral-norm vectors (if any)}; extra: {'pool': {'maps', 'landmarks',
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -92,29 +93,49 @@ class CycleTask(task_lib.Task):
                    'disc': self.disc_tx.init(disc_params)},
         ema_params=gen.ema_params, extra={'pool': pool})
 
-  def load_pretrained(self, state) -> state_lib.TrainState:
-    """PRNet's parameters and statistics from `cycle.init_from`, if set.
+  @functools.cached_property
+  def pretrained(self):
+    """The PRNet of `cycle.init_from` (a `trained.TrainedModel`, read once),
+    or None when it is not set.
 
-    A network pretrained in another UV layout is a starting point (e.g.
-    synthetic pretraining before 300W-LP); the message says so.
+    Raises:
+      ValueError: its model config differs from this run's.
     """
     path = self.config.cycle.init_from
     if not path:
-      return state
+      return None
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     pretrained = trained_lib.load(path)
-    params, stats = pretrained.params, pretrained.batch_stats
-    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
     keys = ('width', 'head', 'coords', 'global_dim', 'lite', 'skips',
             'standardize')
     theirs = {k: pretrained.config.model.get(k) for k in keys}
     ours = {k: self.config.model.get(k) for k in keys}
     # The keys too: standardize changes what the weights mean, not their
     # shapes.
-    if theirs != ours or shapes(params) != shapes(state.params['gen']):
-      raise ValueError(
-          f'cycle.init_from={path} is a PRNet with model {theirs}, this run '
-          f'builds {ours}: pass the same --config.model.* values')
+    if theirs != ours:
+      raise ValueError(_mismatch(path, theirs, ours))
+    return pretrained
+
+  def check_pretrained(self) -> None:
+    """Reads `cycle.init_from` and checks its model config, before the
+    run builds its state."""
+    _ = self.pretrained
+
+  def load_pretrained(self, state) -> state_lib.TrainState:
+    """PRNet's parameters and statistics from `cycle.init_from`, if set.
+
+    A network pretrained in another UV layout is a starting point (e.g.
+    synthetic pretraining before 300W-LP); the message says so.
+    """
+    pretrained = self.pretrained
+    if pretrained is None:
+      return state
+    path = self.config.cycle.init_from
+    params, stats = pretrained.params, pretrained.batch_stats
+    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
+    if shapes(params) != shapes(state.params['gen']):
+      raise ValueError(_mismatch(path, pretrained.config.model.to_dict(),
+                                 self.config.model.to_dict()))
     print(f'generator initialised from the last checkpoint in {path}')
     if pretrained.layout != self.layout:
       print(f'  it was trained in the {pretrained.layout.name!r} UV layout; '
@@ -268,3 +289,8 @@ def _split(out, train):
     return out, None
   logits, updates = out
   return logits, updates.get('batch_stats')
+
+
+def _mismatch(path: str, theirs: dict, ours: dict) -> str:
+  return (f'cycle.init_from={path} is a PRNet with model {theirs}, this run '
+          f'builds {ours}: pass the same --config.model.* values')

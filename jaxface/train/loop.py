@@ -422,6 +422,8 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
       raise ValueError(f'config.{name} ({size}) must be divisible by the '
                        f'number of devices ({mesh.size})')
   task = make_task(config, int(info['resolution']), layout, mix_scheme)
+  if checkpoint_lib.latest_step(workdir) is None:
+    task.check_pretrained()  # before anything is compiled
   repl = state_lib.replicated(mesh)
 
   train_it = _train_iterator(config, mixed=mix_scheme is not None)

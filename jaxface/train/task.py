@@ -7,8 +7,9 @@ It declares the record kind it trains on and the eval metric that picks
 the best checkpoint, and gives the loop pure steps (`init_state`,
 `train_step`, `eval_step`, jitted by the loop; `predict`, the eval-mode
 network's output for a batch, which `eval_step` measures) and host-side pieces
-(`figure`, and the optional hooks `load_pretrained` and `baseline`, which
-default to doing nothing). `TASKS` names them; `task_class` imports one.
+(`figure`, and the optional hooks `check_pretrained`, `load_pretrained`
+and `baseline`, which default to doing nothing). `TASKS` names them;
+`task_class` imports one.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class Task:
 
   def figure(self, state, batch, path: str) -> None:
     raise NotImplementedError
+
+  def check_pretrained(self) -> None:
+    """ValueError if the pretrained weights a fresh run starts from cannot
+    serve this task; the loop calls it before building the state (default:
+    there are none)."""
 
   def load_pretrained(self, state):
     """A fresh state with pretrained weights loaded in (default: as is)."""
