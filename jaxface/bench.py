@@ -238,7 +238,7 @@ def cpu_peak_flops(cpuinfo: str, cores: int) -> tuple[float | None, str]:
   flags = re.search(r'^flags\s*:(.*)$', cpuinfo, re.M)
   mhz = re.search(r'^cpu MHz\s*:\s*([0-9.]+)', cpuinfo, re.M)
   if not flags or not mhz or cores < 1:
-    return None, 'unknown: /proc/cpuinfo has no flags or cpu MHz'
+    return None, 'unknown: no flags or cpu MHz in /proc/cpuinfo'
   names = set(flags.group(1).split())
   if 'avx512f' in names:
     per_cycle, unit = 64, 'AVX-512'
@@ -252,13 +252,19 @@ def cpu_peak_flops(cpuinfo: str, cores: int) -> tuple[float | None, str]:
       f'units) x {ghz:.2f} GHz')
 
 
-def _this_cpu_peak() -> tuple[float | None, str]:
+def _cpuinfo() -> str:
+  """The text of /proc/cpuinfo ('' where there is none)."""
   try:
     with open('/proc/cpuinfo') as f:
-      cpuinfo = f.read()
+      return f.read()
   except OSError:
-    return None, 'unknown: no /proc/cpuinfo'
-  return cpu_peak_flops(cpuinfo, len(os.sched_getaffinity(0)))
+    return ''
+
+
+def _this_cpu_peak() -> tuple[float | None, str]:
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+           else os.cpu_count() or 0)
+  return cpu_peak_flops(_cpuinfo(), cores)
 
 
 def peak_flops(device_kind: str, dtype: str,
@@ -504,13 +510,8 @@ def machine() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
-  cpu = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
-  except OSError:
-    pass
+  name = re.search(r'^model name\s*:\s*(.*)$', _cpuinfo(), re.M)
+  cpu = name.group(1).strip() if name else platform.processor() or 'unknown'
   return {'platform': device.platform, 'device_kind': device.device_kind,
           'device_count': jax.device_count(), 'cpu': cpu,
           'cpu_count': os.cpu_count(),
