@@ -21,6 +21,7 @@ from data_pipelines import aflw21
 from data_pipelines import landmarks2d
 from experiments.ablations import recon_metrics
 from experiments.benchmarks import aflw21_eval
+from experiments.diagnostics import adabn
 from experiments.diagnostics import aflw21_errors
 from experiments.diagnostics import face_proportions
 from jaxface.data import shards
@@ -513,3 +514,17 @@ def test_face_proportions_of_known_points():
   assert 50 < np.median(iods) < 76
   assert face_proportions.main(['--faces', '2', '--shape-mean', 'x=1',
                                 '--data', 'nowhere']) == 2
+
+
+def test_adabn_pools_batch_statistics_into_those_of_all_the_values():
+  rng = np.random.default_rng(0)
+  batches = [rng.normal(loc, 1 + loc, size=(64, 5)) for loc in (0.0, 2.0, 5.0)]
+  per_batch = [{'Conv_0': {'BatchNorm_0': {'mean': b.mean(0),
+                                           'var': b.var(0)}}}
+               for b in batches]
+  pooled = adabn.pooled_stats(per_batch)['Conv_0']['BatchNorm_0']
+  everything = np.concatenate(batches)
+  np.testing.assert_allclose(pooled['mean'], everything.mean(0), rtol=1e-12)
+  np.testing.assert_allclose(pooled['var'], everything.var(0), rtol=1e-12)
+  with pytest.raises(ValueError, match='no batch'):
+    adabn.pooled_stats([])
