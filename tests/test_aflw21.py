@@ -24,6 +24,7 @@ from experiments.benchmarks import aflw21_eval
 from experiments.diagnostics import adabn
 from experiments.diagnostics import aflw21_errors
 from experiments.diagnostics import face_proportions
+from experiments.diagnostics import image_probes
 from jaxface.data import shards
 from jaxface.data import synthetic
 from jaxface.eval import recon_eval
@@ -528,3 +529,33 @@ def test_adabn_pools_batch_statistics_into_those_of_all_the_values():
   np.testing.assert_allclose(pooled['var'], everything.var(0), rtol=1e-12)
   with pytest.raises(ValueError, match='no batch'):
     adabn.pooled_stats([])
+
+
+class _Identity:
+  """A stand-in network whose 'position maps' are its input images."""
+
+  def apply(self, variables, images):
+    del variables
+    return images
+
+
+def test_image_probes_change_only_what_they_name():
+  images = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(
+      np.float32)
+  for name, probe in image_probes.PROBES.items():
+    out = probe(images)
+    assert out.shape == images.shape and out.dtype == np.float32, name
+    assert out.min() >= 0 and out.max() <= 1, name
+    if name != 'none':
+      assert not np.allclose(out, images), name
+  np.testing.assert_array_equal(image_probes.PROBES['none'](images), images)
+  grey = image_probes.PROBES['grey'](images)
+  np.testing.assert_allclose(grey[..., 0], grey[..., 2])
+  blurred = image_probes.PROBES['blur1.5'](images)
+  assert blurred.std() < 0.6 * images.std()  # flattened towards the mean
+  # Inside `probed`, the evaluator's prnet.predict sees the probed images.
+  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+  with image_probes.probed(image_probes.PROBES['grey']):
+    seen = recon_eval.prnet.predict(_Identity(), None, images,
+                                    np.zeros((1, 2), np.float32))
+  np.testing.assert_allclose(np.asarray(seen[0]), grey, atol=1e-6)
