@@ -200,6 +200,27 @@ def summarise(report: dict, conversion) -> dict:
           'skipped': skipped}
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+  """--model NAME | --workdir RUN (one required) and --aflw21 FOLDER: the
+  arguments of the diagnostics that measure one model here."""
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--model', help='a shipped model, e.g. synthetic')
+  source.add_argument('--workdir', help='a prnet training workdir')
+  parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR,
+                      help='the AFLW-21 folder')
+
+
+def held_out_nme(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,
+                 limit: int | None = None) -> dict[str, float]:
+  """{'all', 'no_ears'}: NME % (mean of the yaw bins, 2 decimals) on the
+  held-out faces ('resize' crops), with and without the ear lobes."""
+  _, results = measure(trained, data, modes=('resize',), limit=limit,
+                       batch_size=32)
+  report = results['resize']['report']
+  return {'all': round(100 * report['nme']['mean_of_bins'], 2),
+          'no_ears': round(100 * report['nme_no_ears']['mean_of_bins'], 2)}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir',

@@ -106,10 +106,7 @@ def synthetic_images(data_dir: str, count: int) -> np.ndarray:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--model', help='a shipped model, e.g. synthetic')
-  source.add_argument('--workdir', help='a prnet training workdir')
-  parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR)
+  aflw21_eval.add_model_source(parser)
   parser.add_argument('--images', type=int, default=2048,
                       help='images the statistics are estimated on')
   parser.add_argument('--stats-from', default='aflw21',
@@ -129,12 +126,8 @@ def main(argv=None) -> dict:
   out = {'model': args.workdir or args.model, 'stats_from': args.stats_from,
          'images': int(len(images))}
   for name, model in (('stored', trained), ('reestimated', adapted)):
-    _, results = aflw21_eval.measure(model, data, modes=('resize',),
-                                     limit=args.limit, batch_size=32)
-    report = results['resize']['report']
-    out[name] = {'nme': round(100 * report['nme']['mean_of_bins'], 2),
-                 'nme_no_ears': round(
-                     100 * report['nme_no_ears']['mean_of_bins'], 2)}
+    nme = aflw21_eval.held_out_nme(model, data, args.limit)
+    out[name] = {'nme': nme['all'], 'nme_no_ears': nme['no_ears']}
   print(json.dumps(out))
   return out
 

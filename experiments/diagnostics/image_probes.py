@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from unittest import mock
 
 import cv2
@@ -103,10 +102,7 @@ def probed(probe):
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--model', help='a shipped model, e.g. synthetic')
-  source.add_argument('--workdir', help='a prnet training workdir')
-  parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR)
+  aflw21_eval.add_model_source(parser)
   parser.add_argument('--probes', default=','.join(PROBES),
                       help='comma-separated names of PROBES')
   parser.add_argument('--limit', type=int, default=None,
@@ -123,12 +119,7 @@ def main(argv=None) -> dict:
          'nme': {}}
   for name in names:
     with probed(PROBES[name]):
-      _, results = aflw21_eval.measure(trained, data, modes=('resize',),
-                                       limit=args.limit, batch_size=32)
-    report = results['resize']['report']
-    out['nme'][name] = {
-        'all': round(100 * report['nme']['mean_of_bins'], 2),
-        'no_ears': round(100 * report['nme_no_ears']['mean_of_bins'], 2)}
+      out['nme'][name] = aflw21_eval.held_out_nme(trained, data, args.limit)
   print('| probe | NME % | without the ear lobes |\n|---|---|---|')
   for name, nme in out['nme'].items():
     print(f'| {name} | {nme["all"]} | {nme["no_ears"]} |')
