@@ -78,8 +78,7 @@ def aflw21_training_images(data: aflw21.AFLW21, resolution: int,
                            count: int, seed: int = 0) -> np.ndarray:
   """(count, R, R, 3) float32 in [0, 1]: random faces of AFLW-21's
   training split (not held out), each 120x120 crop resized to R."""
-  held = set(int(i) for i in aflw21.held_out_indices(data.names))
-  train = np.array([i for i in range(len(data)) if i not in held])
+  train = np.flatnonzero([not aflw21.held_out(n) for n in data.names])
   pick = np.random.default_rng(seed).choice(
       train, size=min(count, len(train)), replace=False)
   return np.stack([
