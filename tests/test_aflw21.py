@@ -559,3 +559,37 @@ def test_image_probes_change_only_what_they_name():
     seen = recon_eval.prnet.predict(_Identity(), None, images,
                                     np.zeros((1, 2), np.float32))
   np.testing.assert_allclose(np.asarray(seen[0]), grey, atol=1e-6)
+
+
+class _Constant:
+  """A stand-in network whose position maps hold one point everywhere."""
+
+  def __init__(self, point):
+    self.point = np.asarray(point, np.float32)
+
+  def apply(self, variables, images):
+    del variables
+    return np.broadcast_to(self.point, np.shape(images)).copy()
+
+
+def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
+  side, c = 33, 16.0
+  image = np.zeros((1, side, side, 3), np.float32)
+  image[0, 16 + 8, 16 - 12] = 1.0  # x = 4, y = 24
+  zoom = image_probes.Zoom(0.5)
+  out = zoom(image)
+  row, col = np.unravel_index(np.argmax(out[0, ..., 0]), (side, side))
+  # The dot moved halfway to the centre: x 4 -> 10, y 24 -> 20.
+  assert (col, row) == (c - 6, c + 4)
+  np.testing.assert_allclose(zoom.unmap(np.array([[10.0, 20.0, 3.0]]), side),
+                             [[4.0, 24.0, 6.0]])
+  # Inside `probed`, what the network predicts on the zoomed crop comes
+  # back in the crop's frame.
+  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+  with image_probes.probed(zoom):
+    maps, points = recon_eval.prnet.predict(
+        _Constant([10.0, 20.0, 3.0]), None, image,
+        np.full((2, 2), 0.5, np.float32))
+  np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [4.0, 24.0, 6.0])
+  np.testing.assert_allclose(np.asarray(points)[0], [[4.0, 24.0, 6.0]] * 2,
+                             atol=1e-5)

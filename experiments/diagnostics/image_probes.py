@@ -8,12 +8,13 @@ the AFLW-21 held-out error is measured again.
 A probe that lowers the error on photos names something in them that the
 renders lack or have otherwise: blurring helps when photos carry fine
 detail that the network never saw on renders, greyscale when their
-colours mislead it. Probes (`PROBES`) act on the (B, R, R, 3) crops at the
-model's resolution, after the records are brought to it, in
-`prnet.predict`; the measurement is `aflw21_eval.measure`'s ('resize'
-crops, averaged with the mirror image where the model is). Prints a
-markdown table (NME % mean of the yaw bins, with and without the ear
-lobes); `--out F.json` also writes it.
+colours mislead it; a `zoom` probe scales the faces within the crops (and
+the predictions back), a probe of the framing. Probes (`PROBES`) act on
+the (B, R, R, 3) crops at the model's resolution, after the records are
+brought to it, in `prnet.predict`; the measurement is
+`aflw21_eval.measure`'s ('resize' crops, averaged with the mirror image
+where the model is). Prints a markdown table (NME % mean of the yaw bins,
+with and without the ear lobes); `--out F.json` also writes it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,31 @@ def _gamma(g: float):
   return lambda images: np.power(np.clip(images, 0, 1), g).astype(np.float32)
 
 
-# name -> (B, R, R, 3) float32 in [0, 1] -> the same shape and range.
+class Zoom:
+  """Scales the crops' content by `scale` about their centre (the border
+  replicated), and the predictions back: a probe of the framing. Below 1
+  the faces fill less of the crop."""
+
+  def __init__(self, scale: float):
+    self.scale = scale
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    side = images.shape[1]
+    c = (side - 1) / 2
+    m = cv2.getRotationMatrix2D((c, c), 0, self.scale)
+    return _per_image(lambda x: cv2.warpAffine(
+        x, m, (side, side), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE))(images)
+
+  def unmap(self, points, side: int):
+    """(..., 3) x, y, z predicted on the zoomed crop -> the crop's."""
+    c = (side - 1) / 2
+    xy = (points[..., :2] - c) / self.scale + c
+    return np.concatenate([xy, points[..., 2:] / self.scale], -1)
+
+
+# name -> (B, R, R, 3) float32 in [0, 1] -> the same shape and range (a
+# `Zoom` also maps the predictions back to the crop's frame).
 PROBES = {
     'none': lambda images: images,
     'grey': _grey,
@@ -84,6 +109,8 @@ PROBES = {
     'noise0.03': _noise(0.03),
     'gamma0.7': _gamma(0.7),
     'gamma1.4': _gamma(1.4),
+    'zoom0.9': Zoom(0.9),
+    'zoom1.1': Zoom(1.1),
 }
 
 
@@ -93,8 +120,13 @@ def probed(probe):
   real = prnet_lib.predict
 
   def predict(module, variables, images, landmark_uv):
-    return real(module, variables, probe(np.asarray(images, np.float32)),
-                landmark_uv)
+    maps, points = real(module, variables,
+                        probe(np.asarray(images, np.float32)), landmark_uv)
+    if isinstance(probe, Zoom):
+      side = np.shape(images)[1]
+      maps, points = (probe.unmap(np.asarray(maps), side),
+                      probe.unmap(np.asarray(points), side))
+    return maps, points
 
   with mock.patch.object(prnet_lib, 'predict', predict):
     yield
