@@ -593,3 +593,11 @@ def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
   np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [4.0, 24.0, 6.0])
   np.testing.assert_allclose(np.asarray(points)[0], [[4.0, 24.0, 6.0]] * 2,
                              atol=1e-5)
+
+
+@pytest.mark.parametrize('main', [image_probes.main, adabn.main])
+def test_diagnostics_refuse_a_limit_below_one(main, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(['--model', 'synthetic', '--limit', '0'])
+  assert exit_info.value.code == 2
+  assert 'argument --limit: must be >= 1, got 0' in capsys.readouterr().err

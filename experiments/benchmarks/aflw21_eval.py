@@ -200,14 +200,25 @@ def summarise(report: dict, conversion) -> dict:
           'skipped': skipped}
 
 
+def _face_count(text: str) -> int:
+  """An argparse type: a number of faces, at least 1."""
+  count = int(text)
+  if count < 1:
+    raise argparse.ArgumentTypeError(f'must be >= 1, got {count}')
+  return count
+
+
 def add_model_source(parser: argparse.ArgumentParser) -> None:
-  """--model NAME | --workdir RUN (one required) and --aflw21 FOLDER: the
-  arguments of the diagnostics that measure one model here."""
+  """--model NAME | --workdir RUN (one required), --aflw21 FOLDER and
+  --limit N: the arguments of the diagnostics that measure one model on
+  the held-out faces (`held_out_nme`)."""
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument('--model', help='a shipped model, e.g. synthetic')
   source.add_argument('--workdir', help='a prnet training workdir')
   parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR,
                       help='the AFLW-21 folder')
+  parser.add_argument('--limit', type=_face_count, default=None,
+                      help='held-out faces measured (default: all)')
 
 
 def held_out_nme(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,

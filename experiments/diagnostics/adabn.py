@@ -111,8 +111,6 @@ def main(argv=None) -> dict:
   parser.add_argument('--stats-from', default='aflw21',
                       help="'aflw21' (its training split) or a synthetic "
                       'dataset folder (its test split)')
-  parser.add_argument('--limit', type=int, default=None,
-                      help='held-out faces measured (default: all)')
   args = parser.parse_args(argv)
   trained = trained_lib.load_model(args.workdir, args.model)
   data = aflw21.load(args.aflw21)

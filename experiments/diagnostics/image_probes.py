@@ -137,8 +137,6 @@ def main(argv=None) -> dict:
   aflw21_eval.add_model_source(parser)
   parser.add_argument('--probes', default=','.join(PROBES),
                       help='comma-separated names of PROBES')
-  parser.add_argument('--limit', type=int, default=None,
-                      help='held-out faces measured (default: all)')
   parser.add_argument('--out', default=None, help='also write JSON here')
   args = parser.parse_args(argv)
   names = [n for n in args.probes.split(',') if n]
