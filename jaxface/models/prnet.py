@@ -35,6 +35,16 @@ counts. `skips=True` adds, after each stride-2 transposed convolution, a
 1x1 projection of the encoder's last features at that side (U-Net-like,
 additive).
 
+`half_res_ends=True` (with `lite` and the conv head) takes the layers at
+full resolution out: a 4x4 stride-2 convolution to the first residual
+block's channels replaces the first convolution and that block, the head
+runs at half resolution and predicts each position's 2x2 texels (12
+channels, rearranged depth to space), and the last transposed convolution
+goes. The first layer still sees every pixel (a stride-2 convolution with
+a 4x4 kernel); what goes are the full-resolution feature maps of 4-6
+channels, whose normalisation, activation and layout copies took 40 % of
+the quarter-width 96x96 train step.
+
 `standardize=True` subtracts each image's mean and divides by its standard
 deviation (per channel, over the pixels) before the first layer, so that a
 photograph's brightness and contrast, which differ from the renders', do not
@@ -141,6 +151,8 @@ class PRNet(nn.Module):
     standardize: per-image, per-channel input standardisation (see above).
     flip_average: at inference, average with the mirror image's prediction
       (see above).
+    half_res_ends: no layers at full resolution (see above); needs `lite`
+      and head 'conv'.
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
@@ -156,6 +168,7 @@ class PRNet(nn.Module):
   lite: bool = False
   standardize: bool = False
   flip_average: bool = False
+  half_res_ends: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -180,13 +193,25 @@ class PRNet(nn.Module):
       mean = jnp.mean(x, axis=(1, 2), keepdims=True)
       std = jnp.std(x, axis=(1, 2), keepdims=True)
       x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
+    if self.half_res_ends and not (self.lite and self.head == 'conv'):
+      raise ValueError('PRNet half_res_ends needs lite=True and head '
+                       f"'conv', got lite={self.lite}, head={self.head!r}")
     if self.coords:
       x = _with_coordinate_channels(x)
-    x = layers.Conv(self._channels(16), (4, 4), use_bias=False,
+    encoder = ENCODER
+    if self.half_res_ends:
+      # The first residual block's job (to half resolution, its channels)
+      # done by one strided convolution.
+      stem_features, stem_strides = ENCODER[0][0], 2
+      encoder = ENCODER[1:]
+    else:
+      stem_features, stem_strides = 16, 1
+    x = layers.Conv(self._channels(stem_features), (4, 4),
+                    (stem_strides, stem_strides), use_bias=False,
                     dtype=self.dtype)(x)
     x = nn.relu(_bn(train, self.dtype, self.bn_momentum)(x))
     encoded = {x.shape[1]: x}  # side -> the encoder's last features there
-    for features, strides in ENCODER:
+    for features, strides in encoder:
       if self.lite and strides == 1:
         continue
       x = ResBlock(self._channels(features), strides, self.dtype,
@@ -209,6 +234,8 @@ class PRNet(nn.Module):
     if self.lite:
       decoder = [layer for k, layer in enumerate(decoder)
                  if k == 0 or layer[1] == 2 or k >= len(DECODER) - 3]
+    if self.half_res_ends:
+      decoder = decoder[:-1]  # the transposed convolution to full resolution
     for k, (features, strides) in enumerate(decoder):
       if self.coords:
         x = _with_coordinate_channels(x)
@@ -226,8 +253,13 @@ class PRNet(nn.Module):
       # Zero-initialised: the first maps are the crop's centre, not noise
       # of the scale of the crop. Linear: synthetic heads reach beyond the
       # crop (the forehead above it, z past 1.1 R), which a sigmoid cannot.
-      x = layers.Conv(3, (3, 3), dtype=self.dtype,
+      texels = 4 if self.half_res_ends else 1  # 2x2 texels a position
+      x = layers.Conv(3 * texels, (3, 3), dtype=self.dtype,
                       kernel_init=nn.initializers.zeros)(x) + 0.5
+      if self.half_res_ends:
+        b, h, w, _ = x.shape
+        x = x.reshape(b, h, w, 2, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(
+            b, 2 * h, 2 * w, 3)
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (frames.POSITION_SCALE * resolution)).astype(out_dtype)
@@ -235,7 +267,8 @@ class PRNet(nn.Module):
 
 def from_config(model_config, dtype=None, layout=None) -> PRNet:
   """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
-  global_dim, skips, lite, standardize, flip_average; a stored config gets
+  global_dim, skips, lite, standardize, flip_average, half_res_ends; a
+  stored config gets
   the keys it lacks from `config_lib.with_added_keys`). `layout`: the
   `layout.UVLayout` of its maps, checked to be mirror-symmetric where
   flip_average is set (None: not checked)."""
@@ -252,7 +285,8 @@ def from_config(model_config, dtype=None, layout=None) -> PRNet:
                global_dim=model_config.global_dim,
                skips=model_config.skips, lite=model_config.lite,
                standardize=model_config.standardize,
-               flip_average=model_config.flip_average)
+               flip_average=model_config.flip_average,
+               half_res_ends=model_config.half_res_ends)
 
 
 @functools.partial(jax.jit, static_argnums=0)

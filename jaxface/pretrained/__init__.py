@@ -363,6 +363,8 @@ _CARD_OPTIONS = (('lite', 'one layer per resolution (`lite`)'),
                  ('skips', 'encoder skips (`skips`)'),
                  ('coords', 'coordinate channels (`coords`)'),
                  ('standardize', 'standardised inputs (`standardize`)'),
+                 ('half_res_ends', 'no layers at full resolution '
+                  '(`half_res_ends`)'),
                  ('flip_average', 'predictions averaged with the mirror '
                   'image\'s (`flip_average`)'))
 
