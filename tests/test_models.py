@@ -8,6 +8,7 @@ import functools
 import re
 
 import chex
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,72 @@ def test_prnet_lite_keeps_one_layer_per_resolution_and_skips_add_encoder_feature
                                   skips=True), images[:, :32, :32]),
                images[:, :32, :32])
   chex.assert_shape(out, (2, 32, 32, 3))
+
+
+def _full_resolution_layers(model, images):
+  """The names of `model`'s layers whose outputs have the input's side."""
+  variables = _shapes(model, images)  # shapes only: nothing compiles
+  _, state = jax.eval_shape(functools.partial(
+      model.apply, capture_intermediates=True), variables, images)
+  sides = {'/'.join(path[:-1]): value[0].shape[1] for path, value in
+           traverse_util.flatten_dict(state['intermediates']).items()}
+  assert sides.pop('') == images.shape[1]  # the network's output
+  assert len(sides) > 20  # every layer was captured
+  return variables['params'], sorted(
+      name for name, side in sides.items() if side == images.shape[1])
+
+
+@pytest.mark.parametrize('lite', [True, False])
+def test_prnet_half_res_options_take_the_full_resolution_layers_out(lite):
+  images = jnp.zeros((2, 64, 64, 3))
+  kwargs = dict(width=0.25, head='conv', coords=True, lite=lite, skips=True)
+  _, plain = _full_resolution_layers(models.PRNet(**kwargs), images)
+  stem = {'Conv_0', 'BatchNorm_0', 'ResBlock_0'}
+  assert stem <= {name.split('/')[0] for name in plain}
+  # The head: every full-resolution layer left is the stem's (the first
+  # convolution, its BatchNorm, the first block's wide-side layers).
+  _, head = _full_resolution_layers(
+      models.PRNet(**kwargs, half_res_head=True), images)
+  assert head and {name.split('/')[0] for name in head} == stem, head
+  # Both: no layer at full resolution.
+  params, none = _full_resolution_layers(
+      models.PRNet(**kwargs, half_res_head=True, half_res_stem=True), images)
+  assert not none, none
+  # The stem is one 4x4 stride-2 convolution to the first block's channels
+  # (32 x width) in place of the first convolution and that block.
+  assert params['Conv_0']['kernel'].shape == (4, 4, 5, 8)
+  full = _shapes(models.PRNet(**kwargs), images)['params']
+  count = lambda p, kind: sum(k.startswith(kind) for k in p)  # noqa: E731
+  assert count(params, 'ResBlock') == count(full, 'ResBlock') - 1
+  # lite: the one upsampling to full resolution goes; PRNet's decoder: also
+  # the 16 x width layer after it.
+  assert count(params, 'ConvTranspose') == count(
+      full, 'ConvTranspose') - (1 if lite else 2)
+  with pytest.raises(ValueError, match="half_res_head needs head 'conv'"):
+    _shapes(models.PRNet(width=0.25, half_res_head=True), images)
+
+
+def test_prnet_half_res_head_puts_each_positions_12_channels_on_its_2x2_texels():
+  # The head's 12 channels at half-resolution position (i, j) are the map's
+  # texels (2i + dy, 2j + dx), channel c, in (dy, dx, c) order: with a zero
+  # kernel the map is the head's bias, placed texel by texel.
+  model = models.PRNet(width=0.25, head='conv', lite=True, half_res_head=True)
+  images = jnp.zeros((1, 32, 32, 3))
+  variables = _init(model, images)
+  head = max((k for k in variables['params'] if k.startswith('Conv_')),
+             key=lambda k: int(k.split('_')[1]))
+  bias = np.array([100 * dy + 10 * dx + c for dy in (0, 1) for dx in (0, 1)
+                   for c in range(3)], np.float32)
+  params = dict(variables['params'])
+  params[head] = {**params[head], 'bias': jnp.asarray(bias)}
+  out = np.asarray(_apply(model, {**variables, 'params': params}, images))
+  scale = 1.1 * 32
+  for dy in (0, 1):
+    for dx in (0, 1):
+      for c in range(3):
+        np.testing.assert_allclose(
+            out[0, dy::2, dx::2, c], (100 * dy + 10 * dx + c + 0.5) * scale,
+            rtol=1e-6)
 
 
 def test_prnet_standardize_ignores_each_images_brightness_and_contrast():

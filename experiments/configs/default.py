@@ -50,8 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.standardize = False  # PRNet: per-image input standardisation
   # PRNet at inference: mean of the image's and its mirror image's maps
   config.model.flip_average = False
-  # PRNet (lite, conv head): no layers at full resolution
-  config.model.half_res_ends = False
+  # PRNet: the conv head at half resolution (2x2 texels a position)
+  config.model.half_res_head = False
+  config.model.half_res_stem = False  # PRNet: a stride-2 stem
 
   config.loss = ml_collections.ConfigDict()
   config.loss.position = 'mse'  # mse (PRNet) | l1 (the second seed)

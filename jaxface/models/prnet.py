@@ -35,15 +35,18 @@ counts. `skips=True` adds, after each stride-2 transposed convolution, a
 1x1 projection of the encoder's last features at that side (U-Net-like,
 additive).
 
-`half_res_ends=True` (with `lite` and the conv head) takes the layers at
-full resolution out: a 4x4 stride-2 convolution to the first residual
-block's channels replaces the first convolution and that block, the head
-runs at half resolution and predicts each position's 2x2 texels (12
-channels, rearranged depth to space), and the last transposed convolution
-goes. The first layer still sees every pixel (a stride-2 convolution with
-a 4x4 kernel); what goes are the full-resolution feature maps of 4-6
-channels, whose normalisation, activation and layout copies took 40 % of
-the quarter-width 96x96 train step.
+Two options take layers at full resolution out, where a quarter-width
+network's feature maps have 4-6 channels and their normalisation,
+activation and layout copies cost far more than their arithmetic (40 %
+of the 96x96 train step on a CPU). `half_res_head=True` (conv head only)
+drops the decoder's layers at full resolution (the last stride-2
+transposed convolution and what follows it) and lets the head, at half
+resolution, predict each position's 2x2 texels (12 channels, rearranged
+depth to space). `half_res_stem=True` replaces the first convolution and
+the first residual block by one 4x4 stride-2 convolution to that block's
+channels: the first layer still sees every pixel. In the README's
+3-seed protocol the head kept the transfer to photos and the stem cost
+half a point ("What carries synthetic training over to real faces").
 
 `standardize=True` subtracts each image's mean and divides by its standard
 deviation (per channel, over the pixels) before the first layer, so that a
@@ -151,8 +154,10 @@ class PRNet(nn.Module):
     standardize: per-image, per-channel input standardisation (see above).
     flip_average: at inference, average with the mirror image's prediction
       (see above).
-    half_res_ends: no layers at full resolution (see above); needs `lite`
-      and head 'conv'.
+    half_res_head: the head at half resolution, 2x2 texels a position
+      (see above); needs head 'conv'.
+    half_res_stem: a stride-2 stem in place of the first convolution and
+      residual block (see above).
 
   Call: `(images (B, R, R, 3) float in [0, 1], train) -> (B, R, R, 3)`
   position maps in pixels (output x 1.1 x R). R must be a multiple of 32.
@@ -168,7 +173,8 @@ class PRNet(nn.Module):
   lite: bool = False
   standardize: bool = False
   flip_average: bool = False
-  half_res_ends: bool = False
+  half_res_head: bool = False
+  half_res_stem: bool = False
 
   def _channels(self, c: int) -> int:
     return c if c == 3 else max(2, int(round(c * self.width / 2)) * 2)
@@ -193,13 +199,13 @@ class PRNet(nn.Module):
       mean = jnp.mean(x, axis=(1, 2), keepdims=True)
       std = jnp.std(x, axis=(1, 2), keepdims=True)
       x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
-    if self.half_res_ends and not (self.lite and self.head == 'conv'):
-      raise ValueError('PRNet half_res_ends needs lite=True and head '
-                       f"'conv', got lite={self.lite}, head={self.head!r}")
+    if self.half_res_head and self.head != 'conv':
+      raise ValueError("PRNet half_res_head needs head 'conv', got "
+                       f'{self.head!r}')
     if self.coords:
       x = _with_coordinate_channels(x)
     encoder = ENCODER
-    if self.half_res_ends:
+    if self.half_res_stem:
       # The first residual block's job (to half resolution, its channels)
       # done by one strided convolution.
       stem_features, stem_strides = ENCODER[0][0], 2
@@ -234,8 +240,10 @@ class PRNet(nn.Module):
     if self.lite:
       decoder = [layer for k, layer in enumerate(decoder)
                  if k == 0 or layer[1] == 2 or k >= len(DECODER) - 3]
-    if self.half_res_ends:
-      decoder = decoder[:-1]  # the transposed convolution to full resolution
+    if self.half_res_head:
+      # Up to the last upsampling: the layers at full resolution go.
+      last_up = max(k for k, layer in enumerate(decoder) if layer[1] == 2)
+      decoder = decoder[:last_up]
     for k, (features, strides) in enumerate(decoder):
       if self.coords:
         x = _with_coordinate_channels(x)
@@ -253,10 +261,10 @@ class PRNet(nn.Module):
       # Zero-initialised: the first maps are the crop's centre, not noise
       # of the scale of the crop. Linear: synthetic heads reach beyond the
       # crop (the forehead above it, z past 1.1 R), which a sigmoid cannot.
-      texels = 4 if self.half_res_ends else 1  # 2x2 texels a position
+      texels = 4 if self.half_res_head else 1  # 2x2 texels a position
       x = layers.Conv(3 * texels, (3, 3), dtype=self.dtype,
                       kernel_init=nn.initializers.zeros)(x) + 0.5
-      if self.half_res_ends:
+      if self.half_res_head:
         b, h, w, _ = x.shape
         x = x.reshape(b, h, w, 2, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(
             b, 2 * h, 2 * w, 3)
@@ -267,8 +275,8 @@ class PRNet(nn.Module):
 
 def from_config(model_config, dtype=None, layout=None) -> PRNet:
   """The PRNet of a run's `config.model` (width, bn_momentum, head, coords,
-  global_dim, skips, lite, standardize, flip_average, half_res_ends; a
-  stored config gets
+  global_dim, skips, lite, standardize, flip_average, half_res_head,
+  half_res_stem; a stored config gets
   the keys it lacks from `config_lib.with_added_keys`). `layout`: the
   `layout.UVLayout` of its maps, checked to be mirror-symmetric where
   flip_average is set (None: not checked)."""
@@ -286,7 +294,8 @@ def from_config(model_config, dtype=None, layout=None) -> PRNet:
                skips=model_config.skips, lite=model_config.lite,
                standardize=model_config.standardize,
                flip_average=model_config.flip_average,
-               half_res_ends=model_config.half_res_ends)
+               half_res_head=model_config.half_res_head,
+               half_res_stem=model_config.half_res_stem)
 
 
 @functools.partial(jax.jit, static_argnums=0)

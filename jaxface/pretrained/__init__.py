@@ -363,8 +363,9 @@ _CARD_OPTIONS = (('lite', 'one layer per resolution (`lite`)'),
                  ('skips', 'encoder skips (`skips`)'),
                  ('coords', 'coordinate channels (`coords`)'),
                  ('standardize', 'standardised inputs (`standardize`)'),
-                 ('half_res_ends', 'no layers at full resolution '
-                  '(`half_res_ends`)'),
+                 ('half_res_head', 'a half-resolution head '
+                  '(`half_res_head`)'),
+                 ('half_res_stem', 'a stride-2 stem (`half_res_stem`)'),
                  ('flip_average', 'predictions averaged with the mirror '
                   'image\'s (`flip_average`)'))
 

@@ -152,7 +152,8 @@ ADDED_KEYS = {
     'model.lite': False,
     'model.standardize': False,
     'model.flip_average': False,
-    'model.half_res_ends': False,
+    'model.half_res_head': False,
+    'model.half_res_stem': False,
     # `augment.AugmentConfig`'s defaults: what runs used before.
     'data.augmentation': ml_collections.ConfigDict({
         f.name: f.default for f in dataclasses.fields(augment.AugmentConfig)

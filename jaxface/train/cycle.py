@@ -107,7 +107,7 @@ class CycleTask(task_lib.Task):
     from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
     pretrained = trained_lib.load(path)
     keys = ('width', 'head', 'coords', 'global_dim', 'lite', 'skips',
-            'standardize', 'half_res_ends')
+            'standardize', 'half_res_head', 'half_res_stem')
     theirs = {k: pretrained.config.model.get(k) for k in keys}
     ours = {k: self.config.model.get(k) for k in keys}
     # The keys too: standardize changes what the weights mean, not their
