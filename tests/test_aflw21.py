@@ -595,7 +595,8 @@ def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
                              atol=1e-5)
 
 
-@pytest.mark.parametrize('main', [image_probes.main, adabn.main])
+@pytest.mark.parametrize(
+    'main', [image_probes.main, adabn.main, aflw21_errors.main])
 def test_diagnostics_refuse_a_limit_below_one(main, capsys):
   with pytest.raises(SystemExit) as exit_info:
     main(['--model', 'synthetic', '--limit', '0'])

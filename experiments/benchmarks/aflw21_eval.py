@@ -200,7 +200,7 @@ def summarise(report: dict, conversion) -> dict:
           'skipped': skipped}
 
 
-def _face_count(text: str) -> int:
+def face_count(text: str) -> int:
   """An argparse type: a number of faces, at least 1."""
   count = int(text)
   if count < 1:
@@ -217,7 +217,7 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
   source.add_argument('--workdir', help='a prnet training workdir')
   parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR,
                       help='the AFLW-21 folder')
-  parser.add_argument('--limit', type=_face_count, default=None,
+  parser.add_argument('--limit', type=face_count, default=None,
                       help='held-out faces measured (default: all)')
 
 
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
                       help='a shipped model\'s name (e.g. synthetic)')
   parser.add_argument('--data', default=aflw21.DEFAULT_DIR,
                       help='the AFLW-21 folder (default: %(default)s)')
-  parser.add_argument('--limit', type=int, default=None,
+  parser.add_argument('--limit', type=face_count, default=None,
                       help='measure the first N held-out faces only')
   parser.add_argument('--recrop', action='store_true',
                       help='also measure PRNet crops around the visible '
@@ -251,8 +251,6 @@ def main(argv=None) -> int:
                       help='average with the mirror image\'s prediction '
                       '(default: the model\'s model.flip_average)')
   args = parser.parse_args(argv)
-  if args.limit is not None and args.limit < 1:
-    parser.error(f'--limit must be >= 1, got {args.limit}')
   if args.batch_size < 1:
     parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
   start = time.perf_counter()

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
   parser.add_argument('--model', action='append', default=[],
                       help='a shipped model\'s name (repeatable)')
   parser.add_argument('--data', default=aflw21.DEFAULT_DIR)
-  parser.add_argument('--limit', type=int, default=None)
+  parser.add_argument('--limit', type=aflw21_eval.face_count, default=None)
   parser.add_argument('--out', help='also write the figures to this JSON')
   parser.add_argument('--per-point', action='store_true',
                       help='also print each point\'s mean signed error '
