@@ -39,21 +39,22 @@ STUDY = runner.Study(
     evaluate=recon_metrics.evaluate,
     scales={
         # The quickstart's recipe as the results were measured (PRNet's
-        # 24 layers, before lite + skips + standardize; renders of
-        # synthetic.GENERATOR_VERSION 1, roll N(0, 7)), shortened: 2,000
-        # steps of batch 16.
+        # 24 layers, before lite + skips + standardize + half_res_head;
+        # renders of synthetic.GENERATOR_VERSION 1, roll N(0, 7)),
+        # shortened: 2,000 steps of batch 16.
         'cpu': runner.Scale(
             overrides=('model.lite=false', 'model.skips=false',
-                       'model.standardize=false',
+                       'model.standardize=false', 'model.half_res_head=false',
                        'train.num_steps=2000', 'train.eval_every=2000',
                        'train.checkpoint_every=2000',
                        'train.keep_checkpoints=1'),
             data=recon_metrics.CPU_DATA),
-        # Today's quickstart recipe (lite + skips + standardize, renderer
-        # version 3) for 3,000 steps on 6,000 faces of 3,000 identities:
-        # the face-proportions experiment's setting (README), where one
-        # run takes about 5 min on the fast 2-core machine. Its results go
-        # to a folder of their own with `--out`.
+        # Today's quickstart recipe (lite + skips + standardize +
+        # half_res_head, renderer version 3: 3,000 steps on 6,000 faces of
+        # 3,000 identities), the setting of the README's 3-seed
+        # experiments (which kept the head at full resolution until "The
+        # layers at full resolution"). Its results go to a folder of their
+        # own with `--out`.
         'recipe': runner.Scale(
             overrides=('train.num_steps=3000', 'train.eval_every=3000',
                        'train.checkpoint_every=3000',

@@ -29,6 +29,8 @@ from jaxface.eval import evaluators
 def get_config():
   config = quickstart.get_config()
   config.model.bn_momentum = 0.99  # a longer run than the quickstart's
+  # Trained before the quickstart's head moved to half resolution.
+  config.model.half_res_head = False
   config.train.num_steps = 28000
   config.train.log_every = 100
   config.train.eval_every = 7000

@@ -28,9 +28,10 @@ from jaxface.train import metrics as metrics_lib
 # change at a time: from PRNet as published (its 24 layers, its 3-channel
 # sigmoid output layers, the augmentations, Adam at 1e-3) to the recipe of
 # 2026-12-01; the others are one change to that recipe (`_PRNET`: PRNet's
-# 24 layers, no skips, as the README's figures for them were measured).
-# 'quickstart' is the quickstart config as it is (lite + skips).
-_PRNET = ['model.lite=False', 'model.skips=False', 'model.standardize=False']
+# 24 layers, no skips, the head at full resolution, as the README's figures
+# for them were measured). 'quickstart' is the quickstart config as it is.
+_PRNET = ['model.lite=False', 'model.skips=False', 'model.standardize=False',
+          'model.half_res_head=False']
 _ORIGINAL = _PRNET + ['model.head=prnet', 'model.coords=False',
                       'loss.z_weight=1.0', 'data.augment=True',
                       'optimizer.lr=1e-3']
