@@ -69,7 +69,7 @@ def ema_workdir(tmp_path_factory):
       'model.width=0.125', 'train.ema_decay=0.9',
       # PRNet's sigmoid head: random weights still give maps in [0, 1.1 R],
       # the range MAP_TOLERANCE is set for.
-      'model.head=prnet'])
+      'model.head=prnet', 'model.half_res_head=False'])
   out = str(tmp_path_factory.mktemp('pretrained') / 'ema')
   workdirs.write_workdir(out, config, RESOLUTION, {
       'image': jnp.zeros((1, RESOLUTION, RESOLUTION, 3), jnp.float32)})

@@ -462,11 +462,13 @@ def test_cycle_trainer_two_steps_from_a_pretrained_generator(data, trained,
   with pytest.raises(ValueError, match="'lite': True.*'lite': False.*pass "
                      'the same --config.model'):
     loop.run(mismatched, str(tmp_path / 'mismatched'))
-  # The quickstart's PRNet (conv head, coordinate channels, lite, skips,
-  # standardize); standardize changes no shape, and is compared too.
+  # The quickstart's PRNet (conv head at half resolution, coordinate
+  # channels, lite, skips, standardize); standardize changes no shape, and
+  # is compared too.
   same = {'model.width': 0.125, 'cycle.disc_width': 0.125,
           'cycle.pool_size': 4, 'cycle.init_from': pretrained,
           'model.bn_momentum': 0.9, 'model.head': 'conv',
+          'model.half_res_head': True,
           'model.coords': True, 'model.lite': True, 'model.skips': True}
   unstandardized = _tiny(CYCLE, data, **same)
   with pytest.raises(ValueError, match="'standardize': True.*'standardize': "

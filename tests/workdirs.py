@@ -78,7 +78,7 @@ def prnet_workdir(workdir: str, resolution: int = 32, width: float = 0.125,
   trained in UV layout `layout` (None: the procedural one)."""
   config = config_lib.apply_overrides(config_lib.load_config(QUICK), [
       f'model.width={width}', f'data.dir={data_dir}', 'model.head=prnet',
-      'model.coords=False'])
+      'model.half_res_head=False', 'model.coords=False'])
   batch = {'image': jnp.zeros((1, resolution, resolution, 3), jnp.float32)}
   write_workdir(workdir, config, resolution, batch, layout=layout)
   return workdir

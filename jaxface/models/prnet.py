@@ -201,7 +201,7 @@ class PRNet(nn.Module):
       x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
     if self.half_res_head and self.head != 'conv':
       raise ValueError("PRNet half_res_head needs head 'conv', got "
-                       f'{self.head!r}')
+                       f'{self.head!r} (set model.half_res_head=False)')
     if self.coords:
       x = _with_coordinate_channels(x)
     encoder = ENCODER
