@@ -37,8 +37,8 @@ additive).
 
 Two options take layers at full resolution out, where a quarter-width
 network's feature maps have 4-6 channels and their normalisation,
-activation and layout copies cost far more than their arithmetic (40 %
-of the 96x96 train step on a CPU). `half_res_head=True` (conv head only)
+activation and layout copies cost far more than their arithmetic (over
+a third of the 96x96 train step on a CPU). `half_res_head=True` (conv head only)
 drops the decoder's layers at full resolution (the last stride-2
 transposed convolution and what follows it) and lets the head, at half
 resolution, predict each position's 2x2 texels (12 channels, rearranged
@@ -46,7 +46,7 @@ depth to space). `half_res_stem=True` replaces the first convolution and
 the first residual block by one 4x4 stride-2 convolution to that block's
 channels: the first layer still sees every pixel. In the README's
 3-seed protocol the head kept the transfer to photos and the stem cost
-half a point ("What carries synthetic training over to real faces").
+half a point ("The layers at full resolution").
 
 `standardize=True` subtracts each image's mean and divides by its standard
 deviation (per channel, over the pixels) before the first layer, so that a
