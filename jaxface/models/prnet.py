@@ -45,8 +45,8 @@ resolution, predict each position's 2x2 texels (12 channels, rearranged
 depth to space). `half_res_stem=True` replaces the first convolution and
 the first residual block by one 4x4 stride-2 convolution to that block's
 channels: the first layer still sees every pixel. In the README's
-3-seed protocol the head kept the transfer to photos and the stem cost
-half a point ("The layers at full resolution").
+seed protocol the head kept the transfer to photos (without the ear
+lobes) and the stem cost half a point ("The layers at full resolution").
 
 `standardize=True` subtracts each image's mean and divides by its standard
 deviation (per channel, over the pixels) before the first layer, so that a
