@@ -44,7 +44,7 @@ transposed convolution and what follows it) and lets the head, at half
 resolution, predict each position's 2x2 texels (12 channels, rearranged
 depth to space). `half_res_stem=True` replaces the first convolution and
 the first residual block by one 4x4 stride-2 convolution to that block's
-channels: the first layer still sees every pixel. In the README's
+channels: the first layer still sees every pixel. In the README's multi-
 seed protocol the head kept the transfer to photos (without the ear
 lobes) and the stem cost half a point ("The layers at full resolution").
 
