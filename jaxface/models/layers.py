@@ -76,6 +76,14 @@ def _interleave(parts: list[jax.Array], n: int) -> jax.Array:
   return y.reshape((batch,) + tuple(2 * s for s in sizes) + (y.shape[-1],))
 
 
+def depth_to_space(x: jax.Array) -> jax.Array:
+  """(B, *spatial, 2^n C) -> (B, *(2 * spatial), C): each position's
+  channels, in 2^n groups of C in `itertools.product((0, 1), repeat=n)`
+  order of the offsets (row, column, ...), become its 2^n sub-positions."""
+  n = x.ndim - 2
+  return _interleave(jnp.split(x, 2 ** n, axis=-1), n)
+
+
 def strided_conv_input_grad(g: jax.Array, kernel: jax.Array,
                             padding: tuple[tuple[int, int], ...],
                             input_sides: tuple[int, ...]) -> jax.Array:

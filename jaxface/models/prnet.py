@@ -199,9 +199,6 @@ class PRNet(nn.Module):
       mean = jnp.mean(x, axis=(1, 2), keepdims=True)
       std = jnp.std(x, axis=(1, 2), keepdims=True)
       x = (x - mean) / (std + 1e-2)  # 1e-2: a flat image stays finite
-    if self.half_res_head and self.head != 'conv':
-      raise ValueError("PRNet half_res_head needs head 'conv', got "
-                       f'{self.head!r} (set model.half_res_head=False)')
     if self.coords:
       x = _with_coordinate_channels(x)
     encoder = ENCODER
@@ -236,6 +233,9 @@ class PRNet(nn.Module):
     if self.head not in HEADS:
       raise ValueError(f'unknown PRNet head {self.head!r}; choose from '
                        f'{HEADS}')
+    if self.half_res_head and self.head != 'conv':
+      raise ValueError("PRNet half_res_head needs head 'conv', got "
+                       f'{self.head!r} (set model.half_res_head=False)')
     decoder = DECODER if self.head == 'prnet' else DECODER[:-3]
     if self.lite:
       decoder = [layer for k, layer in enumerate(decoder)
@@ -265,9 +265,7 @@ class PRNet(nn.Module):
       x = layers.Conv(3 * texels, (3, 3), dtype=self.dtype,
                       kernel_init=nn.initializers.zeros)(x) + 0.5
       if self.half_res_head:
-        b, h, w, _ = x.shape
-        x = x.reshape(b, h, w, 2, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(
-            b, 2 * h, 2 * w, 3)
+        x = layers.depth_to_space(x)
     # At least float32 out (bfloat16 compute), float64 stays float64.
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     return (x * (frames.POSITION_SCALE * resolution)).astype(out_dtype)
