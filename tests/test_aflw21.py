@@ -398,14 +398,23 @@ def test_benchmark_command_prints_one_json_line(faces, runs, tmp_path,
   assert aflw21_eval.main(['--workdir', str(tmp_path / 'nowhere'), '--data',
                            faces['root']]) == 2
   assert 'not a directory' in capsys.readouterr().err
-  assert aflw21_eval.main(['--workdir', workdir, '--model', 'synthetic',
-                           '--data', faces['root']]) == 2
-  assert 'not both' in capsys.readouterr().err
-  for bad in (['--limit', '0'], ['--batch-size', '0']):
+  # The folder is also spelt --aflw21, as in the diagnostics.
+  assert aflw21_eval.main(['--workdir', workdir, '--aflw21',
+                           str(tmp_path / 'nowhere')]) == 2
+  assert 'is not a folder' in capsys.readouterr().err
+  for bad, message in (
+      (['--limit', '0'], 'must be >= 1'),
+      (['--batch-size', '0'], 'must be >= 1'),
+      (['--model', 'synthetic'], 'not allowed with argument --workdir')):
     with pytest.raises(SystemExit) as exit_info:
       aflw21_eval.main(['--workdir', workdir, '--data', faces['root'], *bad])
     assert exit_info.value.code == 2
-    assert 'must be >= 1' in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:  # neither model nor workdir
+    aflw21_eval.main(['--data', faces['root']])
+  assert exit_info.value.code == 2
+  assert 'one of the arguments --model --workdir is required' in (
+      capsys.readouterr().err)
 
 
 def test_ablation_metrics_measure_real_faces_where_the_folder_is(

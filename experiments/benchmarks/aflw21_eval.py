@@ -209,16 +209,20 @@ def face_count(text: str) -> int:
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:
-  """--model NAME | --workdir RUN (one required), --aflw21 FOLDER and
-  --limit N: the arguments of the diagnostics that measure one model on
-  the held-out faces (`held_out_nme`)."""
+  """--model NAME | --workdir RUN (one required), --data FOLDER (also
+  spelt --aflw21) and --limit N: the arguments of the scripts that
+  measure one model on the held-out faces."""
   source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--model', help='a shipped model, e.g. synthetic')
-  source.add_argument('--workdir', help='a prnet training workdir')
-  parser.add_argument('--aflw21', default=aflw21.DEFAULT_DIR,
-                      help='the AFLW-21 folder')
+  source.add_argument('--model',
+                      help='a shipped model\'s name (e.g. synthetic)')
+  source.add_argument('--workdir',
+                      help='a `jaxface train` workdir of a prnet or cycle run')
+  parser.add_argument('--data', '--aflw21', dest='data',
+                      default=aflw21.DEFAULT_DIR,
+                      help='the AFLW-21 folder (default: %(default)s)')
   parser.add_argument('--limit', type=face_count, default=None,
-                      help='held-out faces measured (default: all)')
+                      help='measure the first N held-out faces only '
+                      '(default: all)')
 
 
 def held_out_nme(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,
@@ -234,14 +238,7 @@ def held_out_nme(trained: trained_lib.TrainedModel, data: aflw21.AFLW21,
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir',
-                      help='a `jaxface train` workdir of a prnet or cycle run')
-  parser.add_argument('--model',
-                      help='a shipped model\'s name (e.g. synthetic)')
-  parser.add_argument('--data', default=aflw21.DEFAULT_DIR,
-                      help='the AFLW-21 folder (default: %(default)s)')
-  parser.add_argument('--limit', type=face_count, default=None,
-                      help='measure the first N held-out faces only')
+  add_model_source(parser)
   parser.add_argument('--recrop', action='store_true',
                       help='also measure PRNet crops around the visible '
                       'points, next to the resized crops')

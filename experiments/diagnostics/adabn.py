@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
                       'dataset folder (its test split)')
   args = parser.parse_args(argv)
   trained = trained_lib.load_model(args.workdir, args.model)
-  data = aflw21.load(args.aflw21)
+  data = aflw21.load(args.data)
   if args.stats_from == 'aflw21':
     images = aflw21_training_images(data, trained.resolution, args.images)
   else:

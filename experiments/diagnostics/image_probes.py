@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
   if unknown or not names:
     parser.error(f'--probes: unknown {unknown}; available: {list(PROBES)}')
   trained = trained_lib.load_model(args.workdir, args.model)
-  data = aflw21.load(args.aflw21)
+  data = aflw21.load(args.data)
   out = {'model': args.workdir or args.model, 'limit': args.limit,
          'nme': {}}
   for name in names:
