@@ -552,6 +552,8 @@ def test_image_probes_change_only_what_they_name():
   images = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(
       np.float32)
   for name, probe in image_probes.PROBES.items():
+    if isinstance(probe, image_probes.ZoomAverage):
+      continue  # not a change of the images: see the next test
     out = probe(images)
     assert out.shape == images.shape and out.dtype == np.float32, name
     assert out.min() >= 0 and out.max() <= 1, name
@@ -602,6 +604,23 @@ def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
   np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [4.0, 24.0, 6.0])
   np.testing.assert_allclose(np.asarray(points)[0], [[4.0, 24.0, 6.0]] * 2,
                              atol=1e-5)
+
+
+def test_zoom_average_probe_averages_the_predictions_mapped_back():
+  side = 33  # centre 16
+  image = np.random.default_rng(0).uniform(0, 1, (1, side, side, 3)).astype(
+      np.float32)
+  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+  with image_probes.probed(image_probes.ZoomAverage((0.5, 1.0))):
+    maps, points = recon_eval.prnet.predict(
+        _Constant([10.0, 20.0, 3.0]), None, image,
+        np.full((2, 2), 0.5, np.float32))
+  # Mapped back from zoom 0.5: (4, 24, 6); from zoom 1: (10, 20, 3).
+  np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [7.0, 22.0, 4.5])
+  np.testing.assert_allclose(np.asarray(points)[0], [[7.0, 22.0, 4.5]] * 2,
+                             atol=1e-5)
+  assert all(isinstance(p, image_probes.ZoomAverage)
+             for n, p in image_probes.PROBES.items() if n.startswith('zooms'))
 
 
 @pytest.mark.parametrize(

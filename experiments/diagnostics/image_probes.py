@@ -9,9 +9,10 @@ A probe that lowers the error on photos names something in them that the
 renders lack or have otherwise: blurring helps when photos carry fine
 detail that the network never saw on renders, greyscale when their
 colours mislead it; a `zoom` probe scales the faces within the crops (and
-the predictions back), a probe of the framing. Probes (`PROBES`) act on
-the (B, R, R, 3) crops at the model's resolution, after the records are
-brought to it, in `prnet.predict`; the measurement is
+the predictions back), a probe of the framing; a `zooms` probe averages
+the predictions over several zooms (test-time augmentation). Probes
+(`PROBES`) act on the (B, R, R, 3) crops at the model's resolution, after
+the records are brought to it, in `prnet.predict`; the measurement is
 `aflw21_eval.measure`'s ('resize' crops, averaged with the mirror image
 where the model is). Prints a markdown table (NME % mean of the yaw bins,
 with and without the ear lobes); `--out F.json` also writes it.
@@ -97,8 +98,18 @@ class Zoom:
     return np.concatenate([xy, points[..., 2:] / self.scale], -1)
 
 
+class ZoomAverage:
+  """Not a change of the photos but test-time augmentation over the
+  framing: the mean of the predictions on the crops zoomed by each of
+  `scales`, each mapped back (`Zoom`)."""
+
+  def __init__(self, scales: tuple[float, ...]):
+    self.zooms = tuple(Zoom(s) for s in scales)
+
+
 # name -> (B, R, R, 3) float32 in [0, 1] -> the same shape and range (a
-# `Zoom` also maps the predictions back to the crop's frame).
+# `Zoom` also maps the predictions back to the crop's frame), or a
+# `ZoomAverage`.
 PROBES = {
     'none': lambda images: images,
     'grey': _grey,
@@ -111,6 +122,8 @@ PROBES = {
     'gamma1.4': _gamma(1.4),
     'zoom0.9': Zoom(0.9),
     'zoom1.1': Zoom(1.1),
+    'zooms0.95+1+1.05': ZoomAverage((0.95, 1.0, 1.05)),
+    'zooms0.9+1+1.1': ZoomAverage((0.9, 1.0, 1.1)),
 }
 
 
@@ -120,13 +133,17 @@ def probed(probe):
   real = prnet_lib.predict
 
   def predict(module, variables, images, landmark_uv):
-    maps, points = real(module, variables,
-                        probe(np.asarray(images, np.float32)), landmark_uv)
-    if isinstance(probe, Zoom):
-      side = np.shape(images)[1]
-      maps, points = (probe.unmap(np.asarray(maps), side),
-                      probe.unmap(np.asarray(points), side))
-    return maps, points
+    images = np.asarray(images, np.float32)
+    side = images.shape[1]
+    each = probe.zooms if isinstance(probe, ZoomAverage) else (probe,)
+    maps, points = [], []
+    for one in each:
+      m, p = real(module, variables, one(images), landmark_uv)
+      if isinstance(one, Zoom):
+        m, p = one.unmap(np.asarray(m), side), one.unmap(np.asarray(p), side)
+      maps.append(np.asarray(m))
+      points.append(np.asarray(p))
+    return np.mean(maps, 0), np.mean(points, 0)
 
   with mock.patch.object(prnet_lib, 'predict', predict):
     yield
