@@ -583,6 +583,20 @@ class _Constant:
     return np.broadcast_to(self.point, np.shape(images)).copy()
 
 
+def _check_probed_constant_prediction(probe, image, expected):
+  """Inside `probed(probe)`, the evaluator's prnet.predict of a network
+  that predicts (10, 20, 3) everywhere gives `expected` (x, y, z) at a
+  texel and at both landmarks."""
+  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+  with image_probes.probed(probe):
+    maps, points = recon_eval.prnet.predict(
+        _Constant([10.0, 20.0, 3.0]), None, image,
+        np.full((2, 2), 0.5, np.float32))
+  np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], expected)
+  np.testing.assert_allclose(np.asarray(points)[0], [expected] * 2,
+                             atol=1e-5)
+
+
 def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
   side, c = 33, 16.0
   image = np.zeros((1, side, side, 3), np.float32)
@@ -596,29 +610,16 @@ def test_zoom_probe_scales_the_crop_and_maps_predictions_back():
                              [[4.0, 24.0, 6.0]])
   # Inside `probed`, what the network predicts on the zoomed crop comes
   # back in the crop's frame.
-  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
-  with image_probes.probed(zoom):
-    maps, points = recon_eval.prnet.predict(
-        _Constant([10.0, 20.0, 3.0]), None, image,
-        np.full((2, 2), 0.5, np.float32))
-  np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [4.0, 24.0, 6.0])
-  np.testing.assert_allclose(np.asarray(points)[0], [[4.0, 24.0, 6.0]] * 2,
-                             atol=1e-5)
+  _check_probed_constant_prediction(zoom, image, [4.0, 24.0, 6.0])
 
 
 def test_zoom_average_probe_averages_the_predictions_mapped_back():
   side = 33  # centre 16
   image = np.random.default_rng(0).uniform(0, 1, (1, side, side, 3)).astype(
       np.float32)
-  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
-  with image_probes.probed(image_probes.ZoomAverage((0.5, 1.0))):
-    maps, points = recon_eval.prnet.predict(
-        _Constant([10.0, 20.0, 3.0]), None, image,
-        np.full((2, 2), 0.5, np.float32))
   # Mapped back from zoom 0.5: (4, 24, 6); from zoom 1: (10, 20, 3).
-  np.testing.assert_allclose(np.asarray(maps)[0, 5, 7], [7.0, 22.0, 4.5])
-  np.testing.assert_allclose(np.asarray(points)[0], [[7.0, 22.0, 4.5]] * 2,
-                             atol=1e-5)
+  _check_probed_constant_prediction(image_probes.ZoomAverage((0.5, 1.0)),
+                                    image, [7.0, 22.0, 4.5])
   assert all(isinstance(p, image_probes.ZoomAverage)
              for n, p in image_probes.PROBES.items() if n.startswith('zooms'))
 
