@@ -552,8 +552,8 @@ def test_image_probes_change_only_what_they_name():
   images = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(
       np.float32)
   for name, probe in image_probes.PROBES.items():
-    if isinstance(probe, image_probes.ZoomAverage):
-      continue  # not a change of the images: see the next test
+    if isinstance(probe, (image_probes.ZoomAverage, image_probes.Derotate)):
+      continue  # not a change of the images: see the tests below
     out = probe(images)
     assert out.shape == images.shape and out.dtype == np.float32, name
     assert out.min() >= 0 and out.max() <= 1, name
@@ -622,6 +622,46 @@ def test_zoom_average_probe_averages_the_predictions_mapped_back():
                                     image, [7.0, 22.0, 4.5])
   assert all(isinstance(p, image_probes.ZoomAverage)
              for n, p in image_probes.PROBES.items() if n.startswith('zooms'))
+
+
+def _tilted_canonical(side: int, degrees: float) -> np.ndarray:
+  """The canonical face's (side, side, 3) map turned in the image plane
+  by `degrees` about the crop's centre, from +x towards +y (clockwise on
+  the screen, y down)."""
+  from jaxface.eval import metrics  # pylint: disable=g-import-not-at-top
+  t = np.deg2rad(degrees)
+  turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+  out = metrics.canonical_reference(side).astype(np.float64)
+  c = (side - 1) / 2
+  out[..., :2] = (out[..., :2] - c) @ turn.T + c
+  return out
+
+
+def test_derotate_probe_turns_the_crop_upright_and_the_prediction_back():
+  side = 32
+  derotate = image_probes.Derotate(2)
+  # A face turned by 20 degrees is turned upright by -20 degrees.
+  q = derotate.tilts(_tilted_canonical(side, 20.0)[None])[0]
+  t = np.deg2rad(-20.0)
+  np.testing.assert_allclose(
+      q, [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]], atol=1e-6)
+  # A network that always predicts the face turned by 20 degrees: the
+  # second pass sees the crop turned by -20 degrees, so its prediction
+  # mapped back is the face turned by 40.
+  tilted = _tilted_canonical(side, 20.0).astype(np.float32)
+
+  class Tilted:
+    def apply(self, variables, images):
+      del variables
+      return np.broadcast_to(tilted, np.shape(images)).copy()
+
+  from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
+  image = np.zeros((1, side, side, 3), np.float32)
+  with image_probes.probed(derotate):
+    maps, _ = recon_eval.prnet.predict(Tilted(), None, image,
+                                       np.full((2, 2), 0.5, np.float32))
+  np.testing.assert_allclose(np.asarray(maps)[0], _tilted_canonical(side, 40.0),
+                             atol=1e-3)
 
 
 @pytest.mark.parametrize(

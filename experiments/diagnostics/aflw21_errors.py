@@ -24,6 +24,9 @@ for one that always predicts an upright face. `yaw_mean_shape` is the NME
 of a constant per 10-degree yaw bin (the held-out faces' mean points in
 that bin): a model that reads only the yaw off the photo scores about that.
 
+`--probe NAME` measures the predictions through one of
+`image_probes.PROBES` (a change of the photos, or test-time augmentation).
+
 Prints a markdown table; `--out F.json` also writes the figures.
 `--per-point` also prints, per point, the mean signed error of the
 `-rotation` stage over the faces within 30 degrees of frontal (x, y in %
@@ -43,6 +46,7 @@ import numpy as np
 
 from data_pipelines import aflw21
 from experiments.benchmarks import aflw21_eval
+from experiments.diagnostics import image_probes
 from jaxface.eval import metrics
 from jaxface.face import schemes
 from jaxface.train import trained as trained_lib
@@ -160,6 +164,10 @@ def main(argv=None) -> int:
   parser.add_argument('--data', default=aflw21.DEFAULT_DIR)
   parser.add_argument('--limit', type=aflw21_eval.face_count, default=None)
   parser.add_argument('--out', help='also write the figures to this JSON')
+  parser.add_argument('--probe', default='none',
+                      choices=sorted(image_probes.PROBES),
+                      help='measure the predictions through this image probe '
+                      '(image_probes.PROBES; default: none)')
   parser.add_argument('--per-point', action='store_true',
                       help='also print each point\'s mean signed error '
                       'after framing, faces within 30 degrees of frontal')
@@ -173,7 +181,9 @@ def main(argv=None) -> int:
     data = aflw21.load(args.data)
     for label, which in named:
       trained = trained_lib.load_model(**which)
-      _, results = aflw21_eval.measure(trained, data, ('resize',), args.limit)
+      with image_probes.probed(image_probes.PROBES[args.probe]):
+        _, results = aflw21_eval.measure(trained, data, ('resize',),
+                                         args.limit)
       per_image = results['resize']['per_image']
       rows[label] = analyse(per_image['pred_points'],
                             per_image['true_points'], per_image['yaw_deg'])

@@ -10,7 +10,10 @@ renders lack or have otherwise: blurring helps when photos carry fine
 detail that the network never saw on renders, greyscale when their
 colours mislead it; a `zoom` probe scales the faces within the crops (and
 the predictions back), a probe of the framing; a `zooms` probe averages
-the predictions over several zooms (test-time augmentation). Probes
+the predictions over several zooms (test-time augmentation); a
+`derotate` probe predicts twice, the second time on the crop turned so that
+the first prediction's face stands upright (test-time alignment of the
+tilt). Probes
 (`PROBES`) act on the (B, R, R, 3) crops at the model's resolution, after
 the records are brought to it, in `prnet.predict`; the measurement is
 `aflw21_eval.measure`'s ('resize' crops, averaged with the mirror image
@@ -30,6 +33,8 @@ import numpy as np
 from data_pipelines import aflw21
 from experiments.benchmarks import aflw21_eval
 from jaxface import files
+from jaxface.eval import metrics
+from jaxface.face import layout as layout_lib
 from jaxface.models import prnet as prnet_lib
 from jaxface.train import trained as trained_lib
 
@@ -107,6 +112,63 @@ class ZoomAverage:
     self.zooms = tuple(Zoom(s) for s in scales)
 
 
+class Derotate:
+  """Test-time alignment of the in-plane rotation: predict once, turn each
+  crop about its centre so that the predicted face's up axis (its
+  canonical up, (0, -1, 0), through the rotation of a similarity fit of the
+  predicted map to the canonical face) points straight up, predict again
+  and turn the second prediction back. `passes` > 2 repeats the turn from
+  each pass's prediction. A probe of whether the network under-follows
+  the photos' tilt (its `roll_follow` below 1)."""
+
+  def __init__(self, passes: int = 2):
+    self.passes = passes
+    self._canonical = {}
+
+  def fit_mask_and_canonical(self, side: int):
+    if side not in self._canonical:
+      canonical = metrics.canonical_reference(side)
+      mask = layout_lib.PROCEDURAL.face_region(side) & np.any(
+          canonical != 0, axis=-1)
+      self._canonical[side] = (mask, canonical[mask].astype(np.float64))
+    return self._canonical[side]
+
+  def tilts(self, maps: np.ndarray) -> np.ndarray:
+    """(B, R, R, 3) maps -> (B, 2, 2) rotations of the image plane that
+    turn each predicted face upright."""
+    mask, canonical = self.fit_mask_and_canonical(maps.shape[1])
+    out = []
+    for position_map in maps:
+      rotation = metrics.estimate_pose(position_map[mask],
+                                       canonical)['rotation']
+      up = rotation[:2, 1] * -1.0  # the canonical up (0, -1, 0), turned
+      angle = np.arctan2(up[0], -up[1])  # from straight up, towards +x
+      c, s = np.cos(angle), np.sin(angle)
+      out.append([[c, s], [-s, c]])  # turns up back to (0, -1)
+    return np.asarray(out, np.float64)
+
+  @staticmethod
+  def turn(images: np.ndarray, q: np.ndarray) -> np.ndarray:
+    side = images.shape[1]
+    c = np.full(2, (side - 1) / 2)
+    out = []
+    for image, qi in zip(images, q):
+      m = np.concatenate([qi, (c - qi @ c)[:, None]], 1)
+      out.append(cv2.warpAffine(image, m, (side, side),
+                                flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE))
+    return np.stack(out).astype(np.float32)
+
+  @staticmethod
+  def unturn(points: np.ndarray, q: np.ndarray, side: int) -> np.ndarray:
+    """(B, ..., 3) points predicted on the turned crops -> the crops'."""
+    c = (side - 1) / 2
+    shape = points.shape
+    flat = points.reshape(shape[0], -1, 3)
+    xy = np.einsum('bji,bnj->bni', q, flat[..., :2] - c) + c
+    return np.concatenate([xy, flat[..., 2:]], -1).reshape(shape)
+
+
 # name -> (B, R, R, 3) float32 in [0, 1] -> the same shape and range (a
 # `Zoom` also maps the predictions back to the crop's frame), or a
 # `ZoomAverage`.
@@ -124,6 +186,8 @@ PROBES = {
     'zoom1.1': Zoom(1.1),
     'zooms0.95+1+1.05': ZoomAverage((0.95, 1.0, 1.05)),
     'zooms0.9+1+1.1': ZoomAverage((0.9, 1.0, 1.1)),
+    'derotate': Derotate(2),
+    'derotate3': Derotate(3),
 }
 
 
@@ -135,6 +199,14 @@ def probed(probe):
   def predict(module, variables, images, landmark_uv):
     images = np.asarray(images, np.float32)
     side = images.shape[1]
+    if isinstance(probe, Derotate):
+      m, p = real(module, variables, images, landmark_uv)
+      for _ in range(probe.passes - 1):
+        q = probe.tilts(np.asarray(m))  # m is in the crop's frame
+        m, p = real(module, variables, probe.turn(images, q), landmark_uv)
+        m = probe.unturn(np.asarray(m), q, side)
+        p = probe.unturn(np.asarray(p), q, side)
+      return np.asarray(m), np.asarray(p)
     each = probe.zooms if isinstance(probe, ZoomAverage) else (probe,)
     maps, points = [], []
     for one in each:
