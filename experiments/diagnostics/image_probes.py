@@ -116,7 +116,8 @@ class Derotate:
   """Test-time alignment of the in-plane rotation: predict once, turn each
   crop about its centre so that the predicted face's up axis (its
   canonical up, (0, -1, 0), through the rotation of a similarity fit of the
-  predicted map to the canonical face) points straight up, predict again
+  predicted map to the procedural layout's canonical face) points
+  straight up, predict again
   and turn the second prediction back. `passes` > 2 repeats the turn from
   each pass's prediction. A probe of whether the network under-follows
   the photos' tilt (its `roll_follow` below 1)."""
@@ -171,7 +172,7 @@ class Derotate:
 
 # name -> (B, R, R, 3) float32 in [0, 1] -> the same shape and range (a
 # `Zoom` also maps the predictions back to the crop's frame), or a
-# `ZoomAverage`.
+# `ZoomAverage` or `Derotate` (test-time augmentation, run by `probed`).
 PROBES = {
     'none': lambda images: images,
     'grey': _grey,
