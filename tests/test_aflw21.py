@@ -573,7 +573,8 @@ def test_image_probes_change_only_what_they_name():
 
 
 class _Constant:
-  """A stand-in network whose position maps hold one point everywhere."""
+  """A stand-in network whose position maps are fixed: one point
+  everywhere, or one (R, R, 3) map for every image."""
 
   def __init__(self, point):
     self.point = np.asarray(point, np.float32)
@@ -648,17 +649,11 @@ def test_derotate_probe_turns_the_crop_upright_and_the_prediction_back():
   # A network that always predicts the face turned by 20 degrees: the
   # second pass sees the crop turned by -20 degrees, so its prediction
   # mapped back is the face turned by 40.
-  tilted = _tilted_canonical(side, 20.0).astype(np.float32)
-
-  class Tilted:
-    def apply(self, variables, images):
-      del variables
-      return np.broadcast_to(tilted, np.shape(images)).copy()
-
+  tilted = _Constant(_tilted_canonical(side, 20.0))
   from jaxface.eval import recon_eval  # pylint: disable=g-import-not-at-top
   image = np.zeros((1, side, side, 3), np.float32)
   with image_probes.probed(derotate):
-    maps, _ = recon_eval.prnet.predict(Tilted(), None, image,
+    maps, _ = recon_eval.prnet.predict(tilted, None, image,
                                        np.full((2, 2), 0.5, np.float32))
   np.testing.assert_allclose(np.asarray(maps)[0], _tilted_canonical(side, 40.0),
                              atol=1e-3)
