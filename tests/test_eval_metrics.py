@@ -240,6 +240,24 @@ def test_estimate_pose_scale_and_a_proper_rotation():
       pytest.approx(2.0))
 
 
+def test_pose_fit_texels_leaves_out_texels_off_the_canonical_mesh():
+  face = np.zeros((4, 4), bool)
+  face[1:3, :] = True  # 8 face texels
+  canonical = np.ones((4, 4, 3), np.float32)
+  canonical[1, 0] = 0.0  # off the mesh
+  canonical[0, 0] = 0.0  # off the mesh and outside the face
+  fit = metrics.pose_fit_texels(face, canonical)
+  expected = face.copy()
+  expected[1, 0] = False
+  np.testing.assert_array_equal(fit, expected)
+  canonical[1:3] = 0.0
+  canonical[1, 1] = 1.0  # one face texel left
+  with pytest.raises(ValueError, match='fewer than 3 texels'):
+    metrics.pose_fit_texels(face, canonical)
+  with pytest.raises(ValueError, match=r'canonical must be a \(4, 4, 3\)'):
+    metrics.pose_fit_texels(face, canonical[:, :3])
+
+
 def test_pose_error_wraps_around():
   err = metrics.pose_error([[179.0, -170.0, 10.0], [0.0, 90.0, -45.0]],
                            [[-179.0, 170.0, 370.0], [180.0, -90.0, 45.0]])

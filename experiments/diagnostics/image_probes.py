@@ -129,8 +129,8 @@ class Derotate:
   def fit_mask_and_canonical(self, side: int):
     if side not in self._canonical:
       canonical = metrics.canonical_reference(side)
-      mask = layout_lib.PROCEDURAL.face_region(side) & np.any(
-          canonical != 0, axis=-1)
+      mask = metrics.pose_fit_texels(
+          layout_lib.PROCEDURAL.face_region(side), canonical)
       self._canonical[side] = (mask, canonical[mask].astype(np.float64))
     return self._canonical[side]
 

@@ -494,6 +494,23 @@ def estimate_pose(points, canonical, weights=None) -> dict:
           'scale': scale, 'rotation': rotation, 'translation': translation}
 
 
+def pose_fit_texels(face_mask, canonical) -> np.ndarray:
+  """(R, R) bool: the texels a pose fit (`estimate_pose`) uses, the face
+  region where the (R, R, 3) canonical map lies on its mesh (texels off
+  it, all zero, e.g. outside the BFM, are left out). ValueError when
+  fewer than 3 remain."""
+  canonical = np.asarray(canonical)
+  face_mask = np.asarray(face_mask, bool)
+  if canonical.shape != face_mask.shape + (3,):
+    raise ValueError(f'canonical must be a {face_mask.shape + (3,)} map, '
+                     f'got {canonical.shape}')
+  fit = face_mask & np.any(canonical != 0, axis=-1)
+  if fit.sum() < 3:
+    raise ValueError('the canonical map covers fewer than 3 texels of the '
+                     'face region')
+  return fit
+
+
 def pose_error(pred_deg, true_deg) -> np.ndarray:
   """Absolute angle differences, wrapped into [0, 180] degrees.
 

@@ -315,15 +315,7 @@ def _pose_setup(canonical, trained: trained_lib.TrainedModel, info: dict,
   else:
     description = 'the given canonical map'
   canonical = np.asarray(canonical, np.float32)
-  if canonical.shape != (resolution, resolution, 3):
-    raise ValueError(f'canonical must be a ({resolution}, {resolution}, 3) '
-                     f'map, got {canonical.shape}')
-  # Texels off the canonical mesh (all zero, e.g. outside the BFM) are left
-  # out of the fit.
-  fit = mask & np.any(canonical != 0, axis=-1)
-  if fit.sum() < 3:
-    raise ValueError('the canonical map covers fewer than 3 face texels')
-  return canonical, fit, description
+  return canonical, metrics.pose_fit_texels(mask, canonical), description
 
 
 def _predicted_poses(maps: np.ndarray, canonical: np.ndarray,

@@ -154,15 +154,7 @@ class Reconstructor:
     self._canonical = self._fit_mask = None
     if canonical is not None:
       canonical = np.asarray(canonical, np.float64)
-      r = self.resolution
-      if canonical.shape != (r, r, 3):
-        raise ValueError(f'canonical must be a ({r}, {r}, 3) map, got '
-                         f'{canonical.shape}')
-      # Texels off the canonical mesh (all zero) are left out of the fit.
-      self._fit_mask = self.face_mask & np.any(canonical != 0, axis=-1)
-      if self._fit_mask.sum() < 3:
-        raise ValueError('the canonical map covers fewer than 3 texels of '
-                         'the face region')
+      self._fit_mask = metrics.pose_fit_texels(self.face_mask, canonical)
       self._canonical = canonical[self._fit_mask]
     landmark_uv = np.asarray(self.layout.landmark_uv)
     self._forward = lambda variables, crops: prnet.predict(
