@@ -1,6 +1,8 @@
-"""The vectorised rasterizer against a brute-force per-pixel z-buffer."""
+"""The compiled rasterizer against a brute-force per-pixel z-buffer, and
+its documented edge cases."""
 
 import numpy as np
+import pytest
 
 from jaxface.face import raster
 
@@ -65,3 +67,49 @@ def test_back_faces_are_culled_only_when_asked():
                           cull_back=True).pixels.size == 0
   assert raster.rasterize(xy, np.zeros(3), front, 24, 24,
                           cull_back=True).pixels.size > 100
+
+
+def test_equal_depths_go_to_the_later_triangle():
+  xy = np.array([[1.0, 1.0], [14.0, 1.0], [1.0, 14.0]])
+  tris = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 2]])
+  r = raster.rasterize(xy, np.full(3, 5.0), tris, 16, 16)
+  assert r.pixels.size > 50
+  np.testing.assert_array_equal(r.triangle, 2)
+  # A nearer triangle wins whatever its place.
+  r = raster.rasterize(np.concatenate([xy, xy]),
+                       np.array([5.0, 5.0, 5.0, 6.0, 6.0, 6.0]),
+                       np.array([[3, 4, 5], [0, 1, 2]]), 16, 16)
+  np.testing.assert_array_equal(r.triangle, 0)  # vertices 3-5, at z = 6
+  np.testing.assert_allclose(r.depth, 6.0)
+
+
+def test_triangles_off_the_image_and_huge_coordinates():
+  xy = np.array([[-50.0, -50.0], [-40.0, -50.0], [-50.0, -40.0],
+                 [-1e12, -1e12], [1e12, -1e12], [-1e12, 1e12]])
+  r = raster.rasterize(xy, np.zeros(6), np.array([[0, 1, 2]]), 8, 8)
+  assert r.pixels.size == 0 and r.bary.shape == (0, 3)
+  r = raster.rasterize(xy, np.zeros(6), np.array([[3, 4, 5]]), 8, 8)
+  assert r.pixels.size == 64  # covers the whole image, no overflow
+
+
+def test_bad_inputs_are_refused():
+  xy, z = np.zeros((3, 2)), np.zeros(3)
+  with pytest.raises(IndexError, match='out of range'):
+    raster.rasterize(xy, z, np.array([[0, 1, 3]]), 8, 8)
+  with pytest.raises(ValueError, match='triangles'):
+    raster.rasterize(xy, z, np.array([0, 1, 2]), 8, 8)
+  with pytest.raises(IndexError, match='out of range'):
+    raster.barycentric_sum(np.ones((3, 2)), np.array([[0, 1, 3]]),
+                           np.ones((1, 3)))
+  with pytest.raises(ValueError, match='corners'):
+    raster.barycentric_sum(np.ones((3, 2)), np.array([0, 1, 2]),
+                           np.ones(3))
+
+
+def test_barycentric_sum_hand_made_in_the_values_dtype():
+  values = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]], np.float32)
+  corners = np.array([[0, 1, 2], [2, 2, 0]])
+  weights = np.array([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0]])
+  out = raster.barycentric_sum(values, corners, weights)
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, [[2.0, 20.0], [4.0, 40.0]])

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 
 import cv2
+import numba
 import numpy as np
 
 from jaxface.face import model as model_lib
@@ -205,33 +206,64 @@ def _fill(image: np.ndarray, pts: np.ndarray, colour: np.ndarray,
                  cv2.LINE_AA, shift=2)
   if allowed is not None:
     mask[~allowed[y0:y1, x0:x1]] = 0
-  weight = mask.astype(np.float32)[..., None] * np.float32(alpha / 255)
-  if ragged and detail is not None:
-    rows = np.linspace(0, 1, y1 - y0, dtype=np.float32)[:, None, None]
-    weight *= np.clip((1 - rows) * 5 - 1.6 + 2 * detail[y0:y1, x0:x1], 0, 1)
   d = light.direction
   h, w = y1 - y0, x1 - x0
   span = np.float32(max(w, h))
-  ramp = (((np.arange(w, dtype=np.float32) - (w - 1) / 2) * np.float32(d[0]) /
-           span)[None, :] -
-          ((np.arange(h, dtype=np.float32) - (h - 1) / 2) * np.float32(d[1]) /
-           span)[:, None])
+  # The key light's gradient across the polygon: column and row terms
+  # (float64, and so the shading until the blend).
+  ramp_x = (np.arange(w, dtype=np.float32) - np.float64((w - 1) / 2)) * (
+      np.float32(d[0])) / span
+  ramp_y = (np.arange(h, dtype=np.float32) - np.float64((h - 1) / 2)) * (
+      np.float32(d[1])) / span
   # Shading (linear light) of the environment's mean plus the key light
   # graded across the polygon; its square root scales the sRGB colour.
   key = np.maximum(d[2], 0.2) * np.asarray(light.key, np.float32)
   ambient = light.sh[0] * (1 + 0.3 * light.sh[1] / (light.sh[0] + 1e-6))
   grey = float(np.mean(ambient + 0.5 * key)) + 1e-6
   tint = np.sqrt((ambient + 0.5 * key) / grey).astype(np.float32)
-  ramp = np.clip(ramp + 0.5, 0, 1)
-  ramp *= np.float32(np.mean(key) / grey)
-  ramp += np.float32(np.mean(ambient) / grey)
-  shade = np.sqrt(ramp, out=ramp)[..., None]
-  shade *= np.float32(np.sqrt(grey))
-  lit = shade * (np.asarray(colour, np.float32) * tint)
-  if detail is not None:
-    lit *= detail[y0:y1, x0:x1]
-  part = image[y0:y1, x0:x1]
-  part += (np.clip(lit, 0, 1, out=lit) - part) * weight
+  has_detail = detail is not None
+  _fill_pixels(image[y0:y1, x0:x1], mask, np.float32(alpha / 255),
+               ramp_x, ramp_y, np.float32(np.mean(key) / grey),
+               np.float32(np.mean(ambient) / grey), np.float32(np.sqrt(grey)),
+               np.asarray(colour, np.float32) * tint,
+               detail[y0:y1, x0:x1] if has_detail else _NO_DETAIL,
+               has_detail, bool(ragged and has_detail),
+               np.linspace(0, 1, h, dtype=np.float32))
+
+
+_NO_DETAIL = np.ones((1, 1, 1), np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_pixels(part, mask, alpha, ramp_x, ramp_y, key_scale, ambient,
+                 grey_root, colour, detail, has_detail, ragged, rows):
+  """`_fill`'s per-pixel work, in place on `part` (h, w, 3) float32.
+
+  Per pixel: weight = mask * alpha (float32; frayed by the detail towards
+  the bottom if `ragged`); shade = sqrt(clip(ramp_x - ramp_y + 0.5, 0, 1)
+  * key_scale + ambient) * grey_root, in the ramps' dtype (float64);
+  lit = clip(shade * colour (* detail), 0, 1); part += (lit - part) *
+  weight. Pixels outside the mask are left as they are (weight 0)."""
+  zero, one, half = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+  five, fray, two = np.float32(5.0), np.float32(1.6), np.float32(2.0)
+  for i in range(part.shape[0]):
+    for j in range(part.shape[1]):
+      if mask[i, j] == 0:
+        continue
+      weight = np.float32(mask[i, j]) * alpha
+      if ragged:
+        tip = (one - rows[i]) * five - fray + two * detail[i, j, 0]
+        weight = np.float32(weight * min(max(tip, 0.0), 1.0))
+      ramp = min(max(ramp_x[j] - ramp_y[i] + half, zero), one)
+      ramp *= key_scale
+      ramp += ambient
+      shade = np.sqrt(ramp) * grey_root
+      for c in range(3):
+        lit = shade * colour[c]
+        if has_detail:
+          lit = lit * detail[i, j, 0]
+        lit = min(max(lit, zero), one)
+        part[i, j, c] += (lit - part[i, j, c]) * weight
 
 
 def draw_behind(image: np.ndarray, dressing: Dressing, project: Projector,

@@ -4,17 +4,21 @@ Conventions: pixel (row i, column j) has its centre at image coordinates
 (x=j, y=i), so x is in [-0.5, W-0.5) over the image, as in face3d / PRNet.
 Depth `z` grows towards the camera (larger z wins), as in the position maps.
 
-The rasterizer has no Python loop over triangles: every triangle is
-expanded into the pixel centres of its bounding box with `np.repeat`, the
-barycentric weights of all candidates are evaluated at once, and a max-reduction
-z-buffer keeps the nearest candidate of each pixel. Face meshes have many
-small triangles (a few pixels each), which is where this is fast.
+The loops over triangles and pixels are compiled with numba (a face mesh
+has tens of thousands of triangles of a few pixels each, where vectorised
+numpy spends its time creating candidate arrays): each triangle visits
+the pixel centres of its bounding box, and a z-buffer keeps the nearest.
+The arithmetic is the float32 / float64 arithmetic of the vectorised
+numpy implementation it replaced, operation for operation, so that renders
+are the same to the bit (numba compiles without fast-math, and LLVM does
+not contract a * b + c into a fused multiply-add without it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
 
 
@@ -22,17 +26,40 @@ def barycentric_sum(values: np.ndarray, corners: np.ndarray,
                     weights: np.ndarray) -> np.ndarray:
   """sum_k weights[:, k] * values[corners[:, k]]: (P, C) from (N, C).
 
-  `np.take` with in-place sums: about twice as fast as `np.einsum` on a
-  gathered (P, 3, C) array, and this is on every renderer's hot path.
+  The result has `values`' dtype; each product is formed in the dtypes'
+  common type and rounded to it, then summed in order k = 0, 1, 2.
   """
   values = np.asarray(values)
-  out = np.take(values, corners[:, 0], axis=0)
-  out *= weights[:, 0:1]
-  for k in (1, 2):
-    term = np.take(values, corners[:, k], axis=0)
-    term *= weights[:, k:k + 1]
-    out += term
+  corners = np.asarray(corners)
+  weights = np.asarray(weights)
+  if values.ndim != 2 or corners.ndim != 2 or corners.shape[1] != 3 or (
+      weights.shape != corners.shape):
+    raise ValueError(f'barycentric_sum needs (N, C) values, (P, 3) corners '
+                     f'and (P, 3) weights, got {values.shape}, '
+                     f'{corners.shape} and {weights.shape}')
+  out = np.empty((len(corners), values.shape[1]), values.dtype)
+  if out.size:
+    _barycentric_sum(np.ascontiguousarray(values),
+                     np.ascontiguousarray(corners),
+                     np.ascontiguousarray(weights), out)
   return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _barycentric_sum(values, corners, weights, out):
+  term = np.empty(1, out.dtype)  # rounds each product to out's dtype
+  n = values.shape[0]
+  for p in range(corners.shape[0]):
+    i0, i1, i2 = corners[p, 0], corners[p, 1], corners[p, 2]
+    if min(i0, i1, i2) < 0 or max(i0, i1, i2) >= n:
+      raise IndexError('barycentric_sum: a corner index is out of range')
+    w0, w1, w2 = weights[p, 0], weights[p, 1], weights[p, 2]
+    for c in range(values.shape[1]):
+      out[p, c] = values[i0, c] * w0
+      term[0] = values[i1, c] * w1
+      out[p, c] += term[0]
+      term[0] = values[i2, c] * w2
+      out[p, c] += term[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,89 +124,92 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray,
       (a, b, c) has (b - a) x (c - a) > 0).
 
   Returns:
-    A `Raster`.
+    A `Raster`. Where candidates tie in depth, the last one (in triangle
+    order, then row by row within its bounding box) wins.
   """
-  xy = np.asarray(xy, np.float64)
-  z = np.asarray(z, np.float64)
-  triangles = np.asarray(triangles, np.int64)
-  p0, p1, p2 = (xy.take(triangles[:, k], axis=0) for k in range(3))
-  area = ((p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) -
-          (p2[:, 0] - p0[:, 0]) * (p1[:, 1] - p0[:, 1]))
-  lo = np.ceil(np.minimum(np.minimum(p0, p1), p2) - 1e-9)
-  hi = np.floor(np.maximum(np.maximum(p0, p1), p2) + 1e-9)
-  # Clip in float first: vertices far outside must not overflow int32.
-  lo = np.clip(lo, -1, max(height, width)).astype(np.int32)
-  hi = np.clip(hi, -1, max(height, width)).astype(np.int32)
-  lo = np.maximum(lo, 0)
-  hi[:, 0] = np.minimum(hi[:, 0], width - 1)
-  hi[:, 1] = np.minimum(hi[:, 1], height - 1)
-  size = hi - lo + 1
-  keep = (size[:, 0] > 0) & (size[:, 1] > 0)
-  keep &= area > 1e-12 if cull_back else np.abs(area) > 1e-12
-  face = np.nonzero(keep)[0]
-
-  empty = Raster(height, width, np.zeros(0, np.int64), np.zeros(0, np.int32),
-                 np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
-  if face.size == 0:
-    return empty
-
-  p0, p1, p2, area = p0[face], p1[face], p2[face], area[face]
-  lo, size = lo[face], size[face]
-  # Barycentric weight k at bbox-local offsets (dx, dy) is
-  # a_k dx + b_k dy + c_k. The offsets are small, so float32 is exact
-  # enough per candidate; the coefficients are formed in float64.
-  inv = 1.0 / area
-  coef = []
-  for pa, pb in ((p1, p2), (p2, p0)):
-    a = (pa[:, 1] - pb[:, 1]) * inv
-    b = (pb[:, 0] - pa[:, 0]) * inv
-    c = (pa[:, 0] * pb[:, 1] - pb[:, 0] * pa[:, 1]) * inv
-    c = c + a * lo[:, 0] + b * lo[:, 1]
-    coef.append((a.astype(np.float32), b.astype(np.float32),
-                 c.astype(np.float32)))
-  # Depth is affine over a triangle: z = z2 + w0 (z0 - z2) + w1 (z1 - z2).
-  zt = z[triangles[face]]
-  (a0, b0, c0), (a1, b1, c1) = coef
-  d0, d1 = zt[:, 0] - zt[:, 2], zt[:, 1] - zt[:, 2]
-  za, zb, zc = a0 * d0 + a1 * d1, b0 * d0 + b1 * d1, c0 * d0 + c1 * d1 + zt[:,
-                                                                            2]
-
-  # Candidates are grouped by triangle, so per-triangle values are spread
-  # to them with np.repeat (sequential) rather than gathered with cand.
-  count = size[:, 0] * size[:, 1]
-  cand = np.repeat(np.arange(face.size, dtype=np.int32), count)
-  local = np.arange(cand.size, dtype=np.int32) - np.repeat(
-      (np.cumsum(count) - count).astype(np.int32), count)
-  bw = np.repeat(size[:, 0].astype(np.int32), count)
-  dy = local // bw
-  dx = (local - dy * bw).astype(np.float32)
-  dy = dy.astype(np.float32)
-
-  # Inside test: w2 = 1 - w0 - w1 needs no gathers; one integer-index
-  # filter is cheaper than boolean-filtering every array twice.
-  w0 = np.repeat(a0, count) * dx
-  w0 += np.repeat(b0, count) * dy
-  w0 += np.repeat(c0, count)
-  w1 = np.repeat(a1, count) * dx
-  w1 += np.repeat(b1, count) * dy
-  w1 += np.repeat(c1, count)
-  inside = np.flatnonzero((w0 >= -eps) & (w1 >= -eps) & (w0 + w1 <= 1 + eps))
-  cand, dx, dy = cand[inside], dx[inside], dy[inside]
-  w0, w1 = w0[inside], w1[inside]
-  zcand = za[cand] * dx + zb[cand] * dy + zc[cand]
-  pix = ((lo[cand, 1] + dy.astype(np.int32)) * np.int32(width) +
-         lo[cand, 0] + dx.astype(np.int32))
-
-  # Z-test: a max-reduction into the depth buffer, then each pixel takes a
-  # candidate whose depth equals the maximum (one of them, on exact ties).
-  flat_depth = np.full(height * width, -np.inf)
-  np.maximum.at(flat_depth, pix, zcand)
-  win = np.flatnonzero(zcand >= flat_depth[pix])
-  owner = np.full(height * width, -1, np.int32)
-  owner[pix[win]] = win
+  xy = np.ascontiguousarray(xy, np.float64)
+  z = np.ascontiguousarray(z, np.float64)
+  triangles = np.ascontiguousarray(triangles, np.int64)
+  if xy.ndim != 2 or xy.shape[1] != 2 or z.shape != xy.shape[:1] or (
+      triangles.ndim != 2 or triangles.shape[1] != 3):
+    raise ValueError(f'rasterize needs (N, 2) xy, (N,) z and (F, 3) '
+                     f'triangles, got {xy.shape}, {z.shape} and '
+                     f'{triangles.shape}')
+  if triangles.size and (triangles.min() < 0 or triangles.max() >= len(xy)):
+    raise IndexError(f'triangle vertex indices out of range for {len(xy)} '
+                     'vertices')
+  # The inside test's bounds in float32, as numpy compares float32
+  # weights with a Python float.
+  depth, owner, w0, w1 = _rasterize(xy, z, triangles, int(height),
+                                    int(width), np.float32(-eps),
+                                    np.float32(1 + eps), bool(cull_back))
   pixels = np.flatnonzero(owner >= 0)
-  win = owner[pixels]
-  cand, w0, w1 = cand[win], w0[win], w1[win]
+  w0, w1 = w0[pixels], w1[pixels]
   bary = np.stack([w0, w1, 1 - w0 - w1], 1).astype(np.float32)
-  return Raster(height, width, pixels, face[cand].astype(np.int32), bary,
-                flat_depth[pixels].astype(np.float32))
+  return Raster(height, width, pixels, owner[pixels], bary,
+                depth[pixels].astype(np.float32))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
+  """The z-buffer: per pixel the winning depth (float64), triangle (-1:
+  none) and its first two barycentric weights (float32)."""
+  depth = np.full(height * width, -np.inf)
+  owner = np.full(height * width, -1, np.int32)
+  w0_out = np.zeros(height * width, np.float32)
+  w1_out = np.zeros(height * width, np.float32)
+  # Clip in float first: vertices far outside must not overflow int32.
+  limit = float(max(height, width))
+  for f in range(triangles.shape[0]):
+    i0, i1, i2 = triangles[f, 0], triangles[f, 1], triangles[f, 2]
+    x0, y0, x1, y1 = xy[i0, 0], xy[i0, 1], xy[i1, 0], xy[i1, 1]
+    x2, y2 = xy[i2, 0], xy[i2, 1]
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    if not (area > 1e-12 if cull_back else abs(area) > 1e-12):
+      continue
+    lo_x = max(int(min(max(np.ceil(min(x0, x1, x2) - 1e-9), -1.0), limit)),
+               0)
+    lo_y = max(int(min(max(np.ceil(min(y0, y1, y2) - 1e-9), -1.0), limit)),
+               0)
+    hi_x = min(int(min(max(np.floor(max(x0, x1, x2) + 1e-9), -1.0), limit)),
+               width - 1)
+    hi_y = min(int(min(max(np.floor(max(y0, y1, y2) + 1e-9), -1.0), limit)),
+               height - 1)
+    if hi_x < lo_x or hi_y < lo_y:
+      continue
+    # Barycentric weight k at bbox-local offsets (dx, dy) is
+    # a_k dx + b_k dy + c_k: coefficients formed in float64, evaluated in
+    # float32 (the offsets are small).
+    inv = 1.0 / area
+    a0 = (y1 - y2) * inv
+    b0 = (x2 - x1) * inv
+    c0 = (x1 * y2 - x2 * y1) * inv + a0 * lo_x + b0 * lo_y
+    a1 = (y2 - y0) * inv
+    b1 = (x0 - x2) * inv
+    c1 = (x2 * y0 - x0 * y2) * inv + a1 * lo_x + b1 * lo_y
+    a0, b0, c0 = np.float32(a0), np.float32(b0), np.float32(c0)
+    a1, b1, c1 = np.float32(a1), np.float32(b1), np.float32(c1)
+    # Depth is affine over a triangle: z = z2 + w0 (z0 - z2) + w1 (z1 - z2).
+    d0, d1 = z[i0] - z[i2], z[i1] - z[i2]
+    za = np.float64(a0) * d0 + np.float64(a1) * d1
+    zb = np.float64(b0) * d0 + np.float64(b1) * d1
+    zc = np.float64(c0) * d0 + np.float64(c1) * d1 + z[i2]
+    for row in range(lo_y, hi_y + 1):
+      dy = np.float32(row - lo_y)
+      for col in range(lo_x, hi_x + 1):
+        dx = np.float32(col - lo_x)
+        w0 = a0 * dx
+        w0 += b0 * dy
+        w0 += c0
+        w1 = a1 * dx
+        w1 += b1 * dy
+        w1 += c1
+        if w0 >= lower and w1 >= lower and w0 + w1 <= upper:
+          candidate = za * np.float64(dx) + zb * np.float64(dy) + zc
+          pixel = row * width + col
+          if candidate >= depth[pixel]:
+            depth[pixel] = candidate
+            owner[pixel] = f
+            w0_out[pixel] = w0
+            w1_out[pixel] = w1
+  return depth, owner, w0_out, w1_out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 import cv2
+import numba
 import numpy as np
 
 from jaxface.face import raster as raster_lib
@@ -343,15 +344,32 @@ def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
   block = np.concatenate([attrs[:, :2], pad]).reshape(-1, 256, 2)
   albedo = cv2.remap(texture, block[..., 0], block[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
-  channels = intensity.shape[1]
-  shading = attrs[:, 2:2 + channels] * np.asarray(light_colour, np.float32)
-  if linear:
-    albedo *= albedo
-  colour = albedo * shading
-  if specular is not None:
-    colour += attrs[:, 2 + channels:3 + channels]
-  if linear:
-    np.sqrt(np.clip(colour, 0.0, 1.0, out=colour), out=colour)
   image = np.array(background, np.float32).reshape(-1, 3)
-  image[r.pixels] = np.clip(colour, 0.0, 1.0, out=colour)
+  _shade_pixels(image, r.pixels, np.ascontiguousarray(albedo), attrs,
+                np.asarray(light_colour, np.float32), intensity.shape[1],
+                specular is not None, bool(linear))
   return image.reshape(height, width, 3), r
+
+
+@numba.njit(cache=True, nogil=True)
+def _shade_pixels(image, pixels, albedo, attrs, light_colour, channels,
+                  has_specular, linear):
+  """In place: image[pixels] = the shaded colour, clipped to [0, 1].
+
+  Per pixel and channel c (float32): shading = attrs[2 + c or 2] *
+  light_colour[c]; colour = albedo (squared if `linear`) * shading, plus
+  attrs[2 + channels] if `has_specular`; square-rooted if `linear`."""
+  zero, one = np.float32(0.0), np.float32(1.0)
+  for p in range(pixels.shape[0]):
+    for c in range(3):
+      shading = attrs[p, 2 + (c if channels > 1 else 0)] * light_colour[c]
+      a = albedo[p, c]
+      if linear:
+        a = a * a
+      colour = a * shading
+      if has_specular:
+        colour += attrs[p, 2 + channels]
+      colour = min(max(colour, zero), one)
+      if linear:
+        colour = np.sqrt(colour)
+      image[pixels[p], c] = colour

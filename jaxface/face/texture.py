@@ -14,6 +14,7 @@ import dataclasses
 import functools
 
 import cv2
+import numba
 import numpy as np
 
 from jaxface.face import model as model_lib
@@ -369,10 +370,8 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
   # einsum, not @: see jaxface.face.render on bitwise reproducibility.
   variation = np.einsum('pk,kc->pc', m.noise, albedo.noise_colour)
   variation = cv2.resize(variation.reshape(_LOW, _LOW, 3), (size, size))
-  variation += 1
-  variation += m.pores * np.float32(albedo.pores)
-  tex = variation * albedo.skin
-  tex *= m.shade
+  tex = _skin(variation, m.pores, np.float32(albedo.pores),
+              np.asarray(albedo.skin, np.float32), m.shade)
   if albedo.freckles:
     region = Region(slice(0, size), slice(0, size), m.stubble)
     region.blend(tex, albedo.skin * 0.7, albedo.freckles * 0.5)
@@ -384,11 +383,12 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
     dots = m.beard.crop(m.stubble)
     m.beard.blend(tex, albedo.skin * (1 - 0.3 * dots) + albedo.hair * 0.3 *
                   dots, albedo.stubble)
-  strands = 0.45 + 0.9 * m.scalp_strands
+  # Hair strands, 0.45 + 0.9 x the strand field, formed where needed only.
+  strands = lambda region: 0.45 + 0.9 * region.crop(m.scalp_strands)  # noqa: E731
   if albedo.beard:
-    m.beard.blend(tex, albedo.hair * m.beard.crop(strands), albedo.beard)
+    m.beard.blend(tex, albedo.hair * strands(m.beard), albedo.beard)
   if albedo.moustache:
-    m.moustache.blend(tex, albedo.hair * m.moustache.crop(strands),
+    m.moustache.blend(tex, albedo.hair * strands(m.moustache),
                       albedo.moustache)
   lip_detail = 0.92 + 0.16 * m.lips.crop(m.brow_strands)
   m.lips.blend(tex, albedo.lips * lip_detail)
@@ -410,6 +410,21 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
   cover = _hair_mask(albedo, m, size)
   rows = cover.shape[0]
   if rows:
-    Region(slice(0, rows), slice(0, size), cover).blend(
-        tex, albedo.hair * strands[:rows])
+    hair = Region(slice(0, rows), slice(0, size), cover)
+    hair.blend(tex, albedo.hair * strands(hair))
   return np.clip(tex, 0, 1, out=tex)
+
+
+@numba.njit(cache=True, nogil=True)
+def _skin(variation, pores, pores_amount, skin, shade):
+  """(T, T, 3) float32: (variation + 1 + pores x pores_amount) x skin x
+  shade, per texel in float32 (the skin before the masked blends)."""
+  one = np.float32(1.0)
+  tex = np.empty_like(variation)
+  for i in range(variation.shape[0]):
+    for j in range(variation.shape[1]):
+      grain = pores[i, j, 0] * pores_amount
+      for c in range(3):
+        tex[i, j, c] = (variation[i, j, c] + one + grain) * skin[c] * shade[
+            i, j, 0]
+  return tex
