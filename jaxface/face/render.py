@@ -124,12 +124,37 @@ def grid_normals(points: np.ndarray, rows: int, cols: int) -> np.ndarray:
   For a frontal face in camera space (y up, z to the camera) with u to the
   right and v down, these point towards the camera.
   """
-  grid = np.asarray(points, np.float64).reshape(rows, cols, 3)
-  d_u = np.gradient(grid, axis=1)
-  d_v = np.gradient(grid, axis=0)
-  normal = np.cross(d_v, d_u)
-  normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-12
-  return normal.reshape(-1, 3)
+  grid = np.ascontiguousarray(points, np.float64).reshape(rows, cols, 3)
+  return _grid_normals(grid).reshape(-1, 3)
+
+
+@numba.njit(cache=True, nogil=True)
+def _grid_normals(grid):
+  """(rows, cols, 3) float64 unit normals: the cross product of the
+  surface's v and u differences (central inside, one-sided at the
+  borders, as np.gradient), over its length plus 1e-12."""
+  rows, cols = grid.shape[0], grid.shape[1]
+  out = np.empty_like(grid)
+  d_u, d_v = np.empty(3), np.empty(3)
+  for i in range(rows):
+    i0, i1 = max(i - 1, 0), min(i + 1, rows - 1)
+    for j in range(cols):
+      j0, j1 = max(j - 1, 0), min(j + 1, cols - 1)
+      for k in range(3):
+        d_u[k] = grid[i, j1, k] - grid[i, j0, k]
+        if j1 - j0 == 2:
+          d_u[k] /= 2.0
+        d_v[k] = grid[i1, j, k] - grid[i0, j, k]
+        if i1 - i0 == 2:
+          d_v[k] /= 2.0
+      x = d_v[1] * d_u[2] - d_v[2] * d_u[1]
+      y = d_v[2] * d_u[0] - d_v[0] * d_u[2]
+      z = d_v[0] * d_u[1] - d_v[1] * d_u[0]
+      length = np.sqrt(x * x + y * y + z * z) + 1e-12
+      out[i, j, 0] = x / length
+      out[i, j, 1] = y / length
+      out[i, j, 2] = z / length
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +189,10 @@ class SceneLight:
   Values are linear RGB radiometry; camera space, y up, z to the camera.
 
   Attributes:
-    sh: (9, 3) irradiance coefficients of the environment over the basis of
-      `sh_basis` (already convolved with the cosine lobe), RGB.
+    sh: (9, 3) irradiance coefficients of the environment over the real
+      order-2 basis (1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2) of the
+      normal (x, y, z), unnormalised (already convolved with the cosine
+      lobe), RGB.
     direction: (3,) unit direction towards the key light.
     key: (3,) RGB irradiance of the key light.
     specular: strength of the skin's Blinn-Phong sheen.
@@ -183,13 +210,6 @@ class SceneLight:
   def colour(self) -> np.ndarray:
     """RGB multiplier for `render_mesh` (the colour is in the shading)."""
     return np.ones(3, np.float32)
-
-
-def sh_basis(normals: np.ndarray) -> np.ndarray:
-  """(N, 9) real SH basis (unnormalised) of unit normals (N, 3), order 2."""
-  x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
-  return np.stack([np.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1,
-                   x * z, x * x - y * y], 1)
 
 
 def random_scene_light(rng: np.random.Generator) -> SceneLight:
@@ -248,20 +268,41 @@ def key_visibility(points: np.ndarray, direction: np.ndarray, bias: float,
   proj = np.einsum('nk,jk->nj', points, np.stack([e1, e2, d]))
   lo, hi = proj[:, :2].min(0), proj[:, :2].max(0)
   step = (hi - lo).max() / (cells - 1) + 1e-9
-  idx = np.minimum(((proj[:, :2] - lo) / step).astype(np.int64), cells - 1)
-  flat = idx[:, 0] * cells + idx[:, 1]
-  depth = np.full(cells * cells, -np.inf)
-  np.maximum.at(depth, flat, proj[:, 2])
-  allowance = bias + step
-  if normals is not None:
-    cos = np.clip(np.einsum('nk,k->n', normals, d), 0.05, 1.0)
-    allowance = allowance + step * np.minimum(np.sqrt(1 - cos * cos) / cos,
-                                              6.0)
-  gap = depth[flat] - proj[:, 2] - allowance
-  visibility = np.clip(1 - gap / (3 * step), 0, 1)
+  cos = (np.clip(np.einsum('nk,k->n', normals, d), 0.05, 1.0)
+         if normals is not None else np.ones(len(proj)))
+  visibility = _shadow_map(proj, lo, step, cells, bias + step, cos,
+                           normals is not None)
   if grid is not None:
     visibility = cv2.blur(visibility.reshape(grid).astype(np.float32),
                           (3, 3)).reshape(-1)
+  return visibility
+
+
+@numba.njit(cache=True, nogil=True)
+def _shadow_map(proj, lo, step, cells, allowance, cos, slope_scaled):
+  """`key_visibility`'s depth map and test, (N,) float64 in [0, 1].
+
+  Each point goes to the cell (its light-plane coordinates - lo) / step;
+  a cell keeps its points' largest depth towards the light; a point's
+  gap is that depth less its own, less `allowance` (plus step x
+  min(tan, 6) of its angle to the light if `slope_scaled`); visibility =
+  clip(1 - gap / (3 step), 0, 1)."""
+  count = proj.shape[0]
+  flat = np.empty(count, np.int64)
+  depth = np.full(cells * cells, -np.inf)
+  for n in range(count):
+    row = min(int((proj[n, 0] - lo[0]) / step), cells - 1)
+    col = min(int((proj[n, 1] - lo[1]) / step), cells - 1)
+    flat[n] = row * cells + col
+    depth[flat[n]] = max(depth[flat[n]], proj[n, 2])
+  visibility = np.empty(count)
+  for n in range(count):
+    margin = allowance
+    if slope_scaled:
+      margin = margin + step * min(
+          np.sqrt(1 - cos[n] * cos[n]) / cos[n], 6.0)
+    gap = depth[flat[n]] - proj[n, 2] - margin
+    visibility[n] = min(max(1 - gap / (3 * step), 0.0), 1.0)
   return visibility
 
 
@@ -275,33 +316,67 @@ def shade_scene(normals: np.ndarray, light: SceneLight,
     normals: (N, 3) unit normals in camera space.
     light: the light.
     visibility: (N,) key-light visibility (1 lit, 0 in shadow) or None.
-    occlusion: (N,) ambient occlusion (1 open, 0 occluded) or None.
+    occlusion: (N,) float32 ambient occlusion (1 open, 0 occluded) or None.
   """
-  # A sum of 9 broadcast products: bitwise reproducible and, for 9 x 3
-  # coefficients, faster than einsum.
-  basis = np.ascontiguousarray(sh_basis(normals).T, np.float32)  # (9, N)
-  sh = np.asarray(light.sh, np.float32)[:, :, None]  # (9, 3, 1)
-  env = np.repeat(sh[0], len(normals), 1)  # (3, N)
-  for k in range(1, 9):
-    env += sh[k] * basis[k]
-  np.maximum(env, 0.1 * sh[0], out=env)
-  env = env.T
-  ndl = np.clip(np.einsum('nk,k->n', normals, light.direction), 0.0, None)
-  if visibility is not None:
-    lit = 1 - light.shadow * (1 - visibility)
-    ndl = ndl * lit
-  if occlusion is not None:
-    env *= occlusion[:, None]
-    ndl = ndl * (0.6 + 0.4 * occlusion)
+  normals = np.ascontiguousarray(normals, np.float64)
+  count = len(normals)
+  # The two dot products stay np.einsum (the renders' reference rounding).
+  ndl = np.einsum('nk,k->n', normals, light.direction)
   half = light.direction + np.array([0.0, 0.0, 1.0])
   half = half / np.linalg.norm(half)
-  ndh = np.clip(np.einsum('nk,k->n', normals, half), 0.0, None)
-  spec = light.specular * ndh**light.shininess * (ndl > 0) * np.sqrt(ndl)
-  diffuse = env + ndl[:, None] * light.key
-  # Skin scatters red light further under the surface: its shading falls
-  # off more slowly in red, which warms the shadows.
-  diffuse[:, 0] **= 0.85
+  ndh = np.einsum('nk,k->n', normals, half)
+  # The shadow's strength in the visibility's dtype (as numpy takes a
+  # Python float), so a float32 or float64 visibility shades as before.
+  visibility = (np.ones(count, np.float32) if visibility is None else
+                np.asarray(visibility))
+  shadow = visibility.dtype.type(light.shadow)
+  diffuse, spec = np.empty((count, 3)), np.empty(count)
+  _shade_scene(normals, np.asarray(light.sh, np.float32), ndl, ndh,
+               visibility, shadow, visibility is not None,
+               np.ones(count, np.float32) if occlusion is None else
+               np.asarray(occlusion, np.float32), occlusion is not None,
+               float(light.specular), float(light.shininess),
+               np.asarray(light.key, np.float32), diffuse, spec)
   return diffuse, spec
+
+
+@numba.njit(cache=True, nogil=True)
+def _shade_scene(normals, sh, ndl_all, ndh_all, visibility, shadow,
+                 has_visibility, occlusion, has_occlusion, specular,
+                 shininess, key, diffuse, spec):
+  """`shade_scene` per vertex, into `diffuse` (N, 3) and `spec` (N,).
+
+  The environment is float32 (`SceneLight.sh`'s basis rounded to float32,
+  summed in its order, floored at a tenth of the constant term, times the
+  occlusion); n.l and the sheen are float64: n.l clipped at 0, times the
+  shadow's and the occlusion's factors (float32); sheen = specular x
+  (n.h)^shininess where n.l > 0, x sqrt(n.l); diffuse = environment + n.l
+  x key, its red channel raised to 0.85 (skin's subsurface scattering
+  warms the shadows)."""
+  one, floor = np.float32(1.0), np.float32(0.1)
+  basis = np.empty(9, np.float32)
+  for n in range(normals.shape[0]):
+    x, y, z = normals[n, 0], normals[n, 1], normals[n, 2]
+    basis[0], basis[1], basis[2], basis[3] = 1.0, y, z, x
+    basis[4], basis[5], basis[6] = x * y, y * z, 3 * z * z - 1
+    basis[7], basis[8] = x * z, x * x - y * y
+    ndl = max(ndl_all[n], 0.0)
+    if has_visibility:
+      ndl = ndl * (one - shadow * (one - visibility[n]))
+    if has_occlusion:
+      ndl = ndl * (np.float32(0.6) + np.float32(0.4) * occlusion[n])
+    ndh = max(ndh_all[n], 0.0)
+    spec[n] = specular * ndh**shininess * (1.0 if ndl > 0 else 0.0) * (
+        np.sqrt(ndl))
+    for c in range(3):
+      env = sh[0, c]
+      for k in range(1, 9):
+        env += sh[k, c] * basis[k]
+      env = max(env, floor * sh[0, c])
+      if has_occlusion:
+        env *= occlusion[n]
+      diffuse[n, c] = env + ndl * key[c]
+    diffuse[n, 0] **= 0.85
 
 
 def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
