@@ -48,7 +48,18 @@ class Region:
       return
     w = self.weight * strength if strength != 1.0 else self.weight
     part = texture[self.rows, self.cols]
-    part += (np.asarray(colour, np.float32) - part) * w
+    _blend(part, np.broadcast_to(np.asarray(colour, np.float32), part.shape),
+           w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _blend(part, colour, weight):
+  """In place: part += (colour - part) x weight, (h, w, 3) and (h, w, 1)."""
+  for i in range(part.shape[0]):
+    for j in range(part.shape[1]):
+      w = weight[i, j, 0]
+      for c in range(part.shape[2]):
+        part[i, j, c] += (colour[i, j, c] - part[i, j, c]) * w
 
 
 @dataclasses.dataclass(frozen=True)
