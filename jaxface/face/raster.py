@@ -140,20 +140,15 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray,
                      'vertices')
   # The inside test's bounds in float32, as numpy compares float32
   # weights with a Python float.
-  depth, owner, w0, w1 = _rasterize(xy, z, triangles, int(height),
-                                    int(width), np.float32(-eps),
-                                    np.float32(1 + eps), bool(cull_back))
-  pixels = np.flatnonzero(owner >= 0)
-  w0, w1 = w0[pixels], w1[pixels]
-  bary = np.stack([w0, w1, 1 - w0 - w1], 1).astype(np.float32)
-  return Raster(height, width, pixels, owner[pixels], bary,
-                depth[pixels].astype(np.float32))
+  return Raster(height, width, *_rasterize(
+      xy, z, triangles, int(height), int(width), np.float32(-eps),
+      np.float32(1 + eps), bool(cull_back)))
 
 
 @numba.njit(cache=True, nogil=True)
 def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
-  """The z-buffer: per pixel the winning depth (float64), triangle (-1:
-  none) and its first two barycentric weights (float32)."""
+  """The z-buffer, then its covered pixels in order: `Raster`'s pixels,
+  triangle, bary and depth."""
   depth = np.full(height * width, -np.inf)
   owner = np.full(height * width, -1, np.int32)
   w0_out = np.zeros(height * width, np.float32)
@@ -212,4 +207,19 @@ def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
             owner[pixel] = f
             w0_out[pixel] = w0
             w1_out[pixel] = w1
-  return depth, owner, w0_out, w1_out
+  count = 0
+  for pixel in range(height * width):
+    count += owner[pixel] >= 0
+  pixels = np.empty(count, np.int64)
+  triangle = np.empty(count, np.int32)
+  bary = np.empty((count, 3), np.float32)
+  covered_depth = np.empty(count, np.float32)
+  p = 0
+  for pixel in range(height * width):
+    if owner[pixel] >= 0:
+      pixels[p], triangle[p] = pixel, owner[pixel]
+      w0, w1 = w0_out[pixel], w1_out[pixel]
+      bary[p, 0], bary[p, 1], bary[p, 2] = w0, w1, np.float32(1) - w0 - w1
+      covered_depth[p] = depth[pixel]
+      p += 1
+  return pixels, triangle, bary, covered_depth
