@@ -417,7 +417,7 @@ def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
   count = len(attrs)
   pad = np.zeros((-count % 256, 2), np.float32)
   block = np.concatenate([attrs[:, :2], pad]).reshape(-1, 256, 2)
-  albedo = cv2.remap(texture, block[..., 0], block[..., 1], cv2.INTER_LINEAR,
+  albedo = cv2.remap(texture, block, None, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
   image = np.array(background, np.float32).reshape(-1, 3)
   _shade_pixels(image, r.pixels, np.ascontiguousarray(albedo), attrs,
