@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 
 import cv2
+import numba
 import numpy as np
 
 from jaxface.data import records
@@ -365,10 +366,31 @@ def finish_image(image: np.ndarray, rng: np.random.Generator) -> bytes:
   affine = np.concatenate([contrast * mix,
                            np.full((3, 1), 0.5 * (1 - contrast))], 1)
   image = cv2.transform(image, affine.astype(np.float32))
-  if rng.random() < 0.5:
-    image *= 1 - np.float32(rng.uniform(0.1, 0.5)) * _radius2(size)
+  vignette = (np.float32(rng.uniform(0.1, 0.5)) if rng.random() < 0.5 else
+              np.float32(0.0))
   r, c = rng.integers(0, size, 2)
-  noise = noise_bank(size)[r:r + size, c:c + size]
-  image = image + noise * np.float32(rng.uniform(0, 0.03))
-  rgb = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+  rgb = _vignette_noise_to_bytes(
+      image, vignette, _radius2(size), noise_bank(size)[r:r + size,
+                                                        c:c + size],
+      np.float32(rng.uniform(0, 0.03)))
   return records.encode_jpeg(rgb, int(rng.integers(30, 96)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _vignette_noise_to_bytes(image, vignette, radius2, noise, noise_scale):
+  """(R, R, 3) uint8: image x (1 - vignette x radius2) (when vignette >
+  0) + noise x noise_scale, to 0..255 (x 255 + 0.5, clipped, truncated),
+  per pixel in float32."""
+  out = np.empty(image.shape, np.uint8)
+  one, scale, half = np.float32(1.0), np.float32(255.0), np.float32(0.5)
+  zero = np.float32(0.0)
+  for i in range(image.shape[0]):
+    for j in range(image.shape[1]):
+      darken = one - vignette * radius2[i, j, 0]
+      for c in range(3):
+        value = image[i, j, c]
+        if vignette > 0:
+          value *= darken
+        value = value + noise[i, j, c] * noise_scale
+        out[i, j, c] = np.uint8(min(max(value * scale + half, zero), scale))
+  return out
