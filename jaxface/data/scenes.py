@@ -224,9 +224,21 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
   img = cv2.GaussianBlur(img, (0, 0), sigma)
   img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
   r, c = rng.integers(0, size, 2)
-  grain = noise_bank(size)[r:r + size, c:c + size, :1]
-  img += grain * np.float32(rng.uniform(0.0, 0.03))
-  return np.clip(img, 0, 1)
+  return _add_grain(img, noise_bank(size)[r:r + size, c:c + size, :1],
+                    np.float32(rng.uniform(0.0, 0.03)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_grain(image, grain, scale):
+  """(R, R, 3) float32: image + grain (R, R, 1) x scale, clipped to [0, 1]."""
+  out = np.empty_like(image)
+  zero, one = np.float32(0.0), np.float32(1.0)
+  for i in range(image.shape[0]):
+    for j in range(image.shape[1]):
+      g = grain[i, j, 0] * scale
+      for c in range(image.shape[2]):
+        out[i, j, c] = min(max(image[i, j, c] + g, zero), one)
+  return out
 
 
 @functools.lru_cache(maxsize=2)
