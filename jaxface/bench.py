@@ -40,7 +40,9 @@ peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
   train step's images/s (the input pipeline should deliver >= 5x).
 - synth: records/s of making and serialising synthetic `recon` records at
   the resolution in this process, pinned to one core (the face model is
-  built first; no process start, no shard writing).
+  built first; no process start, no shard writing); and, untimed, the
+  sha256 of train records 0-15 (default generator at the resolution): two
+  versions of the renderer that print the same render the same records.
 
 The PRNet's parameters stay float32; --dtype is its compute dtype.
 """
@@ -48,6 +50,7 @@ The PRNet's parameters stay float32; --dtype is its compute dtype.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import platform
@@ -62,6 +65,7 @@ from jaxface import files
 WHAT = ('train', 'infer', 'pipeline', 'synth')
 MODELS = ('prnet',)
 DTYPES = ('float32', 'bfloat16')
+_SYNTH_DIGEST_RECORDS = 16  # records fingerprinted by the synth row
 PHOTO_SIZE = (768, 1024)  # (height, width) of the reconstruct photo
 
 # Peak dense FLOP/s by device kind (`jax.devices()[0].device_kind` contains
@@ -497,8 +501,15 @@ def bench_synth(args) -> dict:
     cv2.setNumThreads(threads)
     if pin:
       os.sched_setaffinity(0, cores)
+  # A fingerprint of the renders, outside the timing: equal between two
+  # versions of the code, they render the same records.
+  digest = hashlib.sha256()
+  for index in range(_SYNTH_DIGEST_RECORDS):
+    digest.update(records.serialize('recon', gen.make('recon', 'train',
+                                                      index)))
   return measurement('synth', f'synth, {args.records} records, one core',
-                     args.records, seconds)
+                     args.records, seconds,
+                     records_sha256=digest.hexdigest())
 
 
 # --- reporting ---------------------------------------------------------------
@@ -575,6 +586,10 @@ def format_table(result: dict) -> str:
     if 'init_s' in row:
       notes.append(f'{row["what"]}: initial state in {row["init_s"]:.1f} s '
                    '(compilation included)')
+    if 'records_sha256' in row:
+      notes.append(f'synth: sha256 of train records 0-'
+                   f'{_SYNTH_DIGEST_RECORDS - 1}: {row["records_sha256"]} '
+                   '(the same for code that renders the same records)')
     if row.get('vs_train') is not None:
       notes.append(f'pipeline: {row["vs_train"]:.1f}x the train step\'s '
                    'images/s (goal: >= 5x)')

@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -76,6 +77,16 @@ def test_prints_one_table_row_per_measurement(capsys):
   rows = [line for line in out.splitlines() if line.startswith('| synth')]
   assert len(rows) == 1 and rows[0].endswith('| - | - |'), out
   assert 'command: jaxface bench --what synth --model prnet ' in out
+  digest = re.search(r'sha256 of train records 0-15: ([0-9a-f]{64})', out)
+  assert digest, out
+  # The fingerprint is of the renders: a second run (other timing) prints
+  # the same, another resolution another.
+  assert cli.main(['bench', '--what', 'synth', *TINY]) == 0
+  assert digest.group(0) in capsys.readouterr().out
+  other = [*TINY]
+  other[other.index('--resolution') + 1] = '64'
+  assert cli.main(['bench', '--what', 'synth', *other]) == 0
+  assert digest.group(1) not in capsys.readouterr().out
 
 
 def _conv_pairs(size: int, kernel: int, stride: int) -> tuple[int, int]:
