@@ -113,3 +113,14 @@ def test_barycentric_sum_hand_made_in_the_values_dtype():
   out = raster.barycentric_sum(values, corners, weights)
   assert out.dtype == np.float32
   np.testing.assert_array_equal(out, [[2.0, 20.0], [4.0, 40.0]])
+  # Rows of a corner table (a mesh's triangles, per pixel), into `out`.
+  target = np.full((3, 2), -1.0, np.float32)
+  raster.barycentric_sum(values, corners, weights, rows=np.array([1, 0]),
+                         out=target[:2])
+  np.testing.assert_array_equal(target, [[3.25, 32.5], [1.5, 15.0],
+                                         [-1.0, -1.0]])
+  with pytest.raises(IndexError, match='row index'):
+    raster.barycentric_sum(values, corners, weights, rows=np.array([0, 2]))
+  with pytest.raises(ValueError, match='out must be'):
+    raster.barycentric_sum(values, corners, weights,
+                           out=np.zeros((2, 2), np.float64))

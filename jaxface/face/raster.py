@@ -23,34 +23,55 @@ import numpy as np
 
 
 def barycentric_sum(values: np.ndarray, corners: np.ndarray,
-                    weights: np.ndarray) -> np.ndarray:
-  """sum_k weights[:, k] * values[corners[:, k]]: (P, C) from (N, C).
+                    weights: np.ndarray, rows: np.ndarray | None = None,
+                    out: np.ndarray | None = None) -> np.ndarray:
+  """sum_k weights[:, k] * values[corners[p, k]]: (P, C) from (N, C).
 
   The result has `values`' dtype; each product is formed in the dtypes'
   common type and rounded to it, then summed in order k = 0, 1, 2.
+
+  Args:
+    values: (N, C) per-vertex values.
+    corners: (P, 3) vertex indices; or with `rows`, a table (F, 3) of
+      which output p reads row rows[p] (e.g. a mesh's triangles and a
+      `Raster`'s triangle per pixel), without gathering it first.
+    weights: (P, 3) barycentric weights.
+    rows: optional (P,) indices into `corners`.
+    out: optional (P, C) C-contiguous array of `values`' dtype to write.
   """
   values = np.asarray(values)
   corners = np.asarray(corners)
   weights = np.asarray(weights)
+  rows = (np.arange(len(corners)) if rows is None else np.asarray(rows))
   if values.ndim != 2 or corners.ndim != 2 or corners.shape[1] != 3 or (
-      weights.shape != corners.shape):
+      rows.ndim != 1 or weights.shape != (len(rows), 3)):
     raise ValueError(f'barycentric_sum needs (N, C) values, (P, 3) corners '
-                     f'and (P, 3) weights, got {values.shape}, '
-                     f'{corners.shape} and {weights.shape}')
-  out = np.empty((len(corners), values.shape[1]), values.dtype)
+                     f'(or (F, 3) and (P,) rows) and (P, 3) weights, got '
+                     f'{values.shape}, {corners.shape}, {rows.shape} and '
+                     f'{weights.shape}')
+  shape = (len(rows), values.shape[1])
+  if out is None:
+    out = np.empty(shape, values.dtype)
+  elif out.shape != shape or out.dtype != values.dtype or not (
+      out.flags.c_contiguous):
+    raise ValueError(f'out must be a C-contiguous {shape} {values.dtype} '
+                     f'array, got {out.shape} {out.dtype}')
   if out.size:
     _barycentric_sum(np.ascontiguousarray(values),
-                     np.ascontiguousarray(corners),
+                     np.ascontiguousarray(corners), np.ascontiguousarray(rows),
                      np.ascontiguousarray(weights), out)
   return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _barycentric_sum(values, corners, weights, out):
+def _barycentric_sum(values, corners, rows, weights, out):
   term = np.empty(1, out.dtype)  # rounds each product to out's dtype
-  n = values.shape[0]
-  for p in range(corners.shape[0]):
-    i0, i1, i2 = corners[p, 0], corners[p, 1], corners[p, 2]
+  n, f = values.shape[0], corners.shape[0]
+  for p in range(rows.shape[0]):
+    row = rows[p]
+    if row < 0 or row >= f:
+      raise IndexError('barycentric_sum: a row index is out of range')
+    i0, i1, i2 = corners[row, 0], corners[row, 1], corners[row, 2]
     if min(i0, i1, i2) < 0 or max(i0, i1, i2) >= n:
       raise IndexError('barycentric_sum: a corner index is out of range')
     w0, w1, w2 = weights[p, 0], weights[p, 1], weights[p, 2]
@@ -99,8 +120,7 @@ class Raster:
                   background: float | np.ndarray = 0.0) -> np.ndarray:
     """Interpolates per-vertex values (N, C) to pixels: (H, W, C) float32."""
     values = np.asarray(vertex_values, np.float32)
-    covered = barycentric_sum(values, np.asarray(triangles)[self.triangle],
-                              self.bary)
+    covered = barycentric_sum(values, triangles, self.bary, self.triangle)
     out = np.empty((self.height * self.width, values.shape[1]), np.float32)
     out[...] = background
     out[self.pixels] = covered

@@ -407,20 +407,21 @@ def render_mesh(crop_vertices: np.ndarray, triangles: np.ndarray,
                            triangles, height, width, cull_back=True)
   t = texture.shape[0]
   intensity = np.asarray(intensity, np.float32).reshape(len(crop_vertices), -1)
-  parts = [vertex_uv * (t - 1), intensity]
+  parts = [intensity]
   if specular is not None:
     parts.append(np.asarray(specular, np.float32)[:, None])
-  values = np.concatenate(parts, 1).astype(np.float32)
-  attrs = raster_lib.barycentric_sum(values, triangles[r.triangle], r.bary)
-  # cv2.remap samples the texture at the covered pixels, laid out as rows
-  # of 256 (remap limits both sides of its output to 32767).
-  count = len(attrs)
-  pad = np.zeros((-count % 256, 2), np.float32)
-  block = np.concatenate([attrs[:, :2], pad]).reshape(-1, 256, 2)
-  albedo = cv2.remap(texture, block, None, cv2.INTER_LINEAR,
+  shading = raster_lib.barycentric_sum(np.concatenate(parts, 1), triangles,
+                                       r.bary, r.triangle)
+  # cv2.remap samples the texture at the covered pixels' UVs, laid out as
+  # rows of 256 (remap limits both sides of its output to 32767).
+  count = len(r.pixels)
+  uv = np.zeros((count + -count % 256, 2), np.float32)
+  raster_lib.barycentric_sum(np.asarray(vertex_uv * (t - 1), np.float32),
+                             triangles, r.bary, r.triangle, out=uv[:count])
+  albedo = cv2.remap(texture, uv.reshape(-1, 256, 2), None, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:count]
   image = np.array(background, np.float32).reshape(-1, 3)
-  _shade_pixels(image, r.pixels, np.ascontiguousarray(albedo), attrs,
+  _shade_pixels(image, r.pixels, albedo, shading,
                 np.asarray(light_colour, np.float32), intensity.shape[1],
                 specular is not None, bool(linear))
   return image.reshape(height, width, 3), r
@@ -431,19 +432,19 @@ def _shade_pixels(image, pixels, albedo, attrs, light_colour, channels,
                   has_specular, linear):
   """In place: image[pixels] = the shaded colour, clipped to [0, 1].
 
-  Per pixel and channel c (float32): shading = attrs[2 + c or 2] *
+  Per pixel and channel c (float32): shading = attrs[c or 0] *
   light_colour[c]; colour = albedo (squared if `linear`) * shading, plus
-  attrs[2 + channels] if `has_specular`; square-rooted if `linear`."""
+  attrs[channels] if `has_specular`; square-rooted if `linear`."""
   zero, one = np.float32(0.0), np.float32(1.0)
   for p in range(pixels.shape[0]):
     for c in range(3):
-      shading = attrs[p, 2 + (c if channels > 1 else 0)] * light_colour[c]
+      shading = attrs[p, c if channels > 1 else 0] * light_colour[c]
       a = albedo[p, c]
       if linear:
         a = a * a
       colour = a * shading
       if has_specular:
-        colour += attrs[p, 2 + channels]
+        colour += attrs[p, channels]
       colour = min(max(colour, zero), one)
       if linear:
         colour = np.sqrt(colour)
