@@ -327,12 +327,13 @@ def shade_scene(normals: np.ndarray, light: SceneLight,
   ndh = np.einsum('nk,k->n', normals, half)
   # The shadow's strength in the visibility's dtype (as numpy takes a
   # Python float), so a float32 or float64 visibility shades as before.
-  visibility = (np.ones(count, np.float32) if visibility is None else
-                np.asarray(visibility))
+  has_visibility = visibility is not None
+  visibility = (np.asarray(visibility) if has_visibility else
+                np.ones(count, np.float32))
   shadow = visibility.dtype.type(light.shadow)
   diffuse, spec = np.empty((count, 3)), np.empty(count)
   _shade_scene(normals, np.asarray(light.sh, np.float32), ndl, ndh,
-               visibility, shadow, visibility is not None,
+               visibility, shadow, has_visibility,
                np.ones(count, np.float32) if occlusion is None else
                np.asarray(occlusion, np.float32), occlusion is not None,
                float(light.specular), float(light.shininess),
