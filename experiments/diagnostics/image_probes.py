@@ -116,10 +116,9 @@ class Derotate:
   """Test-time alignment of the in-plane rotation: predict once, turn each
   crop about its centre so that the predicted face's up axis (its
   canonical up, (0, -1, 0), through the rotation of a similarity fit of the
-  predicted map to the procedural layout's canonical face) points
-  straight up, predict again
-  and turn the second prediction back. `passes` > 2 repeats the turn from
-  each pass's prediction. A probe of whether the network under-follows
+  predicted map to the procedural layout's canonical face) points straight
+  up, predict again and turn the second prediction back. `passes` > 2
+  repeats the turn from each pass's prediction. A probe of whether the network under-follows
   the photos' tilt (its `roll_follow` below 1)."""
 
   def __init__(self, passes: int = 2):
