@@ -483,25 +483,26 @@ def main(argv=None) -> int:
     args.overrides = _config_overrides(parser, extra)
   elif extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
-  from jaxface.data import records  # pylint: disable=g-import-not-at-top
-  from jaxface.data import shards  # pylint: disable=g-import-not-at-top
-  try:
-    from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
-    from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-    errors = (ValueError, FileExistsError, shards.DatasetError,
-              records.RecordError, OSError, ImportError,
-              config_lib.ConfigError, loop.TrainingError)
-  except ImportError:
-    errors = (ValueError, FileExistsError, shards.DatasetError,
-              records.RecordError, OSError, ImportError)
+  # Errors a user can mend (bad config, data, paths) end in one line, not a
+  # traceback. records.RecordError, shards.DatasetError and
+  # config_lib.ConfigError are ValueErrors; TrainingError is matched by
+  # module so that commands that do not train never import JAX for it.
+  errors = (ValueError, FileExistsError, OSError, ImportError)
   try:
     return args.func(args)
   except InterruptedError as e:  # Ctrl-C, cleaned up by the command
     print(f'jaxface: {e}', file=sys.stderr)
     return 130
-  except errors as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if not (isinstance(e, errors) or _is_training_error(e)):
+      raise
     print(f'jaxface: error: {e}', file=sys.stderr)
     return 2
+
+
+def _is_training_error(error: Exception) -> bool:
+  periodic = sys.modules.get('jaxface.train.periodic')
+  return periodic is not None and isinstance(error, periodic.TrainingError)
 
 
 def _config_overrides(parser, extra: list[str]) -> list[str]:

@@ -120,3 +120,40 @@ def test_check_output_folder(tmp_path):
   os.symlink(tmp_path / 'gone', tmp_path / 'dangling')
   with pytest.raises(NotADirectoryError, match='is not a folder'):
     files.check_output_folder(str(tmp_path / 'dangling'), '--out')
+
+
+def test_training_error_is_one_line(monkeypatch, tmp_path, capsys):
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+
+  def train(*args, **kwargs):
+    raise loop.TrainingError('step 4: the loss is nan; stopping')
+
+  monkeypatch.setattr(loop, 'run', train)
+  assert cli.main(['train', '--config', workdirs.QUICK, '--workdir',
+                   str(tmp_path / 'run')]) == 2
+  assert 'step 4: the loss is nan' in _error(capsys)
+
+
+def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
+  def synthesize(*args, **kwargs):
+    raise KeyError('a bug, not a bad input')
+
+  monkeypatch.setattr(synthetic, 'synthesize', synthesize)
+  with pytest.raises(KeyError, match='a bug'):
+    cli.main(['data', 'synth', '--out', str(tmp_path / 'd'), '--kinds',
+              'recon', '--num-train', '1', '--num-test', '0'])
+
+
+def test_making_data_does_not_import_jax(tmp_path):
+  # Importing JAX costs a second or more per process; making synthetic data
+  # does not need it (nor do its spawned workers, which import the same).
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys; from jaxface import cli; '
+          f'status = cli.main(["data", "synth", "--out", {str(tmp_path / "d")!r}, '
+          '"--kinds", "recon", "--resolution", "32", "--num-train", "2", '
+          '"--num-test", "0", "--workers", "1"]); '
+          'print(status, "jax" in sys.modules, "flax" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], check=True,
+                       capture_output=True, text=True).stdout
+  assert out.split()[-3:] == ['0', 'False', 'False'], out

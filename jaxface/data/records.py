@@ -1,8 +1,11 @@
 """The record schema of jaxface datasets: definition, serialisation, validation.
 
 This is the one module that knows what a record holds. Every record is a
-msgpack map (`flax.serialization.msgpack_serialize`, which round-trips numpy
-arrays exactly):
+msgpack map in the encoding of `flax.serialization.msgpack_serialize`
+(numpy arrays as extension type 1 holding (shape, dtype name, C-order
+bytes), numpy scalars as type 3), which round-trips arrays exactly. This
+module writes and reads that encoding with `msgpack` itself, so that making
+or reading records does not import JAX:
 
   {"schema_version": SCHEMA_VERSION, "kind": kind, "fields": {...}}
 
@@ -35,7 +38,7 @@ import types
 from typing import Any, Mapping
 
 import cv2
-from flax import serialization
+import msgpack
 import numpy as np
 
 SCHEMA_VERSION = 1
@@ -436,6 +439,54 @@ def _coerce_bytes(value: Any) -> Any:
   return value
 
 
+# Extension type codes of flax.serialization's msgpack encoding.
+_EXT_NDARRAY = 1
+_EXT_NPSCALAR = 3
+# flax splits arrays above this many bytes into chunks; no record holds one.
+_MAX_ARRAY_BYTES = 2**30
+
+
+def _pack_array(array: np.ndarray) -> bytes:
+  return msgpack.packb((array.shape, array.dtype.name, array.tobytes("C")),
+                       use_bin_type=True)
+
+
+def _unpack_array(data: bytes) -> np.ndarray:
+  shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+  return np.frombuffer(buffer, dtype=np.dtype(dtype_name)).reshape(shape)
+
+
+def _ext_pack(value: Any) -> Any:
+  if isinstance(value, np.ndarray):
+    if value.dtype.hasobject or value.dtype.isalignedstruct:
+      raise TypeError(f"cannot store an array of dtype {value.dtype}")
+    if value.nbytes > _MAX_ARRAY_BYTES:
+      raise TypeError(f"cannot store an array of {value.nbytes} bytes "
+                      f"(at most {_MAX_ARRAY_BYTES})")
+    return msgpack.ExtType(_EXT_NDARRAY, _pack_array(value))
+  if isinstance(value, np.generic):
+    return msgpack.ExtType(_EXT_NPSCALAR, _pack_array(np.asarray(value)))
+  return value
+
+
+def _ext_unpack(code: int, data: bytes) -> Any:
+  if code == _EXT_NDARRAY:
+    return _unpack_array(data)
+  if code == _EXT_NPSCALAR:
+    return _unpack_array(data)[()]
+  raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _sorted_keys(value: Any) -> Any:
+  # flax's encoder rebuilds the tree with jax.tree_util, which orders each
+  # dict's keys; doing the same keeps the bytes equal to flax's.
+  if isinstance(value, dict):
+    return {key: _sorted_keys(value[key]) for key in sorted(value)}
+  if isinstance(value, list):
+    return [_sorted_keys(item) for item in value]
+  return value
+
+
 def serialize(kind: str, fields: Mapping[str, Any], *,
               where: str = "record") -> bytes:
   """Validates a record and serialises it with msgpack.
@@ -466,8 +517,14 @@ def serialize(kind: str, fields: Mapping[str, Any], *,
              for name, value in fields.items()}
   validate(kind, coerced, where)
   coerced.pop("kind", None)
-  return serialization.msgpack_serialize({
-      "schema_version": SCHEMA_VERSION, "kind": kind, "fields": coerced})
+  try:
+    return msgpack.packb(
+        _sorted_keys({"schema_version": SCHEMA_VERSION, "kind": kind,
+                      "fields": coerced}),
+        default=_ext_pack, strict_types=True)
+  except (TypeError, ValueError, OverflowError) as e:
+    raise RecordError(f"{where}: cannot serialise the {kind} record: "
+                      f"{e}") from e
 
 
 def deserialize(data: bytes, *, kind: str | None = None,
@@ -496,7 +553,8 @@ def deserialize(data: bytes, *, kind: str | None = None,
   if not data:
     raise RecordError(f"{where}: corrupted record: empty")
   try:
-    record = serialization.msgpack_restore(bytes(data))
+    record = msgpack.unpackb(bytes(data), ext_hook=_ext_unpack, raw=False,
+                             strict_map_key=False)
   except Exception as e:  # pylint: disable=broad-except
     # msgpack raises many types (ExtraData, FormatError, ValueError, ...).
     raise RecordError(

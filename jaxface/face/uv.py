@@ -15,8 +15,8 @@ Conventions used everywhere in jaxface:
 from __future__ import annotations
 
 import dataclasses
+import sys
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxface.face import raster
@@ -48,8 +48,16 @@ def grid_triangles(rows: int, cols: int, mask: np.ndarray | None = None
   return tri
 
 
+def _is_jax_array(value) -> bool:
+  # Data making (numpy only) runs in worker processes that never import JAX:
+  # where it is not imported, nothing can be a JAX array (or tracer).
+  jax = sys.modules.get('jax')
+  return jax is not None and isinstance(value, jax.Array)
+
+
 def uv_to_texel(uv, height: int, width: int):
   """(..., 2) UV coordinates -> (..., 2) continuous texel coords (col, row)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   scale = jnp.asarray([width - 1, height - 1], jnp.float32)
   return jnp.asarray(uv, jnp.float32) * scale
 
@@ -61,7 +69,10 @@ def mirror_position_maps(position_maps, width: int):
   landmarks: `layout.UVLayout.is_mirror_symmetric`), so the texel at u moves
   to 1 - u (columns reversed), and x -> width - 1 - x. numpy in, numpy out;
   jax in, jax out (works under jit); applying it twice gives the input."""
-  xp = np if isinstance(position_maps, np.ndarray) else jnp
+  if isinstance(position_maps, np.ndarray):
+    xp = np
+  else:
+    import jax.numpy as xp  # pylint: disable=g-import-not-at-top
   mirrored = position_maps[..., ::-1, :]
   return xp.concatenate([(width - 1) - mirrored[..., :1], mirrored[..., 1:]],
                         axis=-1)
@@ -80,6 +91,7 @@ def sample_uv(uv_map, uv):
   Returns:
     (..., P, C) sampled values.
   """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   uv_map = jnp.asarray(uv_map)
   height, width = uv_map.shape[-3], uv_map.shape[-2]
   texel = uv_to_texel(uv, height, width)
@@ -141,7 +153,8 @@ class UVRaster:
     jnp out (differentiable, for use inside models).
     """
     height, width = self.covered.shape
-    if isinstance(vertex_values, jnp.ndarray):
+    if _is_jax_array(vertex_values):
+      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
       vals = vertex_values[..., self.vertex_ids, :]  # (..., H, W, 3, C)
       return jnp.einsum('...hwkc,hwk->...hwc', vals, self.weights)
     values = np.asarray(vertex_values, np.float32)
