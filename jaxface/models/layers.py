@@ -116,7 +116,11 @@ def strided_conv_input_grad(g: jax.Array, kernel: jax.Array,
       taps.reverse()
       if not taps:
         break
-      sub = jnp.take(sub, jnp.asarray(taps), axis=axis)
+      # A strided slice, not a gather (`jnp.take`): XLA's CPU gather of a
+      # large kernel costs milliseconds, and its gradient is a scatter.
+      index = [slice(None)] * sub.ndim
+      index[axis] = slice(taps[0], taps[-1] - 1 if taps[-1] else None, -2)
+      sub = sub[tuple(index)]
       first_offset = (r + lo - taps[0]) // 2
       pad_lo = -first_offset
       pad_hi = input_sides[axis] // 2 - g.shape[1 + axis] - pad_lo + (
