@@ -157,3 +157,21 @@ def test_making_data_does_not_import_jax(tmp_path):
   out = subprocess.run([sys.executable, '-c', code], check=True,
                        capture_output=True, text=True).stdout
   assert out.split()[-3:] == ['0', 'False', 'False'], out
+
+
+def test_module_commands_load_their_options_only_when_run(capsys):
+  with pytest.raises(SystemExit) as info:
+    cli.main(['--help'])
+  assert info.value.code == 0
+  listing = capsys.readouterr().out
+  for name, _, _ in cli.MODULE_COMMANDS:
+    assert name in listing
+  with pytest.raises(SystemExit) as info:
+    cli.main(['bench', '--help'])
+  assert info.value.code == 0
+  assert '--infer-batch' in capsys.readouterr().out
+  # Another command's parser has bench's name but not its options.
+  parser = cli.build_parser('eval')
+  with pytest.raises(SystemExit):
+    parser.parse_args(['bench', '--infer-batch', '1'])
+  assert 'unrecognized arguments: --infer-batch' in capsys.readouterr().err
