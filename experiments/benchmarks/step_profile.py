@@ -1,8 +1,14 @@
-"""Where the PRNet train step's time goes, per XLA operation.
+"""Where the PRNet train step's (or forward pass's) time goes, per XLA
+operation.
 
   python -m experiments.benchmarks.step_profile --resolution 256 --batch 4
   python -m experiments.benchmarks.step_profile --resolution 96 --batch 16 \
       --config experiments/configs/synthetic_model.py
+  python -m experiments.benchmarks.step_profile --resolution 256 --batch 1 \
+      --forward
+
+With `--forward`, the network in eval mode with fresh weights (as
+`jaxface bench --what infer` times it) instead of the train step.
 
 Compiles `jaxface bench`'s train step (the prnet_pretrain task, or the
 experiment config given with `--config`, at its own width), traces a
@@ -42,6 +48,44 @@ def _kind(name: str, rest: str) -> str:
   return 'other (norm, activation, optimiser)'
 
 
+class _Step:
+  """A compiled computation run to completion by calling it; its HLO text
+  names the operations the trace times."""
+
+  def __init__(self, compiled, run):
+    self.compiled_text = compiled.as_text()
+    self._run = run
+
+  def __call__(self):
+    jax.block_until_ready(self._run())
+
+
+def _train_step(config, resolution: int) -> _Step:
+  compiled, state, batch, _, _ = bench.compiled_train_step(config, resolution)
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], batch)
+    return holder[0], metrics
+
+  return _Step(compiled, run)
+
+
+def _forward(config, resolution: int, batch_size: int) -> _Step:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  model = prnet.from_config(config.model).clone(flip_average=False)
+  variables = state_lib.initialize(
+      model.init, jax.random.key(0),
+      np.zeros((1, resolution, resolution, 3), np.float32))
+  images = jax.device_put(
+      bench.random_batch(batch_size, resolution)['image'])
+  compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+      variables, images).compile()
+  return _Step(compiled, lambda: compiled(variables, images))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--resolution', type=int, default=256)
@@ -52,20 +96,21 @@ def main():
                       help='an experiment config (default: prnet_pretrain)')
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--forward', action='store_true',
+                      help="the network's forward pass in eval mode "
+                      'instead of the train step')
   args = parser.parse_args()
-  compiled, state, batch, _, _ = bench.compiled_train_step(
-      bench.train_config(args.width, 'float32', args.batch, args.config),
-      args.resolution)
+  config = bench.train_config(args.width, 'float32', args.batch, args.config)
+  step = (_forward(config, args.resolution, args.batch) if args.forward
+          else _train_step(config, args.resolution))
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
-      compiled.as_text())}
+      step.compiled_text)}
   for _ in range(2):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+    step()
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     for _ in range(args.steps):
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready(metrics)
+      step()
     jax.profiler.stop_trace()
     path = glob.glob(f'{trace_dir}/**/*perfetto_trace.json.gz',
                      recursive=True)[0]
@@ -83,8 +128,9 @@ def main():
     phase = ('no JAX name' if not op_name else 'backward' if 'transpose(' in
              op_name.group(1) else 'forward')
     totals[(_kind(name, rest), phase)] += ms
-  print(f'PRNet train step, {args.resolution}x{args.resolution}, batch '
-        f'{args.batch}, width {args.width}: {sum(per_op.values()):.0f} ms '
+  what = 'forward pass' if args.forward else 'train step'
+  print(f'PRNet {what}, {args.resolution}x{args.resolution}, batch '
+        f'{args.batch}, width {args.width}: {sum(per_op.values()):.1f} ms '
         f'of XLA operations per step ({jax.devices()[0].device_kind})')
   for (kind, phase), ms in totals.most_common():
     print(f'  {ms:7.1f} ms  {kind}, {phase}')
