@@ -1,6 +1,6 @@
 """Speed of jaxface on this machine: `jaxface bench`.
 
-  jaxface bench [--what train,infer,pipeline,synth] [--width 1.0]
+  jaxface bench [--what train,infer,pipeline,synth,synth_start] [--width 1.0]
       [--resolution 256] [--batch 4] [--infer-batch 1,32]
       [--pretrained synthetic (with --what infer)]
       [--dtype float32|bfloat16] [--repeats 5] [--warmup 1] [--json OUT.json]
@@ -43,6 +43,11 @@ peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
   built first; no process start, no shard writing); and, untimed, the
   sha256 of train records 0-15 (default generator at the resolution): two
   versions of the renderer that print the same render the same records.
+- synth_start: records/s of `jaxface data synth` (`recon`, `records` train
+  records at the resolution, one worker) run as a new Python process pinned
+  to one core, by the wall clock: the interpreter's start, the imports,
+  numba's first call (its compiled loops come from its cache: a warm-up
+  run fills it), rendering and shard writing.
 
 The PRNet's parameters stay float32; --dtype is its compute dtype.
 """
@@ -56,13 +61,16 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 from jaxface import files
 
-WHAT = ('train', 'infer', 'pipeline', 'synth')
+WHAT = ('train', 'infer', 'pipeline', 'synth', 'synth_start')
 MODELS = ('prnet',)
 DTYPES = ('float32', 'bfloat16')
 _SYNTH_DIGEST_RECORDS = 16  # records fingerprinted by the synth row
@@ -512,6 +520,34 @@ def bench_synth(args) -> dict:
                      records_sha256=digest.hexdigest())
 
 
+def bench_synth_start(args) -> dict:
+  """The row of `jaxface data synth` as a new process (see the module
+  docstring): what making a dataset costs a core, start-up included."""
+  pin = hasattr(os, 'sched_setaffinity')
+  core = min(os.sched_getaffinity(0)) if pin else None
+  with tempfile.TemporaryDirectory(prefix='jaxface_bench_') as temp:
+    out = os.path.join(temp, 'data')
+
+    def make():
+      shutil.rmtree(out, ignore_errors=True)
+      done = subprocess.run(
+          [sys.executable, '-m', 'jaxface.cli', 'data', 'synth', '--out', out,
+           '--kinds', 'recon', '--resolution', str(args.resolution),
+           '--num-train', str(args.records), '--num-test', '0',
+           '--workers', '1'],
+          capture_output=True, text=True, check=False,
+          preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if pin
+          else None)
+      if done.returncode:
+        raise RuntimeError('jaxface data synth failed in the synth_start '
+                           f'benchmark:\n{done.stderr[-2000:]}')
+
+    seconds = time_repeats(make, args.repeats, max(args.warmup, 1))
+  return measurement('synth_start',
+                     f'data synth, {args.records} records, new process, '
+                     'one core', args.records, seconds)
+
+
 # --- reporting ---------------------------------------------------------------
 
 
@@ -614,6 +650,8 @@ def benchmark(args) -> dict:
     rows.append(bench_pipeline(args, train_rate))
   if 'synth' in args.what_list:
     rows.append(bench_synth(args))
+  if 'synth_start' in args.what_list:
+    rows.append(bench_synth_start(args))
   return {'command': command(args), 'machine': info,
           'model': {'name': args.pretrained or args.model,
                     'width': args.width,

@@ -89,6 +89,21 @@ def test_prints_one_table_row_per_measurement(capsys):
   assert digest.group(1) not in capsys.readouterr().out
 
 
+def test_synth_start_times_the_data_command_as_a_new_process(tmp_path,
+                                                             monkeypatch):
+  path = tmp_path / 'bench.json'
+  assert cli.main(['bench', '--what', 'synth_start', *TINY, '--json',
+                   str(path)]) == 0
+  with open(path) as f:
+    (row,) = json.load(f)['measurements']
+  assert row['name'] == 'synth_start' and row['images'] == 2
+  assert len(row['seconds']) == 1 and _positive(row['images_per_s'])
+  # A failing command is reported with its error, not timed.
+  monkeypatch.setattr(bench.sys, 'executable', '/bin/false')
+  with pytest.raises(RuntimeError, match='jaxface data synth failed'):
+    cli.main(['bench', '--what', 'synth_start', *TINY])
+
+
 def _conv_pairs(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """(output, tap) pairs of a 'SAME' convolution along one axis that read
   an input element (padding left out), and the output size."""
