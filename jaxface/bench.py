@@ -523,8 +523,6 @@ def bench_synth(args) -> dict:
 def bench_synth_start(args) -> dict:
   """The row of `jaxface data synth` as a new process (see the module
   docstring): what making a dataset costs a core, start-up included."""
-  pin = hasattr(os, 'sched_setaffinity')
-  core = min(os.sched_getaffinity(0)) if pin else None
   with tempfile.TemporaryDirectory(prefix='jaxface_bench_') as temp:
     out = os.path.join(temp, 'data')
 
@@ -535,14 +533,21 @@ def bench_synth_start(args) -> dict:
            '--kinds', 'recon', '--resolution', str(args.resolution),
            '--num-train', str(args.records), '--num-test', '0',
            '--workers', '1'],
-          capture_output=True, text=True, check=False,
-          preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if pin
-          else None)
+          capture_output=True, text=True, check=False)
       if done.returncode:
         raise RuntimeError('jaxface data synth failed in the synth_start '
                            f'benchmark:\n{done.stderr[-2000:]}')
 
-    seconds = time_repeats(make, args.repeats, max(args.warmup, 1))
+    # The child inherits this thread's CPU affinity: one core.
+    pin = hasattr(os, 'sched_setaffinity')
+    cores = os.sched_getaffinity(0) if pin else None
+    try:
+      if pin:
+        os.sched_setaffinity(0, {min(cores)})
+      seconds = time_repeats(make, args.repeats, max(args.warmup, 1))
+    finally:
+      if pin:
+        os.sched_setaffinity(0, cores)
   return measurement('synth_start',
                      f'data synth, {args.records} records, new process, '
                      'one core', args.records, seconds)
