@@ -55,6 +55,7 @@ The PRNet's parameters stay float32; --dtype is its compute dtype.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import os
@@ -67,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Iterator
 
 from jaxface import files
 
@@ -484,6 +486,21 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
   return seconds, batches * args.batch
 
 
+@contextlib.contextmanager
+def _on_one_core() -> Iterator[None]:
+  """Pins the calling thread, and the processes it starts, to one core
+  (where the OS allows; Linux), and restores its affinity after."""
+  pin = hasattr(os, 'sched_setaffinity')
+  cores = os.sched_getaffinity(0) if pin else None
+  try:
+    if pin:
+      os.sched_setaffinity(0, {min(cores)})
+    yield
+  finally:
+    if pin:
+      os.sched_setaffinity(0, cores)
+
+
 def bench_synth(args) -> dict:
   """The synthetic renderer's row: records made and serialised on one
   core (this process pinned to it, cv2 on one thread)."""
@@ -497,18 +514,13 @@ def bench_synth(args) -> dict:
     for _ in range(args.records):
       records.serialize('recon', gen.make('recon', 'train', next(counter)))
 
-  pin = hasattr(os, 'sched_setaffinity')
-  cores, threads = (os.sched_getaffinity(0) if pin else None,
-                    cv2.getNumThreads())
+  threads = cv2.getNumThreads()
   try:
-    if pin:
-      os.sched_setaffinity(0, {min(cores)})
     cv2.setNumThreads(1)
-    seconds = time_repeats(make, args.repeats, args.warmup)
+    with _on_one_core():
+      seconds = time_repeats(make, args.repeats, args.warmup)
   finally:
     cv2.setNumThreads(threads)
-    if pin:
-      os.sched_setaffinity(0, cores)
   # A fingerprint of the renders, outside the timing: equal between two
   # versions of the code, they render the same records.
   digest = hashlib.sha256()
@@ -538,16 +550,8 @@ def bench_synth_start(args) -> dict:
         raise RuntimeError('jaxface data synth failed in the synth_start '
                            f'benchmark:\n{done.stderr[-2000:]}')
 
-    # The child inherits this thread's CPU affinity: one core.
-    pin = hasattr(os, 'sched_setaffinity')
-    cores = os.sched_getaffinity(0) if pin else None
-    try:
-      if pin:
-        os.sched_setaffinity(0, {min(cores)})
+    with _on_one_core():  # the child inherits it
       seconds = time_repeats(make, args.repeats, max(args.warmup, 1))
-    finally:
-      if pin:
-        os.sched_setaffinity(0, cores)
   return measurement('synth_start',
                      f'data synth, {args.records} records, new process, '
                      'one core', args.records, seconds)
