@@ -118,8 +118,8 @@ class Derotate:
   canonical up, (0, -1, 0), through the rotation of a similarity fit of the
   predicted map to the procedural layout's canonical face) points straight
   up, predict again and turn the second prediction back. `passes` > 2
-  repeats the turn from each pass's prediction. A probe of whether the network under-follows
-  the photos' tilt (its `roll_follow` below 1)."""
+  repeats the turn from each pass's prediction. A probe of whether the
+  network under-follows the photos' tilt (its `roll_follow` below 1)."""
 
   def __init__(self, passes: int = 2):
     self.passes = passes

@@ -166,6 +166,13 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
+def _pixel_bound(value, limit):
+  """A bounding box's edge as an int, clipped to [-1, limit] in float
+  first: vertices far outside the image must not overflow."""
+  return int(min(max(value, -1.0), limit))
+
+
+@numba.njit(cache=True, nogil=True)
 def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
   """The z-buffer, then its covered pixels in order: `Raster`'s pixels,
   triangle, bary and depth."""
@@ -173,7 +180,6 @@ def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
   owner = np.full(height * width, -1, np.int32)
   w0_out = np.zeros(height * width, np.float32)
   w1_out = np.zeros(height * width, np.float32)
-  # Clip in float first: vertices far outside must not overflow int32.
   limit = float(max(height, width))
   for f in range(triangles.shape[0]):
     i0, i1, i2 = triangles[f, 0], triangles[f, 1], triangles[f, 2]
@@ -182,13 +188,11 @@ def _rasterize(xy, z, triangles, height, width, lower, upper, cull_back):
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     if not (area > 1e-12 if cull_back else abs(area) > 1e-12):
       continue
-    lo_x = max(int(min(max(np.ceil(min(x0, x1, x2) - 1e-9), -1.0), limit)),
-               0)
-    lo_y = max(int(min(max(np.ceil(min(y0, y1, y2) - 1e-9), -1.0), limit)),
-               0)
-    hi_x = min(int(min(max(np.floor(max(x0, x1, x2) + 1e-9), -1.0), limit)),
+    lo_x = max(_pixel_bound(np.ceil(min(x0, x1, x2) - 1e-9), limit), 0)
+    lo_y = max(_pixel_bound(np.ceil(min(y0, y1, y2) - 1e-9), limit), 0)
+    hi_x = min(_pixel_bound(np.floor(max(x0, x1, x2) + 1e-9), limit),
                width - 1)
-    hi_y = min(int(min(max(np.floor(max(y0, y1, y2) + 1e-9), -1.0), limit)),
+    hi_y = min(_pixel_bound(np.floor(max(y0, y1, y2) + 1e-9), limit),
                height - 1)
     if hi_x < lo_x or hi_y < lo_y:
       continue
