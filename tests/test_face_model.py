@@ -230,3 +230,22 @@ def test_shape_mean_shifts_only_its_components():
               (('chin', 1.0), ('chin', 1.0)), 'twice'):
     with pytest.raises(ValueError, match=message):
       model_lib.sample_shape_coeffs(np.random.default_rng(5), model, bad)
+
+
+def test_times_rows_is_the_three_term_product_in_einsum_order():
+  rng = np.random.default_rng(3)
+  points = rng.normal(size=(500, 3)) * 10.0 ** rng.integers(-3, 4, (500, 1))
+  matrix = rng.normal(size=(4, 3))
+  got = render.times_rows(points, matrix)
+  products = [points[:, k, None] * matrix[None, :, k] for k in range(3)]
+  np.testing.assert_array_equal(got, (products[0] + products[2])
+                                + products[1])
+  np.testing.assert_allclose(got, np.einsum('nk,jk->nj', points, matrix),
+                             rtol=1e-13, atol=0)
+  np.testing.assert_array_equal(render.times_rows(points, matrix[1]),
+                                got[:, 1])
+  assert render.times_rows(np.zeros((0, 3)), matrix).shape == (0, 4)
+  with pytest.raises(ValueError, match=r'\(N, 3\) points'):
+    render.times_rows(points[:, :2], matrix)
+  with pytest.raises(ValueError, match=r'\(J, 3\) or \(3,\) matrix'):
+    render.times_rows(points, matrix[:, :2])

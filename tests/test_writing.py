@@ -93,6 +93,58 @@ def test_a_rerun_removes_what_an_interrupted_run_left(tmp_path):
       [files.LOCK_NAME, shards.DATASET_INFO] + listed + others)
 
 
+def _make_train_record(index):
+  return synthetic._generator(CONFIG).make('recon', 'train', index)
+
+
+def test_shards_close_behind_the_writer_and_keep_the_record_order(tmp_path):
+  # Shard size 2: three shards are closed (in the background) while the
+  # next fills, the last one at the end.
+  os.makedirs(tmp_path / 'data')
+  result = writing.write_split(str(tmp_path / 'data'), 'recon', 'train',
+                               list(range(7)), _make_train_record,
+                               shard_size=2, progress=False)
+  assert result.shards == [shards.shard_name('recon', 'train', i, 4)
+                           for i in range(4)]
+  assert sorted(os.listdir(tmp_path / 'data')) == result.shards
+  shards.write_dataset_info(str(tmp_path / 'data'), writing.dataset_info(
+      [result], resolution=32))
+  with shards.RecordReader(str(tmp_path / 'data'), 'recon', 'train') as read:
+    assert [r['source'] for r in read] == [
+        f'synthetic/recon/train/{i}' for i in range(7)]
+
+
+@pytest.mark.parametrize('failure', ['close', 'make'])
+def test_a_failure_while_a_shard_closes_leaves_nothing(tmp_path, monkeypatch,
+                                                       failure):
+  close = shards.ShardWriter.close
+  closed = []
+
+  def failing_close(writer):
+    closed.append(writer.path)
+    if failure == 'close' and len(closed) == 2:
+      writer.abort()  # As ShardWriter.close does when it fails.
+      raise OSError('No space left on device')
+    if failure == 'make' and len(closed) == 2:
+      time.sleep(0.5)  # Still closing when make raises.
+    return close(writer)
+
+  def make(index):
+    if failure == 'make' and index == 5:
+      raise ValueError('no face in this sample')
+    return _make_train_record(index)
+
+  monkeypatch.setattr(shards.ShardWriter, 'close', failing_close)
+  out = tmp_path / 'data'
+  os.makedirs(out)
+  error = OSError if failure == 'close' else ValueError
+  with pytest.raises(error, match='No space|no face'):
+    writing.write_split(str(out), 'recon', 'train', list(range(7)), make,
+                        shard_size=2, progress=False)
+  assert len(closed) >= 2
+  assert os.listdir(out) == []
+
+
 def _last_line(err):
   """The last line written to stderr (after the progress bars)."""
   return err.replace('\r', '\n').rstrip().splitlines()[-1]

@@ -136,7 +136,7 @@ def _long_hair(width_scale: float, volume: float, length: float, side: int):
 def _turn(points: np.ndarray, yaw: float) -> np.ndarray:
   c, s = np.cos(yaw), np.sin(yaw)
   rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-  return np.einsum('nk,jk->nj', points, rot)
+  return render.times_rows(points, rot)
 
 
 def _shirt_front(turn_yaw: float, dip: float) -> np.ndarray:

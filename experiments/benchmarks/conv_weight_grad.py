@@ -1,0 +1,138 @@
+"""The weight gradient of PRNet's stride-1 4x4 convolutions on a CPU: XLA's
+against two hand-made forms, none of which jaxface uses.
+
+  python -m experiments.benchmarks.conv_weight_grad
+
+In the full-width train step (256x256, batch 4) the largest XLA operations
+are the weight gradients of the decoder's stride-1 4x4 convolutions, two to
+three times the time of the same layer's forward pass
+(`experiments.benchmarks.step_profile`). For the decoder's shapes this
+times, jitted, medians of 5:
+- XLA: the forward pass, the input gradient and the weight gradient;
+- taps: the weight gradient as 16 matrix products, one per kernel tap, of
+  the shifted input (B H W, Cin) with the output gradient (B H W, Cout);
+- winograd: the convolution as Winograd's F(4x4, 4x4) (7x7 input tiles: a
+  quarter of the multiplications; Lavin and Gray 2016) written in jnp, and
+  its weight gradient by autodiff (49 matrix products of the transformed
+  tiles), with its error against XLA's relative to the largest entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.benchmarks import conv_transpose_speed
+
+SAME4 = ((1, 2), (1, 2))
+DIMS = ('NHWC', 'HWIO', 'NHWC')
+# (batch, side, channels in = out): the decoder's stride-1 4x4 layers.
+SHAPES = ((4, 16, 256), (4, 32, 128), (4, 64, 64), (4, 128, 32),
+          (4, 256, 16))
+TILE = 4  # outputs per tile side
+POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5)  # and infinity: 7 for F(4, 4)
+
+
+def winograd_matrices(m: int, r: int, points) -> tuple[np.ndarray, ...]:
+  """Toom-Cook matrices of F(m, r): AT (m, a), G (a, r), BT (a, a) with
+  a = m + r - 1, from a - 1 finite points and infinity: the correlation
+  y = AT [(G g) * (BT d)]. AT and G follow Lavin and Gray; BT is the
+  solution of that identity for every g and d, checked exact."""
+  a = m + r - 1
+  p = np.asarray(points, np.float64)
+  at = np.concatenate([p[None, :] ** np.arange(m)[:, None],
+                       np.eye(m)[:, -1:]], 1)
+  f = np.array([np.prod([p[i] - p[j] for j in range(a - 1) if j != i])
+                for i in range(a - 1)])
+  g = np.concatenate([p[:, None] ** np.arange(r)[None, :] / f[:, None],
+                      np.eye(r)[-1:]], 0)
+  # Linear in BT: sum_i AT[k, i] G[i, j] BT[i, l] = [l == k + j] for all
+  # k, j, l; one equation per (k, j, l), unknowns BT[i, l] at i a + l.
+  lhs = np.zeros((m, r, a, a, a))
+  for l in range(a):
+    lhs[:, :, l, :, l] = at[:, None, :] * g.T[None, :, :]
+  rhs = (np.arange(a)[None, None, :] ==
+         np.arange(m)[:, None, None] + np.arange(r)[None, :, None])
+  lhs, rhs = lhs.reshape(m * r * a, a * a), rhs.reshape(-1).astype(float)
+  bt = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+  assert np.allclose(lhs @ bt, rhs, atol=1e-9), 'no exact BT'
+  return at, g, bt.reshape(a, a)
+
+
+def conv_winograd(x, kernel, padding):
+  """Stride-1 2D convolution (B, H, W, C) * (r, r, C, O) as F(TILE, r)."""
+  r = kernel.shape[0]
+  a = TILE + r - 1
+  at, g, bt = (jnp.asarray(t, x.dtype)
+               for t in winograd_matrices(TILE, r, POINTS[:a - 1]))
+  b, h, w, c = x.shape
+  (top, bottom), (left, right) = padding
+  out_h, out_w = h + top + bottom - r + 1, w + left + right - r + 1
+  tiles_h, tiles_w = -(-out_h // TILE), -(-out_w // TILE)
+  padded = jnp.pad(x, ((0, 0), (top, tiles_h * TILE + r - 1 - h - top),
+                       (left, tiles_w * TILE + r - 1 - w - left), (0, 0)))
+  rows = jnp.stack([padded[:, i:i + TILE * (tiles_h - 1) + 1:TILE]
+                    for i in range(a)])
+  rows = jnp.einsum('ui,ibhwc->ubhwc', bt, rows)
+  tiles = jnp.stack([rows[:, :, :, i:i + TILE * (tiles_w - 1) + 1:TILE]
+                     for i in range(a)])
+  tiles = jnp.einsum('vi,iubhwc->uvbhwc', bt, tiles)
+  weights = jnp.einsum('ui,vj,ijco->uvco', g, g, kernel)
+  products = jnp.einsum('uvpc,uvco->uvpo',
+                        tiles.reshape(a, a, b * tiles_h * tiles_w, c), weights)
+  y = jnp.einsum('ku,lv,uvpo->klpo', at, at, products)
+  y = y.reshape(TILE, TILE, b, tiles_h, tiles_w, -1).transpose(
+      2, 3, 0, 4, 1, 5).reshape(b, tiles_h * TILE, tiles_w * TILE, -1)
+  return y[:, :out_h, :out_w]
+
+
+def weight_grad_taps(x, g, padding, k: int = 4):
+  """dL/dkernel (k, k, Cin, Cout) as one matrix product per tap."""
+  b, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  flat_g = g.reshape(-1, g.shape[-1])
+  contract = (((0,), (0,)), ((), ()))
+  return jnp.stack([jnp.stack([jax.lax.dot_general(
+      padded[:, ty:ty + h, tx:tx + w].reshape(-1, c), flat_g, contract)
+                               for tx in range(k)]) for ty in range(k)])
+
+
+def main():
+  argparse.ArgumentParser(description=__doc__.split('\n')[0]).parse_args()
+  xla = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                          padding=SAME4, dimension_numbers=DIMS)
+  print(f'on {jax.devices()[0].platform}, ms (median of 5)')
+  for batch, side, channels in SHAPES:
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (batch, side, side, channels))
+    kernel = jax.random.normal(keys[1], (4, 4, channels, channels)) / (
+        4 * channels**0.5)
+    g = jax.random.normal(keys[2], (batch, side, side, channels))
+
+    def grad_of(conv, argnum):
+      return jax.jit(lambda x, k, g: jax.vjp(conv, x, k)[1](g)[argnum])
+
+    forward = jax.jit(xla)
+    input_grad, kernel_grad = grad_of(xla, 0), grad_of(xla, 1)
+    taps = jax.jit(functools.partial(weight_grad_taps, padding=SAME4))
+    winograd = grad_of(functools.partial(conv_winograd, padding=SAME4), 1)
+    reference = kernel_grad(x, kernel, g)
+    error = float(jnp.abs(winograd(x, kernel, g) - reference).max()
+                  / jnp.abs(reference).max())
+    assert float(jnp.abs(taps(x, g) - reference).max()
+                 / jnp.abs(reference).max()) < 1e-4
+    ms = lambda fn, *a: conv_transpose_speed.median_seconds(fn, *a) * 1e3  # noqa: E731
+    print(f'batch {batch}, {side}x{side}, {channels} -> {channels}: XLA '
+          f'forward {ms(forward, x, kernel):.1f}, input gradient '
+          f'{ms(input_grad, x, kernel, g):.1f}, weight gradient '
+          f'{ms(kernel_grad, x, kernel, g):.1f}; weight gradient by taps '
+          f'{ms(taps, x, g):.1f}, by Winograd F(4x4, 4x4) '
+          f'{ms(winograd, x, kernel, g):.1f} (error {error:.0e})', flush=True)
+
+
+if __name__ == '__main__':
+  main()
