@@ -87,6 +87,25 @@ def test_textures_are_deterministic_in_range_with_features():
   assert min(lum) < 0.35 and max(lum) > 0.75, (min(lum), max(lum))
 
 
+@pytest.mark.parametrize('strength', [1.0, 0.6])
+def test_blend_detail_is_blend_with_numpys_colour(strength):
+  rng = np.random.default_rng(5)
+  weight = rng.uniform(0, 1, (40, 64)).astype(np.float32)
+  weight[:5] = 0  # Region.of crops to the non-zero part
+  region = texture_lib.Region.of(np.pad(weight, ((10, 14), (0, 0))))
+  detail = rng.uniform(0, 1, (64, 64, 1)).astype(np.float32)
+  colour = np.array([0.3, 0.2, 0.1], np.float32)
+  tex = rng.uniform(0, 1, (64, 64, 3)).astype(np.float32)
+  before, want = tex.copy(), tex.copy()
+  region.blend(want, colour * (0.45 + 0.9 * region.crop(detail)), strength)
+  region.blend_detail(tex, colour, detail, 0.45, 0.9, strength)
+  np.testing.assert_array_equal(tex, want)
+  assert region.rows == slice(15, 50)
+  assert np.all(tex[15:50] != before[15:50])
+  np.testing.assert_array_equal(tex[:15], before[:15])
+  np.testing.assert_array_equal(tex[50:], before[50:])
+
+
 def test_scene_light_shading_and_shadows(model):
   rng = np.random.default_rng(0)
   normals = render.grid_normals(model.mean, model.rows, model.cols)

@@ -51,6 +51,18 @@ class Region:
     _blend(part, np.broadcast_to(np.asarray(colour, np.float32), part.shape),
            w)
 
+  def blend_detail(self, texture: np.ndarray, colour, detail: np.ndarray,
+                   offset: float, gain: float, strength: float = 1.0):
+    """In place: `blend` with the colour colour x (offset + gain x detail)
+    per texel (`detail` a full-size (T, T, 1) float32 field, e.g. hair
+    strands), formed texel by texel in float32 as numpy would form it."""
+    if strength <= 0:
+      return
+    w = self.weight * strength if strength != 1.0 else self.weight
+    _blend_detail(texture[self.rows, self.cols],
+                  np.asarray(colour, np.float32), self.crop(detail),
+                  np.float32(offset), np.float32(gain), w)
+
 
 @numba.njit(cache=True, nogil=True)
 def _blend(part, colour, weight):
@@ -60,6 +72,18 @@ def _blend(part, colour, weight):
       w = weight[i, j, 0]
       for c in range(part.shape[2]):
         part[i, j, c] += (colour[i, j, c] - part[i, j, c]) * w
+
+
+@numba.njit(cache=True, nogil=True)
+def _blend_detail(part, colour, detail, offset, gain, weight):
+  """In place: part += (colour x (offset + gain x detail) - part) x weight;
+  part (h, w, 3), colour (3,), detail and weight (h, w, 1), all float32."""
+  for i in range(part.shape[0]):
+    for j in range(part.shape[1]):
+      w = weight[i, j, 0]
+      scale = offset + gain * detail[i, j, 0]
+      for c in range(part.shape[2]):
+        part[i, j, c] += (colour[c] * scale - part[i, j, c]) * w
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,21 +418,19 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
     dots = m.beard.crop(m.stubble)
     m.beard.blend(tex, albedo.skin * (1 - 0.3 * dots) + albedo.hair * 0.3 *
                   dots, albedo.stubble)
-  # Hair strands, 0.45 + 0.9 x the strand field, formed where needed only.
-  strands = lambda region: 0.45 + 0.9 * region.crop(m.scalp_strands)  # noqa: E731
+  # Hair: its colour x (0.45 + 0.9 x the strand field).
   if albedo.beard:
-    m.beard.blend(tex, albedo.hair * strands(m.beard), albedo.beard)
+    m.beard.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9,
+                         albedo.beard)
   if albedo.moustache:
-    m.moustache.blend(tex, albedo.hair * strands(m.moustache),
-                      albedo.moustache)
-  lip_detail = 0.92 + 0.16 * m.lips.crop(m.brow_strands)
-  m.lips.blend(tex, albedo.lips * lip_detail)
-  brow = albedo.brow * (0.5 + 0.9 * m.brows.crop(m.brow_strands))
-  m.brows.blend(tex, brow, 0.75)
+    m.moustache.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9,
+                             albedo.moustache)
+  m.lips.blend_detail(tex, albedo.lips, m.brow_strands, 0.92, 0.16)
+  m.brows.blend_detail(tex, albedo.brow, m.brow_strands, 0.5, 0.9, 0.75)
   m.nostrils.blend(tex, albedo.skin * 0.25, 0.85)
   m.sclera.blend(tex, (0.80, 0.76, 0.73))
   m.caruncle.blend(tex, (0.80, 0.50, 0.50), 0.8)
-  m.iris.blend(tex, albedo.iris * (0.55 + 0.7 * m.iris.crop(m.iris_fibres)))
+  m.iris.blend_detail(tex, albedo.iris, m.iris_fibres, 0.55, 0.7)
   m.limbus.blend(tex, albedo.iris * 0.35, 0.7)
   m.pupil.blend(tex, (0.02, 0.02, 0.02))
   m.lid_shadow.blend(tex, (0.25, 0.2, 0.18), 0.5)
@@ -422,7 +444,7 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
   rows = cover.shape[0]
   if rows:
     hair = Region(slice(0, rows), slice(0, size), cover)
-    hair.blend(tex, albedo.hair * strands(hair))
+    hair.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9)
   return np.clip(tex, 0, 1, out=tex)
 
 
