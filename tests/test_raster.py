@@ -124,3 +124,16 @@ def test_barycentric_sum_hand_made_in_the_values_dtype():
   with pytest.raises(ValueError, match='out must be'):
     raster.barycentric_sum(values, corners, weights,
                            out=np.zeros((2, 2), np.float64))
+  # float64 weights: each product rounded to float32, summed in float32.
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=(50, 3)).astype(np.float32)
+  corners = rng.integers(0, 50, (200, 3))
+  weights = rng.uniform(size=(200, 3))
+  want = np.zeros((200, 3), np.float32)
+  for k in range(3):
+    want += (values[corners[:, k]] * weights[:, k, None]).astype(np.float32)
+  np.testing.assert_array_equal(
+      raster.barycentric_sum(values, corners, weights), want)
+  assert not np.array_equal(want, np.einsum(
+      'pkc,pk->pc', values[corners].astype(np.float64),
+      weights).astype(np.float32))

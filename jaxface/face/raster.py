@@ -65,7 +65,7 @@ def barycentric_sum(values: np.ndarray, corners: np.ndarray,
 
 @numba.njit(cache=True, nogil=True)
 def _barycentric_sum(values, corners, rows, weights, out):
-  term = np.empty(1, out.dtype)  # rounds each product to out's dtype
+  rounded = out.dtype.type  # each product rounded to out's dtype
   n, f = values.shape[0], corners.shape[0]
   for p in range(rows.shape[0]):
     row = rows[p]
@@ -76,11 +76,10 @@ def _barycentric_sum(values, corners, rows, weights, out):
       raise IndexError('barycentric_sum: a corner index is out of range')
     w0, w1, w2 = weights[p, 0], weights[p, 1], weights[p, 2]
     for c in range(values.shape[1]):
-      out[p, c] = values[i0, c] * w0
-      term[0] = values[i1, c] * w1
-      out[p, c] += term[0]
-      term[0] = values[i2, c] * w2
-      out[p, c] += term[0]
+      total = rounded(values[i0, c] * w0)
+      total += rounded(values[i1, c] * w1)
+      total += rounded(values[i2, c] * w2)
+      out[p, c] = total
 
 
 @dataclasses.dataclass(frozen=True)
