@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -97,13 +98,24 @@ def _make_train_record(index):
   return synthetic._generator(CONFIG).make('recon', 'train', index)
 
 
-def test_shards_close_behind_the_writer_and_keep_the_record_order(tmp_path):
-  # Shard size 2: three shards are closed (in the background) while the
-  # next fills, the last one at the end.
+def test_shards_close_behind_the_writer_and_keep_the_record_order(
+    tmp_path, monkeypatch):
+  # Shard size 2: three shards are closed by another thread while the next
+  # fills, the last one by the writer at the end.
+  close = shards.ShardWriter.close
+  closed_by = []
+
+  def recording_close(writer):
+    closed_by.append(threading.current_thread())
+    return close(writer)
+
+  monkeypatch.setattr(shards.ShardWriter, 'close', recording_close)
   os.makedirs(tmp_path / 'data')
   result = writing.write_split(str(tmp_path / 'data'), 'recon', 'train',
                                list(range(7)), _make_train_record,
                                shard_size=2, progress=False)
+  main = threading.main_thread()
+  assert [thread is main for thread in closed_by] == [False] * 3 + [True]
   assert result.shards == [shards.shard_name('recon', 'train', i, 4)
                            for i in range(4)]
   assert sorted(os.listdir(tmp_path / 'data')) == result.shards
@@ -114,34 +126,41 @@ def test_shards_close_behind_the_writer_and_keep_the_record_order(tmp_path):
         f'synthetic/recon/train/{i}' for i in range(7)]
 
 
-@pytest.mark.parametrize('failure', ['close', 'make'])
+@pytest.mark.parametrize('failure', ['second close', 'last background close',
+                                     'make', 'interrupt'])
 def test_a_failure_while_a_shard_closes_leaves_nothing(tmp_path, monkeypatch,
                                                        failure):
+  # 7 records in shards of 2: closes 1-3 in the background, 4 at the end.
   close = shards.ShardWriter.close
   closed = []
+  made_the_last = threading.Event()
 
   def failing_close(writer):
     closed.append(writer.path)
-    if failure == 'close' and len(closed) == 2:
+    if (failure, len(closed)) in (('second close', 2),
+                                  ('last background close', 3)):
       writer.abort()  # As ShardWriter.close does when it fails.
       raise OSError('No space left on device')
-    if failure == 'make' and len(closed) == 2:
-      time.sleep(0.5)  # Still closing when make raises.
+    if failure in ('make', 'interrupt') and len(closed) == 2:
+      assert made_the_last.wait(60)  # Still closing when make fails.
     return close(writer)
 
   def make(index):
-    if failure == 'make' and index == 5:
-      raise ValueError('no face in this sample')
+    if index == 5 and failure in ('make', 'interrupt'):
+      made_the_last.set()
+      raise (ValueError('no face in this sample') if failure == 'make'
+             else KeyboardInterrupt)
     return _make_train_record(index)
 
   monkeypatch.setattr(shards.ShardWriter, 'close', failing_close)
   out = tmp_path / 'data'
   os.makedirs(out)
-  error = OSError if failure == 'close' else ValueError
-  with pytest.raises(error, match='No space|no face'):
+  error = {'make': ValueError, 'interrupt': KeyboardInterrupt}.get(failure,
+                                                                   OSError)
+  with pytest.raises(error):
     writing.write_split(str(out), 'recon', 'train', list(range(7)), make,
                         shard_size=2, progress=False)
-  assert len(closed) >= 2
+  assert len(closed) == (4 if failure == 'last background close' else 2)
   assert os.listdir(out) == []
 
 

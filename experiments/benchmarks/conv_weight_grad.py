@@ -4,15 +4,15 @@ against two hand-made forms, none of which jaxface uses.
   python -m experiments.benchmarks.conv_weight_grad
 
 In the full-width train step (256x256, batch 4) the largest XLA operations
-are the weight gradients of the decoder's stride-1 4x4 convolutions, two to
-three times the time of the same layer's forward pass
+are the weight gradients of the decoder's stride-1 4x4 convolutions, 1.6 to
+2.4 times the time of the same layer's forward pass
 (`experiments.benchmarks.step_profile`). For the decoder's shapes this
 times, jitted, medians of 5:
 - XLA: the forward pass, the input gradient and the weight gradient;
 - taps: the weight gradient as 16 matrix products, one per kernel tap, of
   the shifted input (B H W, Cin) with the output gradient (B H W, Cout);
-- winograd: the convolution as Winograd's F(4x4, 4x4) (7x7 input tiles: a
-  quarter of the multiplications; Lavin and Gray 2016) written in jnp, and
+- winograd: the convolution as Winograd's F(4x4, 4x4) (7x7 input tiles: 49
+  multiplications per 4x4 outputs against 256; Lavin and Gray 2016) in jnp, and
   its weight gradient by autodiff (49 matrix products of the transformed
   tiles), with its error against XLA's relative to the largest entry.
 """
@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarks import conv_transpose_speed
+from experiments.benchmarks.conv_stride1_speed import TRANSPOSE4
 
-SAME4 = ((1, 2), (1, 2))
 DIMS = ('NHWC', 'HWIO', 'NHWC')
-# (batch, side, channels in = out): the decoder's stride-1 4x4 layers.
+# (batch, side, channels in = out): the decoder's stride-1 4x4 layers, which
+# are transposed convolutions: padded 2 before, 1 after (TRANSPOSE4).
 SHAPES = ((4, 16, 256), (4, 32, 128), (4, 64, 64), (4, 128, 32),
           (4, 256, 16))
 TILE = 4  # outputs per tile side
@@ -64,9 +65,13 @@ def winograd_matrices(m: int, r: int, points) -> tuple[np.ndarray, ...]:
 
 
 def conv_winograd(x, kernel, padding):
-  """Stride-1 2D convolution (B, H, W, C) * (r, r, C, O) as F(TILE, r)."""
+  """Stride-1 2D convolution (B, H, W, C) * (r, r, C, O) as F(TILE, r),
+  r <= 4 (POINTS has the points of F(4, 4))."""
   r = kernel.shape[0]
   a = TILE + r - 1
+  if not 1 <= r <= len(POINTS) + 2 - TILE or kernel.shape[1] != r:
+    raise ValueError(f'conv_winograd takes square kernels up to 4 wide, got '
+                     f'{kernel.shape[:2]}')
   at, g, bt = (jnp.asarray(t, x.dtype)
                for t in winograd_matrices(TILE, r, POINTS[:a - 1]))
   b, h, w, c = x.shape
@@ -90,21 +95,24 @@ def conv_winograd(x, kernel, padding):
   return y[:, :out_h, :out_w]
 
 
-def weight_grad_taps(x, g, padding, k: int = 4):
-  """dL/dkernel (k, k, Cin, Cout) as one matrix product per tap."""
-  b, h, w, c = x.shape
+def weight_grad_taps(x, g, padding):
+  """dL/dkernel (kh, kw, Cin, Cout) of a stride-1 convolution of x
+  (B, H, W, Cin) with output gradient g (B, H', W', Cout): one matrix
+  product per tap, of the shifted input with g."""
   padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  (h, w), c = g.shape[1:3], x.shape[-1]
+  kh, kw = padded.shape[1] - h + 1, padded.shape[2] - w + 1
   flat_g = g.reshape(-1, g.shape[-1])
   contract = (((0,), (0,)), ((), ()))
   return jnp.stack([jnp.stack([jax.lax.dot_general(
       padded[:, ty:ty + h, tx:tx + w].reshape(-1, c), flat_g, contract)
-                               for tx in range(k)]) for ty in range(k)])
+                               for tx in range(kw)]) for ty in range(kh)])
 
 
 def main():
   argparse.ArgumentParser(description=__doc__.split('\n')[0]).parse_args()
   xla = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
-                          padding=SAME4, dimension_numbers=DIMS)
+                          padding=TRANSPOSE4, dimension_numbers=DIMS)
   print(f'on {jax.devices()[0].platform}, ms (median of 5)')
   for batch, side, channels in SHAPES:
     keys = jax.random.split(jax.random.key(0), 3)
@@ -118,8 +126,8 @@ def main():
 
     forward = jax.jit(xla)
     input_grad, kernel_grad = grad_of(xla, 0), grad_of(xla, 1)
-    taps = jax.jit(functools.partial(weight_grad_taps, padding=SAME4))
-    winograd = grad_of(functools.partial(conv_winograd, padding=SAME4), 1)
+    taps = jax.jit(functools.partial(weight_grad_taps, padding=TRANSPOSE4))
+    winograd = grad_of(functools.partial(conv_winograd, padding=TRANSPOSE4), 1)
     reference = kernel_grad(x, kernel, g)
     error = float(jnp.abs(winograd(x, kernel, g) - reference).max()
                   / jnp.abs(reference).max())

@@ -175,7 +175,7 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
     # A full shard is closed (flushed, fsynced, renamed) by a thread while
     # the next one fills: the fsync waits on the disk, not the CPU.
     closer = concurrent.futures.ThreadPoolExecutor(1)
-    closing = None
+    closing = pending = None  # the last close handed to it, and its shard
     try:
       for position, (item, data, error) in enumerate(results):
         bar.update(1)
@@ -187,7 +187,8 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
           if writer is not None:
             if closing is not None:
               closing.result()  # raises if the previous close failed
-            closing, writer = closer.submit(writer.close), None
+            pending, writer = writer, None
+            closing = closer.submit(pending.close)
           # Temporary names; renamed below once the final count is known.
           name = _partial_name(kind, split, shard)
           writer = shards.ShardWriter(os.path.join(out_dir, name))
@@ -198,11 +199,17 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
         writer.close()
       if closing is not None:
         closing.result()
-    except BaseException:
+    except BaseException as raised:
       if writer is not None:
         writer.abort()
+      closer.shutdown()  # every close handed over has ended
+      if pending is not None:
+        pending.abort()  # a no-op unless its close never ran
+      failed = closing.exception() if closing is not None and (
+          not closing.cancelled()) else None
+      if failed is not None and failed is not raised:
+        raised.add_note(f'closing the shard before also failed: {failed!r}')
       # A failed close removes its own file; a finished one is removed here.
-      concurrent.futures.wait([closing] if closing is not None else [])
       for name in temp_names:
         files.remove_if_present(os.path.join(out_dir, name))
       raise

@@ -51,15 +51,16 @@ def pose_to_camera(vertices: np.ndarray, pose: np.ndarray) -> np.ndarray:
 
 
 def times_rows(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-  """Each (N, 3) point times each row of a (J, 3) matrix: (N, J) float64
-  (a (3,) vector: (N,)), summed as (p0 + p2) + p1, the order in which
-  numpy 2's np.einsum('nk,jk->nj') sums three terms on x86-64 (the
-  rounding of the renders made with it). A compiled loop: einsum takes
-  2-10 times as long over a face mesh, and its order is numpy's to change."""
+  """`points @ matrix.T` for (N, 3) points and a (J, 3) matrix: (N, J)
+  float64 (a (3,) vector: (N,)), each sum formed as (p0 + p2) + p1 in
+  any memory layout: the order in which numpy 2's np.einsum('nk,jk->nj')
+  sums three terms of C-contiguous float64 operands on this project's
+  x86-64 machines (the rounding of the renders made with it). A compiled
+  loop: einsum takes 2-10 times as long over a face mesh."""
   points = np.ascontiguousarray(points, np.float64)
   matrix = np.asarray(matrix, np.float64)
-  if points.ndim != 2 or points.shape[1] != 3 or matrix.shape[-1] != 3 or (
-      matrix.ndim not in (1, 2)):
+  if points.ndim != 2 or points.shape[1] != 3 or matrix.ndim not in (1, 2) or (
+      matrix.shape[-1] != 3):
     raise ValueError(f'times_rows needs (N, 3) points and a (J, 3) or (3,) '
                      f'matrix, got {points.shape} and {matrix.shape}')
   out = _times_rows(points, np.ascontiguousarray(matrix.reshape(-1, 3)))

@@ -402,7 +402,7 @@ def _hair_mask(albedo: Albedo, m: TextureMasks, size: int) -> np.ndarray:
 def make_texture(albedo: Albedo, size: int) -> np.ndarray:
   """(size, size, 3) float32 RGB albedo in [0, 1] in UV space."""
   m = texture_masks(size)
-  # einsum, not @: see jaxface.face.render on bitwise reproducibility.
+  # einsum, not @: BLAS rounds differently with its thread count.
   variation = np.einsum('pk,kc->pc', m.noise, albedo.noise_colour)
   variation = cv2.resize(variation.reshape(_LOW, _LOW, 3), (size, size))
   tex = _skin(variation, m.pores, np.float32(albedo.pores),
