@@ -53,9 +53,10 @@ class Region:
 
   def blend_detail(self, texture: np.ndarray, colour, detail: np.ndarray,
                    offset: float, gain: float, strength: float = 1.0):
-    """In place: `blend` with the colour colour x (offset + gain x detail)
-    per texel (`detail` a full-size (T, T, 1) float32 field, e.g. hair
-    strands), formed texel by texel in float32 as numpy would form it."""
+    """In place: `blend` with, per texel, colour x (offset + gain x detail)
+    (`colour` a float32 RGB triple, `detail` a full-size (T, T, 1) float32
+    field such as the hair strands), formed in float32 as numpy forms it
+    from float32 operands, without the (h, w, 3) colour array."""
     if strength <= 0:
       return
     w = self.weight * strength if strength != 1.0 else self.weight
