@@ -205,8 +205,7 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
       closer.shutdown()  # every close handed over has ended
       if pending is not None:
         pending.abort()  # a no-op unless its close never ran
-      failed = closing.exception() if closing is not None and (
-          not closing.cancelled()) else None
+      failed = closing.exception() if closing is not None else None
       if failed is not None and failed is not raised:
         raised.add_note(f'closing the shard before also failed: {failed!r}')
       # A failed close removes its own file; a finished one is removed here.

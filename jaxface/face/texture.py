@@ -44,9 +44,9 @@ class Region:
 
     `colour` is an RGB triple or an (h, w, 3) array over the region.
     """
-    if strength <= 0:
+    w = self._weight(strength)
+    if w is None:
       return
-    w = self.weight * strength if strength != 1.0 else self.weight
     part = texture[self.rows, self.cols]
     _blend(part, np.broadcast_to(np.asarray(colour, np.float32), part.shape),
            w)
@@ -57,12 +57,18 @@ class Region:
     (`colour` a float32 RGB triple, `detail` a full-size (T, T, 1) float32
     field such as the hair strands), formed in float32 as numpy forms it
     from float32 operands, without the (h, w, 3) colour array."""
-    if strength <= 0:
+    w = self._weight(strength)
+    if w is None:
       return
-    w = self.weight * strength if strength != 1.0 else self.weight
     _blend_detail(texture[self.rows, self.cols],
                   np.asarray(colour, np.float32), self.crop(detail),
                   np.float32(offset), np.float32(gain), w)
+
+  def _weight(self, strength: float) -> np.ndarray | None:
+    """The blend's (h, w, 1) float32 weight at `strength`; None at 0."""
+    if strength <= 0:
+      return None
+    return self.weight * strength if strength != 1.0 else self.weight
 
 
 @numba.njit(cache=True, nogil=True)
@@ -420,12 +426,11 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
     m.beard.blend(tex, albedo.skin * (1 - 0.3 * dots) + albedo.hair * 0.3 *
                   dots, albedo.stubble)
   # Hair: its colour x (0.45 + 0.9 x the strand field).
+  strands = (m.scalp_strands, 0.45, 0.9)
   if albedo.beard:
-    m.beard.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9,
-                         albedo.beard)
+    m.beard.blend_detail(tex, albedo.hair, *strands, albedo.beard)
   if albedo.moustache:
-    m.moustache.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9,
-                             albedo.moustache)
+    m.moustache.blend_detail(tex, albedo.hair, *strands, albedo.moustache)
   m.lips.blend_detail(tex, albedo.lips, m.brow_strands, 0.92, 0.16)
   m.brows.blend_detail(tex, albedo.brow, m.brow_strands, 0.5, 0.9, 0.75)
   m.nostrils.blend(tex, albedo.skin * 0.25, 0.85)
@@ -445,7 +450,7 @@ def make_texture(albedo: Albedo, size: int) -> np.ndarray:
   rows = cover.shape[0]
   if rows:
     hair = Region(slice(0, rows), slice(0, size), cover)
-    hair.blend_detail(tex, albedo.hair, m.scalp_strands, 0.45, 0.9)
+    hair.blend_detail(tex, albedo.hair, *strands)
   return np.clip(tex, 0, 1, out=tex)
 
 
