@@ -1,30 +1,37 @@
 """Speed of jaxface on this machine: `jaxface bench`.
 
   jaxface bench [--what train,infer,pipeline,synth,synth_start] [--width 1.0]
-      [--resolution 256] [--batch 4] [--infer-batch 1,32]
+      [--resolution 256] [--batch 4[,64,...]] [--steps 1] [--infer-batch 1,32]
       [--pretrained synthetic (with --what infer)]
       [--dtype float32|bfloat16] [--repeats 5] [--warmup 1] [--json OUT.json]
       [--config experiments/configs/quickstart.py --override model.coords=false]
 
 The network and train step are those of an experiment config
 (`experiments/configs/prnet_pretrain.py` unless `--config`), with
-`--width` (default: the config's), `--dtype`, `--batch` and then each
+`--width` (default: the config's), `--dtype`, the batch and then each
 `--override KEY=VALUE` applied.
 
 Each measurement runs `warmup` untimed times, then `repeats` timed times on
 the default device (one device, the first), and reports the median and the
 spread (min-max) of the repeats' wall times, images/s (images per repeat /
-median), the FLOPs per image that XLA counts in the compiled program
-(`Compiled.cost_analysis()`: convolutions as executed, elementwise ops too)
-and the fraction of the device's peak FLOP/s that this reaches, where the
-peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
-`cpu_peak_flops`; or --peak-flops); '-' where not.
+median), the FLOPs per image that XLA counts in the program as lowered for
+the device (`xla_flops`: convolutions in the form they run, elementwise ops
+too) and the fraction of the device's peak FLOP/s that this reaches, where
+the peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
+`cpu_peak_flops`; or --peak-flops); '-' where not. Each stage's end goes to
+stderr as it happens (an accelerator's first compilation can take minutes).
 
 - train: one step of `jaxface train`'s PRNet pretraining task
   (`loop.make_task` with experiments/configs/prnet_pretrain.py: forward in
   training mode, weighted position-map loss, backward, Adam), jitted as the
   loop does with the state donated, on a fixed random batch of `batch`
-  images. Compilation is timed once, apart.
+  images, once per `--batch` (a list finds the batch that fills an
+  accelerator). A repeat is `--steps` steps dispatched back to back with
+  one wait at the end, as the training loop runs them (on an H200 the wait
+  after each step cost 11 % of a 47 ms step); its time over `--steps` is
+  the step's. The initial state is made
+  on one image (it does not depend on the batch). Compilation is timed
+  once, apart.
 - infer: per infer batch B, the jitted network in eval mode on B crops
   (`forward`), and `Reconstructor.reconstruct` on a 1024 x 768 photo with B
   face boxes (`reconstruct`: crop, network, landmarks, mapping back, pose;
@@ -34,10 +41,11 @@ peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
   the mirror image when the model is (2 B images a call).
 - pipeline: records/s of the training input pipeline
   (`pipeline.make_iterator`, the prnet_pretrain config's augmentation,
-  --workers processes, batches of `batch`) after `warmup` batches (worker
-  start-up excluded), `records` records per repeat, on --data or on a
-  temporary synthetic dataset at the resolution; and its ratio to the
-  train step's images/s (the input pipeline should deliver >= 5x).
+  --workers processes, batches of the first --batch) after `warmup`
+  batches (worker start-up excluded), `records` records per repeat, on
+  --data or on a temporary synthetic dataset at the resolution; and its
+  ratio to the train step's images/s at that batch (the input pipeline
+  should deliver >= 5x).
 - synth: records/s of making and serialising synthetic `recon` records at
   the resolution in this process, pinned to one core (the face model is
   built first; no process start, no shard writing); and, untimed, the
@@ -68,7 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 
 from jaxface import files
 
@@ -130,8 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--resolution', type=int, default=None,
                       help='crop side in pixels, a multiple of 32 '
                       '(default: 256, or the --pretrained model\'s)')
-  parser.add_argument('--batch', type=int, default=4,
-                      help='images per train step and pipeline batch')
+  parser.add_argument('--batch', default='4',
+                      help='images per train step (comma-separated: one '
+                      'row each) and per pipeline batch (the first)')
+  parser.add_argument('--steps', type=int, default=1,
+                      help='train steps per timed repeat, dispatched back to '
+                      'back (default: 1)')
   parser.add_argument('--infer-batch', default='1,32',
                       help='comma-separated inference batches (default: '
                       '%(default)s)')
@@ -165,16 +177,19 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def check_args(args) -> None:
   """Raises ValueError naming the first bad option; sets `args.what_list`,
-  `args.infer_batches` and `args.train_config` (the experiment config)."""
+  `args.batches`, `args.infer_batches` and `args.train_config` (the
+  experiment config at the first batch)."""
   what = [w.strip() for w in args.what.split(',') if w.strip()]
   unknown = [w for w in what if w not in WHAT]
   if unknown or not what:
     raise ValueError(f'--what: unknown measurement(s) {unknown or [""]}; '
                      f'choose from {",".join(WHAT)}')
   args.what_list = [w for w in WHAT if w in what]
+  args.batches = _ints(str(args.batch), '--batch')
   args.infer_batches = _ints(args.infer_batch, '--infer-batch')
   for flag, value, low in (
-      ('--batch', args.batch, 1), ('--repeats', args.repeats, 1),
+      *(('--batch', b, 1) for b in args.batches),
+      ('--repeats', args.repeats, 1), ('--steps', args.steps, 1),
       ('--warmup', args.warmup, 0), ('--records', args.records, 1),
       ('--workers', args.workers, 0),
       *(('--infer-batch', b, 1) for b in args.infer_batches)):
@@ -200,7 +215,7 @@ def check_args(args) -> None:
     raise ValueError(f'--width must be > 0, got {args.width}')
   # Loaded once here (its errors before any work) and used by every
   # measurement.
-  args.train_config = train_config(args.width, args.dtype, args.batch,
+  args.train_config = train_config(args.width, args.dtype, args.batches[0],
                                    args.config, args.override)
   args.width = args.train_config.model.width
   if args.trained is not None:  # the shipped network's own
@@ -228,10 +243,17 @@ def time_repeats(fn, repeats: int, warmup: int) -> list[float]:
   return times
 
 
-def xla_flops(compiled) -> float | None:
-  """FLOPs of one call of a `jax.stages.Compiled`, as XLA counts them in
-  the optimised program (None if it gives none)."""
-  cost = compiled.cost_analysis()
+def xla_flops(stage) -> float | None:
+  """FLOPs of one call of a `jax.stages.Lowered` (or `Compiled`), as XLA
+  counts them in its program (None if it gives none).
+
+  Pass the Lowered program: on GPUs the compiled one holds convolutions as
+  cuDNN calls that XLA's count leaves out (PRNet's train step at 256x256 on
+  an H200: 0.474 GFLOP an image compiled, 23.4 as lowered); before
+  optimisation they are convolutions on every device, and on the CPU the
+  two counts agree to 1 %.
+  """
+  cost = stage.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older JAX: one dict per program.
     cost = cost[0] if cost else None
   flops = (cost or {}).get('flops')
@@ -343,11 +365,23 @@ def random_batch(batch: int, resolution: int) -> dict:
               np.float32)}
 
 
-def compiled_train_step(config, resolution: int):
+class TrainStep(NamedTuple):
+  """A compiled train step and what it runs on (`compiled_train_step`)."""
+  compiled: Any  # compiled(state, batch) -> (state, metrics); donates state
+  state: Any
+  batch: dict
+  compile_s: float  # lowering + compilation
+  init_s: float  # the initial state, its compilation included
+  flops: float | None  # `xla_flops` of one step
+
+
+def _progress(message: str) -> None:
+  print(f'bench: {message}', file=sys.stderr, flush=True)
+
+
+def compiled_train_step(config, resolution: int) -> TrainStep:
   """The config's train step as the training loop jits it, compiled for a
-  random batch on the first device: (compiled, state, batch, seconds of
-  lowering + compilation, seconds to compute the initial state, its
-  compilation included). `compiled(state, batch)` donates `state`."""
+  random batch on the first device."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -356,31 +390,45 @@ def compiled_train_step(config, resolution: int):
   batch = jax.device_put(
       random_batch(config.data.global_batch_size, resolution), repl)
   key = jax.random.key(config.seed)
+  size = config.data.global_batch_size
   start = time.perf_counter()
-  state = jax.block_until_ready(
-      state_lib.initialize(task.init_state, key, batch, sharding=repl))
+  state = jax.block_until_ready(state_lib.initialize(
+      task.init_state, key, jax.tree.map(lambda a: a[:1], batch),
+      sharding=repl))
   init_s = time.perf_counter() - start
+  _progress(f'train step, batch {size}: initial state in {init_s:.1f} s')
   start = time.perf_counter()
-  compiled = loop.jit_train_step(task, key, repl).lower(state, batch).compile()
-  return compiled, state, batch, time.perf_counter() - start, init_s
+  lowered = loop.jit_train_step(task, key, repl).lower(state, batch)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  _progress(f'train step, batch {size}: compiled in {compile_s:.1f} s')
+  return TrainStep(compiled, state, batch, compile_s, init_s,
+                   xla_flops(lowered))
 
 
-def bench_train(args, peak: float | None) -> dict:
-  """The train step's row (`compile_s`: lowering + compilation; `init_s`:
-  the initial state, compilation included)."""
+def bench_train(args, peak: float | None, batch_size: int) -> dict:
+  """The train step's row at `batch_size` images (`compile_s`: lowering +
+  compilation; `init_s`: the initial state, compilation included)."""
   import jax  # pylint: disable=g-import-not-at-top
-  compiled, state, batch, compile_s, init_s = compiled_train_step(
-      args.train_config, args.resolution)
-  holder = [state]
+  config = args.train_config.copy_and_resolve_references()
+  config.data.global_batch_size = batch_size
+  step = compiled_train_step(config, args.resolution)
+  holder = [step.state]
 
-  def run_step():
-    holder[0], metrics = compiled(holder[0], batch)
+  def run_steps():
+    for _ in range(args.steps):
+      holder[0], metrics = step.compiled(holder[0], step.batch)
     jax.block_until_ready((holder[0], metrics))
 
-  seconds = time_repeats(run_step, args.repeats, args.warmup)
-  return measurement('train', f'train step, batch {args.batch}', args.batch,
-                     seconds, xla_flops(compiled), peak,
-                     compile_s=compile_s, init_s=init_s)
+  # Seconds per step: each repeat's time over its steps.
+  seconds = [t / args.steps for t in
+             time_repeats(run_steps, args.repeats, args.warmup)]
+  chained = (f' ({args.steps} back to back a repeat)' if args.steps > 1
+             else '')
+  return measurement(f'train_b{batch_size}',
+                     f'train step, batch {batch_size}{chained}', batch_size,
+                     seconds, step.flops, peak, compile_s=step.compile_s,
+                     init_s=step.init_s, steps=args.steps)
 
 
 def bench_infer(args, peak: float | None) -> list[dict]:
@@ -413,13 +461,15 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   for b in args.infer_batches:
     images = jax.device_put(random_batch(b, r)['image'])
     start = time.perf_counter()
-    compiled = forward.lower(variables, images).compile()
+    lowered = forward.lower(variables, images)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    _progress(f'forward, batch {b}: compiled in {compile_s:.1f} s')
     seconds = time_repeats(
         lambda c=compiled, x=images: jax.block_until_ready(c(variables, x)),
         args.repeats, args.warmup)
     rows.append(measurement(f'forward_b{b}', f'forward, batch {b}{flipped}', b,
-                            seconds, xla_flops(compiled), peak,
+                            seconds, xla_flops(lowered), peak,
                             compile_s=compile_s))
     reconstructor = (
         reconstruct.Reconstructor.from_trained(args.trained, b)
@@ -453,12 +503,12 @@ def bench_pipeline(args, train_rate: float | None) -> dict:
       data = os.path.join(temp, 'data')
       synthetic.synthesize(
           data, synthetic.SynthConfig(resolution=args.resolution),
-          {'recon': {'train': max(args.records, args.batch)}},
+          {'recon': {'train': max(args.records, args.batches[0])}},
           workers=min(2, os.cpu_count() or 1), progress=False)
     seconds, images = _pipeline_seconds(data, args)
     resolution = shards.read_dataset_info(data)['resolution']
   row = measurement('pipeline', f'pipeline, {args.workers} worker(s), '
-                    f'batch {args.batch}', images, seconds,
+                    f'batch {args.batches[0]}', images, seconds,
                     data=args.data or 'temporary synthetic dataset',
                     resolution=resolution)
   row['vs_train'] = row['images_per_s'] / train_rate if train_rate else None
@@ -472,10 +522,10 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   config = args.train_config
   it = pipeline.make_iterator(data, pipeline.PipelineConfig(
-      kind='recon', split='train', global_batch_size=args.batch,
+      kind='recon', split='train', global_batch_size=args.batches[0],
       worker_count=args.workers, augment=loop.augment_config(config),
       training=True, seed=0), process_index=0, process_count=1)
-  batches = math.ceil(args.records / args.batch)
+  batches = math.ceil(args.records / args.batches[0])
   try:
     for _ in range(max(args.warmup, 1)):
       next(it)
@@ -483,7 +533,7 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
                            args.repeats, 0)
   finally:
     it.close()
-  return seconds, batches * args.batch
+  return seconds, batches * args.batches[0]
 
 
 @contextlib.contextmanager
@@ -583,7 +633,9 @@ def command(args) -> str:
            '--model', args.model,
            *(['--pretrained', args.pretrained] if args.pretrained else []),
            '--width', str(args.width),
-           '--resolution', str(args.resolution), '--batch', str(args.batch),
+           '--resolution', str(args.resolution),
+           '--batch', ','.join(map(str, args.batches)),
+           '--steps', str(args.steps),
            '--infer-batch', ','.join(map(str, args.infer_batches)),
            '--dtype', args.dtype, '--repeats', str(args.repeats),
            '--warmup', str(args.warmup), '--records', str(args.records),
@@ -650,12 +702,12 @@ def benchmark(args) -> dict:
                             args.peak_flops)
   rows = []
   if 'train' in args.what_list:
-    rows.append(bench_train(args, peak))
+    rows += [bench_train(args, peak, b) for b in args.batches]
   if 'infer' in args.what_list:
     rows += bench_infer(args, peak)
   if 'pipeline' in args.what_list:
-    train_rate = rows[0]['images_per_s'] if rows and rows[0][
-        'name'] == 'train' else None
+    train_rate = next((row['images_per_s'] for row in rows
+                       if row['name'] == f'train_b{args.batches[0]}'), None)
     rows.append(bench_pipeline(args, train_rate))
   if 'synth' in args.what_list:
     rows.append(bench_synth(args))

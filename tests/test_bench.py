@@ -17,6 +17,7 @@ import pytest
 
 from jaxface import bench
 from jaxface import cli
+from jaxface.data import shards
 from jaxface.models import PRNet
 from jaxface.models import layers
 from jaxface.models import prnet
@@ -43,17 +44,17 @@ def _positive(value) -> bool:
 @pytest.mark.slow  # the whole benchmark, end to end
 def test_every_measurement_has_positive_finite_figures(result):
   rows = {row['name']: row for row in result['measurements']}
-  assert list(rows) == ['train', 'forward_b2', 'reconstruct_b2', 'pipeline',
-                        'synth']
+  assert list(rows) == ['train_b2', 'forward_b2', 'reconstruct_b2',
+                        'pipeline', 'synth']
   for row in rows.values():
     assert len(row['seconds']) == 1
     for key in ('median_s', 'min_s', 'max_s', 'images_per_s'):
       assert _positive(row[key]), (row['name'], key, row[key])
     assert row['min_s'] <= row['median_s'] <= row['max_s']
-  for name in ('train', 'forward_b2'):  # XLA's FLOPs, and the given peak
+  for name in ('train_b2', 'forward_b2'):  # XLA's FLOPs, and the given peak
     for key in ('flops_per_image', 'peak_fraction', 'compile_s'):
       assert _positive(rows[name][key]), (name, key, rows[name][key])
-  assert _positive(rows['train']['init_s'])
+  assert _positive(rows['train_b2']['init_s'])
   assert _positive(rows['pipeline']['vs_train'])
   assert result['peak_flops'] == 1e12
   assert result['machine']['jax'] == jax.__version__
@@ -66,7 +67,7 @@ def test_train_step_counts_forward_and_backward(result):
   """The backward pass costs about twice the forward (convolutions' input
   and kernel gradients), plus training-mode BatchNorm and Adam."""
   rows = {row['name']: row for row in result['measurements']}
-  ratio = rows['train']['flops_per_image'] / rows['forward_b2'][
+  ratio = rows['train_b2']['flops_per_image'] / rows['forward_b2'][
       'flops_per_image']
   assert 2.5 < ratio < 6, ratio
 
@@ -156,18 +157,22 @@ def test_xla_flops_of_prnet_match_its_convolutions(monkeypatch):
   sub-pixel interleave: a few % at this size, never below the
   convolutions. With the CPU's stride-1 forms (`layers.conv_stride1`:
   more multiplications, done faster) it is higher; the plain
-  convolutions are counted first."""
+  convolutions are counted first. The program as lowered for a GPU (which
+  the bench counts there: its compiled convolutions are cuDNN calls that
+  XLA does not count) has the plain convolutions."""
   model = PRNet(width=0.25)
   images = np.zeros((2, 64, 64, 3), np.float32)
   variables = jax.jit(model.init)(jax.random.key(0), images)
 
-  def flops():
-    return bench.xla_flops(jax.jit(lambda v, x: model.apply(v, x)).lower(
-        variables, images).compile())
+  def flops(platform='cpu'):
+    return bench.xla_flops(jax.jit(lambda v, x: model.apply(v, x)).trace(
+        variables, images).lower(lowering_platforms=(platform,)))
 
+  convolutions = prnet_conv_flops(64, 0.25, 2)
+  assert 1.0 <= flops('cuda') / convolutions < 1.06, flops('cuda')
   with_forms = flops()
   monkeypatch.setattr(layers, 'conv_stride1', layers._direct_conv)  # pylint: disable=protected-access
-  ratio = flops() / prnet_conv_flops(64, 0.25, 2)
+  ratio = flops() / convolutions
   assert 1.0 <= ratio < 1.06, ratio
   # The blocks form does 2.25x (4x4 kernels) to 4x (3x3) the first
   # convolution's and the head's multiplications.
@@ -178,8 +183,10 @@ def test_xla_flops_of_one_convolution_in_closed_form():
   conv = nn.Conv(7, (3, 3), padding='VALID', use_bias=False)
   x = np.zeros((2, 10, 12, 5), np.float32)
   variables = conv.init(jax.random.key(0), x)
-  compiled = jax.jit(conv.apply).lower(variables, x).compile()
-  assert bench.xla_flops(compiled) == 2 * 2 * 8 * 10 * (3 * 3 * 5) * 7
+  lowered = jax.jit(conv.apply).lower(variables, x)
+  expected = 2 * 2 * 8 * 10 * (3 * 3 * 5) * 7
+  assert bench.xla_flops(lowered) == expected
+  assert bench.xla_flops(lowered.compile()) == expected  # on the CPU
 
 
 def test_peaks_by_device_kind():
@@ -219,8 +226,11 @@ def test_cpu_peak_from_cpuinfo(extra, cores, expected):
     (['--what', 'train,bogus'], "--what: unknown measurement(s) ['bogus']"),
     (['--what', ','], '--what: unknown measurement'),
     (['--batch', '0'], '--batch must be >= 1, got 0'),
+    (['--batch', '4,0'], '--batch must be >= 1, got 0'),
+    (['--batch', '4,'], '--batch must be comma-separated'),
     (['--repeats', '0'], '--repeats must be >= 1, got 0'),
     (['--repeats', '-2'], '--repeats must be >= 1, got -2'),
+    (['--steps', '0'], '--steps must be >= 1, got 0'),
     (['--infer-batch', '1,0'], '--infer-batch must be >= 1, got 0'),
     (['--infer-batch', '1,x'], '--infer-batch must be comma-separated'),
     (['--resolution', '48'], '--resolution must be a positive multiple of 32'),
@@ -261,11 +271,55 @@ def test_the_config_and_overrides_reach_the_measured_network():
   assert bench.train_config(None, 'float32', 3).model.width == 1.0
   args = argparse.Namespace(
       what_list=['train'], model='prnet', width=0.25, resolution=64,
-      batch=3, infer_batches=[1], dtype='float32', repeats=1, warmup=0,
+      batches=[3, 8], steps=1, infer_batches=[1], dtype='float32', repeats=1, warmup=0,
       records=2, workers=0, data=None, json=None, peak_flops=None,
       config=quickstart, override=['model.coords=false'], pretrained=None)
   assert bench.command(args).endswith(
       f'--config {quickstart} --override model.coords=false')
+  assert ' --batch 3,8 ' in bench.command(args)
+
+
+def test_each_batch_is_a_train_row_of_its_own(monkeypatch):
+  # A list of batches times the step once per batch, each compiled for a
+  # config of that batch; the pipeline's ratio is against the first.
+  seen = []
+
+  def fake_compiled_train_step(config, resolution):
+    size = config.data.global_batch_size
+    seen.append((size, resolution))
+    step = jax.jit(lambda state, batch: (state + 1, batch.sum()))
+    state, batch = jax.numpy.zeros(()), jax.numpy.ones((size,))
+    return bench.TrainStep(step.lower(state, batch).compile(), state, batch,
+                           compile_s=0.5, init_s=0.25, flops=10.0 * size)
+
+  monkeypatch.setattr(bench, 'compiled_train_step', fake_compiled_train_step)
+  monkeypatch.setattr(bench, '_pipeline_seconds',
+                      lambda data, args: ([0.1], 2 * args.batches[0]))
+  args = cli.build_parser().parse_args(
+      ['bench', '--what', 'train,pipeline', '--batch', '3,8', '--resolution',
+       '32', '--repeats', '2', '--warmup', '0', '--data', 'unused'])
+  monkeypatch.setattr(shards, 'read_dataset_info',
+                      lambda data: {'resolution': 32})
+  bench.check_args(args)
+  result = bench.benchmark(args)
+  assert seen == [(3, 32), (8, 32)]
+  rows = {row['name']: row for row in result['measurements']}
+  assert list(rows) == ['train_b3', 'train_b8', 'pipeline']
+  assert [rows[n]['images'] for n in ('train_b3', 'train_b8')] == [3, 8]
+  assert rows['train_b8']['what'] == 'train step, batch 8'
+  assert rows['train_b8']['flops_per_image'] == 10.0
+  # Steps chained back to back: a repeat of 3 steps counts as 3 steps.
+  args.steps = 3
+  ticks = iter(range(100))
+  monkeypatch.setattr(bench.time, 'perf_counter', lambda: 6.0 * next(ticks))
+  row = bench.bench_train(args, None, 8)
+  assert row['seconds'] == [2.0, 2.0] and row['images_per_s'] == 4.0
+  assert row['images'] == 8 and row['flops_per_image'] == 10.0
+  assert row['what'] == 'train step, batch 8 (3 back to back a repeat)'
+  assert ' --steps 3 ' in bench.command(args)
+  assert rows['pipeline']['what'].endswith('batch 3')
+  assert rows['pipeline']['vs_train'] == pytest.approx(
+      rows['pipeline']['images_per_s'] / rows['train_b3']['images_per_s'])
 
 
 def test_a_shipped_model_is_measured_as_reconstruct_runs_it(tmp_path):

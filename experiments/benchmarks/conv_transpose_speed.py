@@ -1,9 +1,11 @@
 """Sub-pixel versus XLA convolutions, PRNet's stride-2 layers at 256x256.
 
   python -m experiments.benchmarks.conv_transpose_speed --batch 4
+  python -m experiments.benchmarks.conv_transpose_speed --batch 128 \
+      --dtype bfloat16 --repeats 20   # on an accelerator
 
 Times forward + backward (value and gradients w.r.t. input and kernel),
-jitted, medians of 5:
+jitted, medians of --repeats (5), in --dtype (float32):
 - each stride-2 transposed 4x4 convolution of the decoder (8 -> 16 ...
   128 -> 256): `jax.lax.conv_transpose` against
   `layers.conv_transpose_subpixel`;
@@ -42,36 +44,43 @@ def median_seconds(fn, *args, repeats=5):
   return statistics.median(times)
 
 
-def _compare(title, shapes, batch, reference, ours, out_side):
+def _compare(title, shapes, args, reference, ours, out_side):
+  batch = args.batch
   total_ref = total_ours = 0.0
   for side, cin, cout in shapes:
-    x = jax.random.normal(jax.random.key(0), (batch, side, side, cin))
-    k = jax.random.normal(jax.random.key(1), (4, 4, cin, cout)) * 0.05
+    x = jax.random.normal(jax.random.key(0), (batch, side, side, cin),
+                          args.dtype)
+    k = (jax.random.normal(jax.random.key(1), (4, 4, cin, cout)) * 0.05
+         ).astype(args.dtype)
     times = []
     for fn in (reference, ours):
       step = jax.jit(jax.value_and_grad(
-          lambda x, k, fn=fn: jnp.sum(fn(x, k)**2), argnums=(0, 1)))
-      times.append(median_seconds(step, x, k))
+          lambda x, k, fn=fn: jnp.sum(fn(x, k).astype(jnp.float32)**2),
+          argnums=(0, 1)))
+      times.append(median_seconds(step, x, k, repeats=args.repeats))
     total_ref += times[0]
     total_ours += times[1]
     print(f'{side:>3} -> {out_side(side):<3} {cin:>3} -> {cout:<3} channels: '
           f'XLA {times[0] * 1e3:8.1f} ms, sub-pixel {times[1] * 1e3:8.1f} ms '
           f'({times[0] / times[1]:.1f}x)')
-  print(f'{title}, forward + backward, batch {batch} on '
-        f'{jax.devices()[0].platform}: {total_ref * 1e3:.0f} ms vs '
+  print(f'{title}, forward + backward, batch {batch}, {args.dtype} on '
+        f'{jax.devices()[0].device_kind}: {total_ref * 1e3:.0f} ms vs '
         f'{total_ours * 1e3:.0f} ms ({total_ref / total_ours:.1f}x faster)')
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=4)
+  parser.add_argument('--dtype', default='float32',
+                      choices=('float32', 'bfloat16'))
+  parser.add_argument('--repeats', type=int, default=5)
   args = parser.parse_args()
   dims = ('NHWC', 'HWIO', 'NHWC')
-  _compare('the five transposed convolutions', LAYERS, args.batch,
+  _compare('the five transposed convolutions', LAYERS, args,
            lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), 'SAME',
                                                dimension_numbers=dims),
            layers.conv_transpose_subpixel, lambda side: 2 * side)
-  _compare('the five stride-2 convolutions', ENCODER_LAYERS, args.batch,
+  _compare('the five stride-2 convolutions', ENCODER_LAYERS, args,
            lambda x, k: jax.lax.conv_general_dilated(
                x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dims),
            lambda x, k: layers.conv_stride2(x, k, ((1, 1), (1, 1))),

@@ -6,6 +6,8 @@ operation.
       --config experiments/configs/synthetic_model.py
   python -m experiments.benchmarks.step_profile --resolution 256 --batch 1 \
       --forward
+  python -m experiments.benchmarks.step_profile --resolution 256 --batch 128 \
+      --dtype bfloat16 --trace-out trace.json.gz   # on an accelerator
 
 With `--forward`, the network in eval mode with fresh weights (as
 `jaxface bench --what infer` times it) instead of the train step.
@@ -19,7 +21,9 @@ copies (transposes that put a tensor in the layout a convolution wants),
 and the rest (BatchNorm, activations, Adam: elementwise and reductions);
 forward or backward from the operation's JAX name (layout copies that XLA
 inserts have none). Prints the totals and
-the `--top` most expensive operations with their shapes.
+the `--top` most expensive operations with their shapes. On a GPU the
+trace's device events are kernels; each is counted under the XLA operation
+its `hlo_op` argument names. `--trace-out` keeps the Perfetto trace.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import glob
 import gzip
 import json
 import re
+import shutil
 import tempfile
 
 import jax
@@ -60,22 +65,35 @@ class _Step:
     jax.block_until_ready(self._run())
 
 
+def _op_name(event: dict, ops: dict) -> str | None:
+  """The XLA operation a trace event times: its name (CPU), or the
+  `hlo_op` its kernel reports (GPU); None for other events."""
+  if event.get('ph') != 'X':
+    return None
+  for name in (event.get('name'), event.get('args', {}).get('hlo_op')):
+    if name in ops:
+      return name
+  return None
+
+
 def _train_step(config, resolution: int) -> _Step:
-  compiled, state, batch, _, _ = bench.compiled_train_step(config, resolution)
-  holder = [state]
+  step = bench.compiled_train_step(config, resolution)
+  holder = [step.state]
 
   def run():
-    holder[0], metrics = compiled(holder[0], batch)
+    holder[0], metrics = step.compiled(holder[0], step.batch)
     return holder[0], metrics
 
-  return _Step(compiled, run)
+  return _Step(step.compiled, run)
 
 
-def _forward(config, resolution: int, batch_size: int) -> _Step:
+def _forward(config, resolution: int, batch_size: int, dtype: str) -> _Step:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  from jaxface.train import recon  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  model = prnet.from_config(config.model).clone(flip_average=False)
+  model = prnet.from_config(config.model, recon.compute_dtype(dtype)).clone(
+      flip_average=False)
   variables = state_lib.initialize(
       model.init, jax.random.key(0),
       np.zeros((1, resolution, resolution, 3), np.float32))
@@ -99,10 +117,14 @@ def main():
   parser.add_argument('--forward', action='store_true',
                       help="the network's forward pass in eval mode "
                       'instead of the train step')
+  parser.add_argument('--dtype', default='float32', choices=bench.DTYPES,
+                      help='compute dtype (parameters stay float32)')
+  parser.add_argument('--trace-out', default=None, metavar='FILE.json.gz',
+                      help='also keep the Perfetto trace here')
   args = parser.parse_args()
-  config = bench.train_config(args.width, 'float32', args.batch, args.config)
-  step = (_forward(config, args.resolution, args.batch) if args.forward
-          else _train_step(config, args.resolution))
+  config = bench.train_config(args.width, args.dtype, args.batch, args.config)
+  step = (_forward(config, args.resolution, args.batch, args.dtype)
+          if args.forward else _train_step(config, args.resolution))
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
       step.compiled_text)}
   for _ in range(2):
@@ -114,13 +136,16 @@ def main():
     jax.profiler.stop_trace()
     path = glob.glob(f'{trace_dir}/**/*perfetto_trace.json.gz',
                      recursive=True)[0]
+    if args.trace_out:
+      shutil.copyfile(path, args.trace_out)
     with gzip.open(path) as f:
       trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
   per_op = collections.Counter()
   for e in events:
-    if e.get('ph') == 'X' and e.get('name') in ops:
-      per_op[e['name']] += e['dur'] / 1e3 / args.steps  # ms per step
+    name = _op_name(e, ops)
+    if name is not None:
+      per_op[name] += e['dur'] / 1e3 / args.steps  # ms per step
   totals = collections.Counter()
   for name, ms in per_op.items():
     shape, rest = ops[name]
@@ -130,7 +155,8 @@ def main():
     totals[(_kind(name, rest), phase)] += ms
   what = 'forward pass' if args.forward else 'train step'
   print(f'PRNet {what}, {args.resolution}x{args.resolution}, batch '
-        f'{args.batch}, width {args.width}: {sum(per_op.values()):.1f} ms '
+        f'{args.batch}, width {args.width}, {args.dtype}: '
+        f'{sum(per_op.values()):.1f} ms '
         f'of XLA operations per step ({jax.devices()[0].device_kind})')
   for (kind, phase), ms in totals.most_common():
     print(f'  {ms:7.1f} ms  {kind}, {phase}')
