@@ -13,8 +13,8 @@ The network and train step are those of an experiment config
 
 Each measurement runs `warmup` untimed times, then `repeats` timed times on
 the default device (one device, the first), and reports the median and the
-spread (min-max) of the repeats' wall times, images/s (images per repeat /
-median), the FLOPs per image that XLA counts in the program as lowered for
+spread (min-max) of the repeats' wall times (per step for the train step:
+see --steps), images/s (images per repeat, or step, / median), the FLOPs per image that XLA counts in the program as lowered for
 the device (`xla_flops`: convolutions in the form they run, elementwise ops
 too) and the fraction of the device's peak FLOP/s that this reaches, where
 the peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
@@ -27,11 +27,9 @@ stderr as it happens (an accelerator's first compilation can take minutes).
   loop does with the state donated, on a fixed random batch of `batch`
   images, once per `--batch` (a list finds the batch that fills an
   accelerator). A repeat is `--steps` steps dispatched back to back with
-  one wait at the end, as the training loop runs them (on an H200 the wait
-  after each step cost 11 % of a 47 ms step); its time over `--steps` is
-  the step's. The initial state is made
-  on one image (it does not depend on the batch). Compilation is timed
-  once, apart.
+  one wait at the end, as the training loop runs them (on an H200 a wait
+  after each step cost 6 ms, 13 % of a 47 ms step); its time over
+  `--steps` is the step's. Compilation is timed once, apart.
 - infer: per infer batch B, the jitted network in eval mode on B crops
   (`forward`), and `Reconstructor.reconstruct` on a 1024 x 768 photo with B
   face boxes (`reconstruct`: crop, network, landmarks, mapping back, pose;
@@ -168,11 +166,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ints(text: str, flag: str) -> list[int]:
+  """The distinct whole numbers of a comma-separated `flag` value."""
   try:
-    return [int(v) for v in text.split(',')]
+    values = [int(v) for v in text.split(',')]
   except ValueError:
     raise ValueError(f'{flag} must be comma-separated whole numbers, got '
                      f'{text!r}') from None
+  if len(set(values)) < len(values):
+    raise ValueError(f'{flag} lists a value twice: {text!r}')
+  return values
 
 
 def check_args(args) -> None:
@@ -213,6 +215,10 @@ def check_args(args) -> None:
   prnet.check_resolution(args.resolution, '--resolution')
   if args.width is not None and not args.width > 0:
     raise ValueError(f'--width must be > 0, got {args.width}')
+  if any(o.split('=')[0].strip() == 'data.global_batch_size'
+         for o in args.override):
+    raise ValueError('--override data.global_batch_size: give the batch '
+                     'with --batch')
   # Loaded once here (its errors before any work) and used by every
   # measurement.
   args.train_config = train_config(args.width, args.dtype, args.batches[0],
@@ -324,7 +330,8 @@ def measurement(name: str, what: str, images: int, seconds: list[float],
                 flops: float | None = None, peak: float | None = None,
                 **extra) -> dict:
   """One row: `images` per repeat, the repeats' `seconds`, and `flops` per
-  repeat (XLA's, or None); `peak` FLOP/s or None."""
+  repeat (XLA's, or None); `peak` FLOP/s or None. (The train rows pass a
+  step's images, seconds and FLOPs.)"""
   median = statistics.median(seconds)
   return {'name': name, 'what': what, 'images': images,
           'seconds': seconds, 'median_s': median, 'min_s': min(seconds),
@@ -392,9 +399,8 @@ def compiled_train_step(config, resolution: int) -> TrainStep:
   key = jax.random.key(config.seed)
   size = config.data.global_batch_size
   start = time.perf_counter()
-  state = jax.block_until_ready(state_lib.initialize(
-      task.init_state, key, jax.tree.map(lambda a: a[:1], batch),
-      sharding=repl))
+  state = jax.block_until_ready(
+      state_lib.initialize(task.init_state, key, batch, sharding=repl))
   init_s = time.perf_counter() - start
   _progress(f'train step, batch {size}: initial state in {init_s:.1f} s')
   start = time.perf_counter()
@@ -410,8 +416,9 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
   """The train step's row at `batch_size` images (`compile_s`: lowering +
   compilation; `init_s`: the initial state, compilation included)."""
   import jax  # pylint: disable=g-import-not-at-top
-  config = args.train_config.copy_and_resolve_references()
-  config.data.global_batch_size = batch_size
+  from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.apply_overrides(
+      args.train_config, [f'data.global_batch_size={batch_size}'])
   step = compiled_train_step(config, args.resolution)
   holder = [step.state]
 
@@ -431,6 +438,22 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
                      init_s=step.init_s, steps=args.steps)
 
 
+def fresh_network(config, dtype: str, resolution: int):
+  """(model, variables): the config's PRNet in compute `dtype` with fresh
+  weights, without flip averaging (which would run 2 B images)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
+  from jaxface.train import recon  # pylint: disable=g-import-not-at-top
+  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  model = prnet.from_config(config.model, recon.compute_dtype(dtype)).clone(
+      flip_average=False)
+  variables = state_lib.initialize(
+      model.init, jax.random.key(0),
+      np.zeros((1, resolution, resolution, 3), np.float32))
+  return model, variables
+
+
 def bench_infer(args, peak: float | None) -> list[dict]:
   """Rows of the jitted forward and of `Reconstructor.reconstruct`, per
   infer batch: of the config's network with fresh weights, or of the
@@ -439,20 +462,12 @@ def bench_infer(args, peak: float | None) -> list[dict]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxface.infer import reconstruct  # pylint: disable=g-import-not-at-top
-  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
-  from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from jaxface.train import trained as trained_lib  # pylint: disable=g-import-not-at-top
   r = args.resolution
   if args.trained is not None:
     model, variables = trained_lib.prnet(args.trained)
   else:
-    # The network itself: a flip-averaged forward would time 2 B images.
-    model = prnet.from_config(args.train_config.model,
-                              recon.compute_dtype(args.dtype)
-                              ).clone(flip_average=False)
-    variables = state_lib.initialize(model.init, jax.random.key(0),
-                                     np.zeros((1, r, r, 3), np.float32))
+    model, variables = fresh_network(args.train_config, args.dtype, r)
   flipped = ' (and its mirror image)' if model.flip_average else ''
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   rng = np.random.default_rng(0)

@@ -29,12 +29,22 @@ TINY = ['--resolution', '32', '--width', '0.125', '--batch', '2',
 
 @pytest.fixture(scope='module')
 def result(tmp_path_factory):
+  """The JSON of a whole run, and under 'counted' the kinds of program
+  whose FLOPs it counted."""
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
-  status = cli.main(['bench', '--what', 'train,infer,pipeline,synth', *TINY,
-                     '--peak-flops', '1e12', '--json', str(path)])
+  counted, xla_flops = [], bench.xla_flops
+
+  def spy(stage):
+    counted.append(type(stage).__name__)
+    return xla_flops(stage)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(bench, 'xla_flops', spy)
+    status = cli.main(['bench', '--what', 'train,infer,pipeline,synth', *TINY,
+                       '--peak-flops', '1e12', '--json', str(path)])
   assert status == 0
   with open(path) as f:
-    return json.load(f)
+    return {**json.load(f), 'counted': counted}
 
 
 def _positive(value) -> bool:
@@ -55,6 +65,9 @@ def test_every_measurement_has_positive_finite_figures(result):
     for key in ('flops_per_image', 'peak_fraction', 'compile_s'):
       assert _positive(rows[name][key]), (name, key, rows[name][key])
   assert _positive(rows['train_b2']['init_s'])
+  # The programs as lowered: a GPU's compiled ones leave cuDNN's
+  # convolutions out of the count.
+  assert result['counted'] == ['Lowered', 'Lowered']
   assert _positive(rows['pipeline']['vs_train'])
   assert result['peak_flops'] == 1e12
   assert result['machine']['jax'] == jax.__version__
@@ -228,6 +241,8 @@ def test_cpu_peak_from_cpuinfo(extra, cores, expected):
     (['--batch', '0'], '--batch must be >= 1, got 0'),
     (['--batch', '4,0'], '--batch must be >= 1, got 0'),
     (['--batch', '4,'], '--batch must be comma-separated'),
+    (['--batch', '4,8,4'], "--batch lists a value twice: '4,8,4'"),
+    (['--override', 'data.global_batch_size=8'], 'give the batch with --batch'),
     (['--repeats', '0'], '--repeats must be >= 1, got 0'),
     (['--repeats', '-2'], '--repeats must be >= 1, got -2'),
     (['--steps', '0'], '--steps must be >= 1, got 0'),
@@ -284,13 +299,21 @@ def test_each_batch_is_a_train_row_of_its_own(monkeypatch):
   # config of that batch; the pipeline's ratio is against the first.
   seen = []
 
+  calls = []
+
   def fake_compiled_train_step(config, resolution):
     size = config.data.global_batch_size
     seen.append((size, resolution))
     step = jax.jit(lambda state, batch: (state + 1, batch.sum()))
     state, batch = jax.numpy.zeros(()), jax.numpy.ones((size,))
-    return bench.TrainStep(step.lower(state, batch).compile(), state, batch,
-                           compile_s=0.5, init_s=0.25, flops=10.0 * size)
+    compiled = step.lower(state, batch).compile()
+
+    def counted(state, batch):
+      calls.append(size)
+      return compiled(state, batch)
+
+    return bench.TrainStep(counted, state, batch, compile_s=0.5, init_s=0.25,
+                           flops=10.0 * size)
 
   monkeypatch.setattr(bench, 'compiled_train_step', fake_compiled_train_step)
   monkeypatch.setattr(bench, '_pipeline_seconds',
@@ -310,9 +333,12 @@ def test_each_batch_is_a_train_row_of_its_own(monkeypatch):
   assert rows['train_b8']['flops_per_image'] == 10.0
   # Steps chained back to back: a repeat of 3 steps counts as 3 steps.
   args.steps = 3
-  ticks = iter(range(100))
-  monkeypatch.setattr(bench.time, 'perf_counter', lambda: 6.0 * next(ticks))
+  time_repeats = bench.time_repeats
+  monkeypatch.setattr(bench, 'time_repeats', lambda fn, repeats, warmup: [
+      6.0 for _ in time_repeats(fn, repeats, warmup)])
+  calls.clear()
   row = bench.bench_train(args, None, 8)
+  assert calls == [8] * 3 * (2 + 0)  # steps x (repeats + warmup)
   assert row['seconds'] == [2.0, 2.0] and row['images_per_s'] == 4.0
   assert row['images'] == 8 and row['flops_per_image'] == 10.0
   assert row['what'] == 'train step, batch 8 (3 back to back a repeat)'

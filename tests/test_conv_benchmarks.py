@@ -1,10 +1,12 @@
-"""The hand-made convolution forms timed by
-`experiments/benchmarks/conv_weight_grad.py` compute what XLA's do."""
+"""The hand-made convolution forms timed by `experiments/benchmarks/`
+compute what XLA's do, and the step profile counts each trace event once."""
 
 import jax
 import numpy as np
 
+from experiments.benchmarks import conv_transpose_speed
 from experiments.benchmarks import conv_weight_grad as cwg
+from experiments.benchmarks import step_profile
 
 
 def test_winograd_matrices_give_the_correlation():
@@ -39,3 +41,48 @@ def test_winograd_and_per_tap_forms_match_xla():
       jax.vjp(lambda k: jax.lax.conv_general_dilated(
           x, k, (1, 1), valid, dimension_numbers=cwg.DIMS), kernel)[1](
               small_g)[0], atol=2e-4, rtol=1e-5)
+
+
+def test_the_sub_pixel_gradient_form_matches_xla_on_any_device():
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 8, 8, 3))
+  kernel = jax.random.normal(keys[1], (4, 4, 3, 5))
+  g = jax.random.normal(keys[2], (2, 4, 4, 5))
+  xla = jax.vjp(conv_transpose_speed._conv, x, kernel)  # pylint: disable=protected-access
+  mine = jax.vjp(conv_transpose_speed.subpixel_grad_conv, x, kernel)
+  np.testing.assert_allclose(mine[0], xla[0], atol=1e-5)
+  for got, want in zip(mine[1](g), xla[1](g)):
+    np.testing.assert_allclose(got, want, atol=2e-4)
+  # Its input gradient is sub-pixel also when lowered for a GPU: stride-1
+  # convolutions only, where XLA's own has an input dilation.
+  def grad_text(fn):
+    return jax.jit(jax.grad(lambda x: fn(x, kernel).sum())).trace(x).lower(
+        lowering_platforms=('cuda',)).as_text()
+  assert 'lhs_dilate = [2, 2]' in grad_text(conv_transpose_speed._conv)  # pylint: disable=protected-access
+  assert 'lhs_dilate = [2, 2]' not in grad_text(
+      conv_transpose_speed.subpixel_grad_conv)
+
+
+def test_step_profile_counts_a_gpu_kernel_once_under_its_operation():
+  ops = {'fusion.1': ('f32[2]', 'fusion(...)'),
+         'custom-call.3': ('(bf16[2], u8[0])',
+                           'custom-call(...), custom_call_target='
+                           '"__cudnn$convForward"')}
+  # A GPU trace: an event per operation on the host side and the kernels
+  # that carry the operation they run.
+  gpu = [{'ph': 'X', 'name': 'fusion.1', 'dur': 100},
+         {'ph': 'X', 'name': 'loop_add_kernel', 'dur': 7,
+          'args': {'hlo_op': 'fusion.1'}},
+         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'dur': 30,
+          'args': {'hlo_op': 'custom-call.3'}},
+         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'dur': 20,
+          'args': {'hlo_op': 'custom-call.3'}},
+         {'ph': 'i', 'name': 'fusion.1', 'dur': 5}]
+  assert step_profile._op_times(gpu, ops) == {'fusion.1': 7,  # pylint: disable=protected-access
+                                              'custom-call.3': 50}
+  cpu = [{'ph': 'X', 'name': 'fusion.1', 'dur': 100},
+         {'ph': 'X', 'name': 'other', 'dur': 3}]
+  assert step_profile._op_times(cpu, ops) == {'fusion.1': 100}  # pylint: disable=protected-access
+  assert step_profile._kind('custom-call.3', ops['custom-call.3'][1]) == (  # pylint: disable=protected-access
+      'convolution')
+  assert step_profile._kind('transpose_fusion.2', '') == 'layout copy'  # pylint: disable=protected-access

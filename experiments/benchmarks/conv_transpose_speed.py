@@ -10,8 +10,9 @@ jitted, medians of --repeats (5), in --dtype (float32):
   128 -> 256): `jax.lax.conv_transpose` against
   `layers.conv_transpose_subpixel`;
 - each stride-2 4x4 convolution of the encoder (256 -> 128 ... 16 -> 8):
-  `jax.lax.conv_general_dilated` against `layers.conv_stride2`, whose
-  input gradient is sub-pixel (the module `layers.Conv` uses it from
+  `jax.lax.conv_general_dilated` against the same convolution with
+  `layers.strided_conv_input_grad` as its input gradient on any device
+  (`layers.conv_stride2` uses it on the CPU alone, and `layers.Conv` from
   `layers.SUBPIXEL_GRAD_MIN_ELEMENTS` inputs).
 """
 
@@ -27,10 +28,39 @@ import jax.numpy as jnp
 from jaxface.models import layers
 
 # (input side, input channels, output channels) of PRNet's stride-2 layers.
+_DIMS = ('NHWC', 'HWIO', 'NHWC')
 LAYERS = ((8, 512, 256), (16, 256, 128), (32, 128, 64), (64, 64, 32),
           (128, 32, 16))
 ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
                   (16, 256, 256))
+
+
+_PADDING = ((1, 1), (1, 1))  # 'SAME' for a stride-2 4x4 convolution
+
+
+def _conv(x, k):
+  return jax.lax.conv_general_dilated(x, k, (2, 2), _PADDING,
+                                      dimension_numbers=_DIMS)
+
+
+@jax.custom_vjp
+def subpixel_grad_conv(x, k):
+  """The stride-2 convolution whose input gradient is sub-pixel on every
+  device."""
+  return _conv(x, k)
+
+
+def _subpixel_grad_conv_fwd(x, k):
+  return _conv(x, k), (x, k)
+
+
+def _subpixel_grad_conv_bwd(residuals, g):
+  x, k = residuals
+  dx = layers.strided_conv_input_grad(g, k, _PADDING, x.shape[1:-1])
+  return dx.astype(x.dtype), jax.vjp(lambda k: _conv(x, k), k)[1](g)[0]
+
+
+subpixel_grad_conv.defvjp(_subpixel_grad_conv_fwd, _subpixel_grad_conv_bwd)
 
 
 def median_seconds(fn, *args, repeats=5):
@@ -75,16 +105,12 @@ def main():
                       choices=('float32', 'bfloat16'))
   parser.add_argument('--repeats', type=int, default=5)
   args = parser.parse_args()
-  dims = ('NHWC', 'HWIO', 'NHWC')
   _compare('the five transposed convolutions', LAYERS, args,
            lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), 'SAME',
-                                               dimension_numbers=dims),
+                                               dimension_numbers=_DIMS),
            layers.conv_transpose_subpixel, lambda side: 2 * side)
-  _compare('the five stride-2 convolutions', ENCODER_LAYERS, args,
-           lambda x, k: jax.lax.conv_general_dilated(
-               x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dims),
-           lambda x, k: layers.conv_stride2(x, k, ((1, 1), (1, 1))),
-           lambda side: side // 2)
+  _compare('the five stride-2 convolutions', ENCODER_LAYERS, args, _conv,
+           subpixel_grad_conv, lambda side: side // 2)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ forward or backward from the operation's JAX name (layout copies that XLA
 inserts have none). Prints the totals and
 the `--top` most expensive operations with their shapes. On a GPU the
 trace's device events are kernels; each is counted under the XLA operation
-its `hlo_op` argument names. `--trace-out` keeps the Perfetto trace.
+its `hlo_op` argument names (convolutions there are cuDNN calls). `--trace-out` keeps the Perfetto trace.
 """
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ import jax
 
 from jaxface import bench
 
-_OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\S+) (.*)$', re.M)
+# name = shape (a tuple's in parentheses) rest-of-line
+_OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\([^)]*\)|\S+) (.*)$', re.M)
 
 
 def _kind(name: str, rest: str) -> str:
   if name.startswith(('convolution', 'conv_general_dilated')) or (
-      'ynn_fusion' in name or 'onednn' in name) and 'conv' in rest:
+      'ynn_fusion' in name or 'onednn' in name) and 'conv' in rest or (
+          'cudnn$conv' in rest or 'cudnn-conv' in name):  # GPU: cuDNN calls
     return 'convolution'
-  if name.startswith(('transpose', 'copy')):
+  if name.startswith(('transpose', 'copy')) or 'transpose_fusion' in name:
     return 'layout copy'
   return 'other (norm, activation, optimiser)'
 
@@ -65,15 +67,18 @@ class _Step:
     jax.block_until_ready(self._run())
 
 
-def _op_name(event: dict, ops: dict) -> str | None:
-  """The XLA operation a trace event times: its name (CPU), or the
-  `hlo_op` its kernel reports (GPU); None for other events."""
-  if event.get('ph') != 'X':
-    return None
-  for name in (event.get('name'), event.get('args', {}).get('hlo_op')):
+def _op_times(events: list[dict], ops: dict) -> collections.Counter:
+  """Microseconds per XLA operation in trace `events`: of events named
+  after an operation (CPU), or where any event carries an `hlo_op` (a GPU's
+  kernels), of those events alone, each under its `hlo_op`."""
+  timed = [e for e in events if e.get('ph') == 'X']
+  by_kernel = any('hlo_op' in e.get('args', {}) for e in timed)
+  per_op = collections.Counter()
+  for e in timed:
+    name = e.get('args', {}).get('hlo_op') if by_kernel else e.get('name')
     if name in ops:
-      return name
-  return None
+      per_op[name] += e['dur']
+  return per_op
 
 
 def _train_step(config, resolution: int) -> _Step:
@@ -88,15 +93,7 @@ def _train_step(config, resolution: int) -> _Step:
 
 
 def _forward(config, resolution: int, batch_size: int, dtype: str) -> _Step:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxface.models import prnet  # pylint: disable=g-import-not-at-top
-  from jaxface.train import recon  # pylint: disable=g-import-not-at-top
-  from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  model = prnet.from_config(config.model, recon.compute_dtype(dtype)).clone(
-      flip_average=False)
-  variables = state_lib.initialize(
-      model.init, jax.random.key(0),
-      np.zeros((1, resolution, resolution, 3), np.float32))
+  model, variables = bench.fresh_network(config, dtype, resolution)
   images = jax.device_put(
       bench.random_batch(batch_size, resolution)['image'])
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
@@ -141,11 +138,8 @@ def main():
     with gzip.open(path) as f:
       trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
-  per_op = collections.Counter()
-  for e in events:
-    name = _op_name(e, ops)
-    if name is not None:
-      per_op[name] += e['dur'] / 1e3 / args.steps  # ms per step
+  per_op = collections.Counter({  # ms per step
+      name: us / 1e3 / args.steps for name, us in _op_times(events, ops).items()})
   totals = collections.Counter()
   for name, ms in per_op.items():
     shape, rest = ops[name]
