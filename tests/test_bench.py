@@ -14,10 +14,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import shared
 
 from jaxface import bench
 from jaxface import cli
 from jaxface.data import shards
+from jaxface.data import synthetic
 from jaxface.models import PRNet
 from jaxface.models import layers
 from jaxface.models import prnet
@@ -32,6 +34,11 @@ def result(tmp_path_factory):
   """The JSON of a whole run, and under 'counted' the kinds of program
   whose FLOPs it counted."""
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
+  # test_train's dataset, shared by the session (rendering one here would
+  # start worker processes).
+  data = shared.synthetic_dataset(tmp_path_factory, synthetic.SynthConfig(
+      resolution=32, identities=(('train', 20), ('test', 5))),
+                                  {'recon': {'train': 64, 'test': 16}})
   counted, xla_flops = [], bench.xla_flops
 
   def spy(stage):
@@ -41,7 +48,8 @@ def result(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(bench, 'xla_flops', spy)
     status = cli.main(['bench', '--what', 'train,infer,pipeline,synth', *TINY,
-                       '--peak-flops', '1e12', '--json', str(path)])
+                       '--data', data, '--peak-flops', '1e12', '--json',
+                       str(path)])
   assert status == 0
   with open(path) as f:
     return {**json.load(f), 'counted': counted}
@@ -175,7 +183,7 @@ def test_xla_flops_of_prnet_match_its_convolutions(monkeypatch):
   XLA does not count) has the plain convolutions."""
   model = PRNet(width=0.25)
   images = np.zeros((2, 64, 64, 3), np.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), images)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
 
   def flops(platform='cpu'):
     return bench.xla_flops(jax.jit(lambda v, x: model.apply(v, x)).trace(

@@ -352,7 +352,8 @@ def test_stride2_conv_gradients_equal_xla(ndim):
   spatial = 'DHW'[-ndim:]
   dims = (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C')
   x = jnp.asarray(rng.normal(size=(2,) + sides + (3,)), jnp.float32)
-  for k in (1, 2, 3, 4, 5):
+  # Every width in 1D and 2D; in 3D (slow to compile) an odd and an even.
+  for k in (1, 2, 3, 4, 5) if ndim < 3 else (3, 4):
     kernel = jnp.asarray(rng.normal(size=(k,) * ndim + (3, 5)), jnp.float32)
     for pad in ('SAME', 'VALID', ((2, 0),) * ndim):
       padding = tuple(pad if not isinstance(pad, str) else
