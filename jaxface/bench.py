@@ -14,10 +14,11 @@ The network and train step are those of an experiment config
 Each measurement runs `warmup` untimed times, then `repeats` timed times on
 the default device (one device, the first), and reports the median and the
 spread (min-max) of the repeats' wall times (per step for the train step:
-see --steps), images/s (images per repeat, or step, / median), the FLOPs per image that XLA counts in the program as lowered for
-the device (`xla_flops`: convolutions in the form they run, elementwise ops
-too) and the fraction of the device's peak FLOP/s that this reaches, where
-the peak is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
+see --steps), images/s (images per repeat, or step, / median), the FLOPs
+per image that XLA counts in the program as lowered for the device
+(`xla_flops`: convolutions in the form they run, elementwise ops too) and
+the fraction of the device's peak FLOP/s that this reaches, where the peak
+is known (`PEAKS`; on CPUs an estimate from /proc/cpuinfo,
 `cpu_peak_flops`; or --peak-flops); '-' where not. Each stage's end goes to
 stderr as it happens (an accelerator's first compilation can take minutes).
 

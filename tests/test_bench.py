@@ -294,7 +294,8 @@ def test_the_config_and_overrides_reach_the_measured_network():
   assert bench.train_config(None, 'float32', 3).model.width == 1.0
   args = argparse.Namespace(
       what_list=['train'], model='prnet', width=0.25, resolution=64,
-      batches=[3, 8], steps=1, infer_batches=[1], dtype='float32', repeats=1, warmup=0,
+      batches=[3, 8], steps=1, infer_batches=[1], dtype='float32',
+      repeats=1, warmup=0,
       records=2, workers=0, data=None, json=None, peak_flops=None,
       config=quickstart, override=['model.coords=false'], pretrained=None)
   assert bench.command(args).endswith(

@@ -23,7 +23,8 @@ forward or backward from the operation's JAX name (layout copies that XLA
 inserts have none). Prints the totals and
 the `--top` most expensive operations with their shapes. On a GPU the
 trace's device events are kernels; each is counted under the XLA operation
-its `hlo_op` argument names (convolutions there are cuDNN calls). `--trace-out` keeps the Perfetto trace.
+its `hlo_op` argument names (convolutions there are cuDNN calls).
+`--trace-out` keeps the Perfetto trace.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def main():
       trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
   per_op = collections.Counter({  # ms per step
-      name: us / 1e3 / args.steps for name, us in _op_times(events, ops).items()})
+      name: us / 1e3 / args.steps
+      for name, us in _op_times(events, ops).items()})
   totals = collections.Counter()
   for name, ms in per_op.items():
     shape, rest = ops[name]
