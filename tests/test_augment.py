@@ -56,6 +56,11 @@ def test_mirror_position_maps_numpy_and_jax():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   np.testing.assert_array_equal(
       np.asarray(uv.mirror_position_maps(jnp.asarray(maps), 10)), expected)
+  # One float map (the input pipeline's path), float32 and float64.
+  for dtype in (np.float32, np.float64):
+    single = uv.mirror_position_maps(maps[0].astype(dtype), 10)
+    assert single.dtype == dtype
+    np.testing.assert_array_equal(single, expected[0].astype(dtype))
 
 
 def test_flip_permutation_pairs():
