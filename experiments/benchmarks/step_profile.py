@@ -34,6 +34,7 @@ import collections
 import glob
 import gzip
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ import tempfile
 import jax
 
 from jaxface import bench
+from jaxface import files
 
 # name = shape (a tuple's in parentheses) rest-of-line
 _OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\([^)]*\)|\S+) (.*)$', re.M)
@@ -120,6 +122,11 @@ def main():
   parser.add_argument('--trace-out', default=None, metavar='FILE.json.gz',
                       help='also keep the Perfetto trace here')
   args = parser.parse_args()
+  if args.trace_out:  # refused now, not after the run
+    try:
+      files.check_output_file(args.trace_out, '--trace-out')
+    except (OSError, ValueError) as e:
+      parser.error(str(e))
   config = bench.train_config(args.width, args.dtype, args.batch, args.config)
   step = (_forward(config, args.resolution, args.batch, args.dtype)
           if args.forward else _train_step(config, args.resolution))
@@ -135,6 +142,8 @@ def main():
     path = glob.glob(f'{trace_dir}/**/*perfetto_trace.json.gz',
                      recursive=True)[0]
     if args.trace_out:
+      os.makedirs(os.path.dirname(os.path.abspath(args.trace_out)),
+                  exist_ok=True)
       shutil.copyfile(path, args.trace_out)
     with gzip.open(path) as f:
       trace = json.load(f)
@@ -151,7 +160,7 @@ def main():
     totals[(_kind(name, rest), phase)] += ms
   what = 'forward pass' if args.forward else 'train step'
   print(f'PRNet {what}, {args.resolution}x{args.resolution}, batch '
-        f'{args.batch}, width {args.width}, {args.dtype}: '
+        f'{args.batch}, width {config.model.width}, {args.dtype}: '
         f'{sum(per_op.values()):.1f} ms '
         f'of XLA operations per step ({jax.devices()[0].device_kind})')
   for (kind, phase), ms in totals.most_common():

@@ -32,7 +32,8 @@ The transposed convolutions are sub-pixel on every backend: on an H200
 (bfloat16, batch 256, forward + backward) PRNet's five took 10 ms against
 33 ms for XLA's. The strided input gradient and the stride-1 forms are the
 CPU's alone (`jax.lax.platform_dependent`): other backends keep XLA's own
-convolutions there. Measured in `experiments/benchmarks/conv_transpose_speed.py` and
+convolutions there. Measured in
+`experiments/benchmarks/conv_transpose_speed.py` and
 `experiments/benchmarks/conv_stride1_speed.py`.
 """
 
