@@ -30,7 +30,11 @@ stderr as it happens (an accelerator's first compilation can take minutes).
   accelerator). A repeat is `--steps` steps dispatched back to back with
   one wait at the end, as the training loop runs them (on an H200 a wait
   after each step cost 6 ms, 13 % of a 47 ms step); its time over
-  `--steps` is the step's. Compilation is timed once, apart.
+  `--steps` is the step's. Compilation is timed once, apart. With
+  `--override data.augmentation.on_device=True` the batch is uint8 images
+  with drawn augmentations and the step augments them first
+  (`device_augment`), as training then runs it; the pipeline row then
+  leaves that work to the step.
 - infer: per infer batch B, the jitted network in eval mode on B crops
   (`forward`), and `Reconstructor.reconstruct` on a 1024 x 768 photo with B
   face boxes (`reconstruct`: crop, network, landmarks, mapping back, pose;
@@ -275,15 +279,21 @@ def cpu_peak_flops(cpuinfo: str, cores: int) -> tuple[float | None, str]:
   virtual machine, the nominal clock). FLOP per cycle are those of two
   fused multiply-add units at the widest vector the flags name, which the
   server CPUs jaxface meets have: 64 with AVX-512 (16 lanes x 2 x 2), 32
-  with AVX2 and FMA (8 x 2 x 2); older CPUs: unknown. CPUs with one
-  AVX-512 unit, or that lower their clock under AVX-512, reach less.
+  with AVX2 and FMA (8 x 2 x 2); older CPUs: unknown. AMD's Zen 4 (family
+  25) runs AVX-512 as two 256-bit halves: 32. CPUs with one AVX-512 unit,
+  or that lower their clock under AVX-512, reach less.
   """
   flags = re.search(r'^flags\s*:(.*)$', cpuinfo, re.M)
   mhz = re.search(r'^cpu MHz\s*:\s*([0-9.]+)', cpuinfo, re.M)
   if not flags or not mhz or cores < 1:
     return None, 'unknown: no flags or cpu MHz in /proc/cpuinfo'
   names = set(flags.group(1).split())
-  if 'avx512f' in names:
+  family = re.search(r'^cpu family\s*:\s*([0-9]+)', cpuinfo, re.M)
+  zen4 = ('AuthenticAMD' in cpuinfo and family is not None
+          and int(family.group(1)) == 25)
+  if 'avx512f' in names and zen4:
+    per_cycle, unit = 32, 'AVX-512 in 256-bit halves'
+  elif 'avx512f' in names:
     per_cycle, unit = 64, 'AVX-512'
   elif {'avx2', 'fma'} <= names:
     per_cycle, unit = 32, 'AVX2'
@@ -360,17 +370,28 @@ def train_config(width: float | None, dtype: str, batch: int,
       *overrides])
 
 
-def random_batch(batch: int, resolution: int) -> dict:
+def random_batch(batch: int, resolution: int, on_device=None) -> dict:
   """A recon batch as the pipeline gives it: image (B, R, R, 3) in [0, 1],
-  position_map (B, R, R, 3) and landmarks (B, 68, 3) in pixels, float32."""
+  position_map (B, R, R, 3) and landmarks (B, 68, 3) in pixels, float32.
+  With `on_device` (an `augment.AugmentConfig`), as the pipeline gives it
+  for on-device augmentation: the image uint8, and augmentations drawn by
+  that config (`augment.DEVICE_FIELDS`)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxface.data import augment  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   shape = (batch, resolution, resolution, 3)
-  return {'image': rng.uniform(size=shape).astype(np.float32),
-          'position_map': rng.uniform(0, resolution, shape).astype(
-              np.float32),
-          'landmarks': rng.uniform(0, resolution, (batch, 68, 3)).astype(
-              np.float32)}
+  out = {'image': rng.uniform(size=shape).astype(np.float32),
+         'position_map': rng.uniform(0, resolution, shape).astype(np.float32),
+         'landmarks': rng.uniform(0, resolution, (batch, 68, 3)).astype(
+             np.float32)}
+  if on_device is not None:
+    out['image'] = np.round(out['image'] * 255).astype(np.uint8)
+    fields = [augment.device_fields(augment.sample_params(
+        rng, on_device, resolution, resolution), resolution, resolution)
+              for _ in range(batch)]
+    out.update({name: np.stack([f[name] for f in fields])
+                for name in augment.DEVICE_FIELDS})
+  return out
 
 
 class TrainStep(NamedTuple):
@@ -389,19 +410,23 @@ def _progress(message: str) -> None:
 
 def compiled_train_step(config, resolution: int) -> TrainStep:
   """The config's train step as the training loop jits it, compiled for a
-  random batch on the first device."""
+  random batch on the first device (with the augmentation in the step when
+  the config puts it on the device)."""
   import jax  # pylint: disable=g-import-not-at-top
+  from jaxface.data import device_augment  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
   task = loop.make_task(config, resolution)
   repl = state_lib.replicated(state_lib.make_mesh(jax.devices()[:1]))
-  batch = jax.device_put(
-      random_batch(config.data.global_batch_size, resolution), repl)
+  augment = loop.augment_config(config)
+  on_device = augment if augment.enabled and augment.on_device else None
+  batch = jax.device_put(random_batch(config.data.global_batch_size,
+                                      resolution, on_device), repl)
   key = jax.random.key(config.seed)
   size = config.data.global_batch_size
   start = time.perf_counter()
-  state = jax.block_until_ready(
-      state_lib.initialize(task.init_state, key, batch, sharding=repl))
+  state = jax.block_until_ready(state_lib.initialize(
+      task.init_state, key, device_augment.apply(batch), sharding=repl))
   init_s = time.perf_counter() - start
   _progress(f'train step, batch {size}: initial state in {init_s:.1f} s')
   start = time.perf_counter()
@@ -418,6 +443,7 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
   compilation; `init_s`: the initial state, compilation included)."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxface.train import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   config = config_lib.apply_overrides(
       args.train_config, [f'data.global_batch_size={batch_size}'])
   step = compiled_train_step(config, args.resolution)
@@ -433,6 +459,9 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
              time_repeats(run_steps, args.repeats, args.warmup)]
   chained = (f' ({args.steps} back to back a repeat)' if args.steps > 1
              else '')
+  augment = loop.augment_config(config)
+  if augment.enabled and augment.on_device:
+    chained += ', augmented in the step'
   return measurement(f'train_b{batch_size}',
                      f'train step, batch {batch_size}{chained}', batch_size,
                      seconds, step.flops, peak, compile_s=step.compile_s,

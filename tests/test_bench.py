@@ -18,11 +18,14 @@ import shared
 
 from jaxface import bench
 from jaxface import cli
+from jaxface.data import augment
+from jaxface.data import device_augment
 from jaxface.data import shards
 from jaxface.data import synthetic
 from jaxface.models import PRNet
 from jaxface.models import layers
 from jaxface.models import prnet
+from jaxface.train import loop
 
 TINY = ['--resolution', '32', '--width', '0.125', '--batch', '2',
         '--infer-batch', '2', '--repeats', '1', '--warmup', '0',
@@ -221,20 +224,26 @@ def test_peaks_by_device_kind():
 
 
 _CPUINFO = """processor\t: 0
-model name\t: Some Xeon
+vendor_id\t: {vendor}
+cpu family\t: {family}
+model name\t: Some server CPU
 cpu MHz\t\t: 2100.000
 flags\t\t: fpu sse sse2 {extra} popcnt
 """
 
 
-@pytest.mark.parametrize('extra, cores, expected', [
-    ('avx avx2 fma avx512f avx512bw', 2, 2 * 64 * 2.1e9),  # 268.8 GFLOP/s
-    ('avx avx2 fma', 4, 4 * 32 * 2.1e9),
-    ('avx avx2', 2, None),  # AVX2 without FMA
-    ('ssse3', 2, None),
+@pytest.mark.parametrize('vendor, family, extra, cores, expected', [
+    ('GenuineIntel', 6, 'avx avx2 fma avx512f avx512bw', 2, 2 * 64 * 2.1e9),
+    ('GenuineIntel', 6, 'avx avx2 fma', 4, 4 * 32 * 2.1e9),
+    ('AuthenticAMD', 25, 'avx avx2 fma avx512f', 2, 2 * 32 * 2.1e9),  # Zen 4
+    ('AuthenticAMD', 25, 'avx avx2 fma', 2, 2 * 32 * 2.1e9),  # Zen 3
+    ('AuthenticAMD', 26, 'avx avx2 fma avx512f', 2, 2 * 64 * 2.1e9),  # Zen 5
+    ('GenuineIntel', 6, 'avx avx2', 2, None),  # AVX2 without FMA
+    ('GenuineIntel', 6, 'ssse3', 2, None),
 ])
-def test_cpu_peak_from_cpuinfo(extra, cores, expected):
-  peak, how = bench.cpu_peak_flops(_CPUINFO.format(extra=extra), cores)
+def test_cpu_peak_from_cpuinfo(vendor, family, extra, cores, expected):
+  peak, how = bench.cpu_peak_flops(
+      _CPUINFO.format(vendor=vendor, family=family, extra=extra), cores)
   if expected is None:
     assert peak is None and how.startswith('unknown')
   else:
@@ -355,6 +364,33 @@ def test_each_batch_is_a_train_row_of_its_own(monkeypatch):
   assert rows['pipeline']['what'].endswith('batch 3')
   assert rows['pipeline']['vs_train'] == pytest.approx(
       rows['pipeline']['images_per_s'] / rows['train_b3']['images_per_s'])
+
+
+def test_on_device_augmentation_is_timed_in_the_step(monkeypatch):
+  on_device = []
+
+  def fake_compiled_train_step(config, resolution):
+    on_device.append(loop.augment_config(config).on_device)
+    step = jax.jit(lambda state, batch: (state + 1, batch.sum()))
+    state, batch = jax.numpy.zeros(()), jax.numpy.ones((3,))
+    return bench.TrainStep(step.lower(state, batch).compile(), state, batch,
+                           compile_s=0.5, init_s=0.25, flops=None)
+
+  monkeypatch.setattr(bench, 'compiled_train_step', fake_compiled_train_step)
+  args = cli.build_parser().parse_args(
+      ['bench', '--what', 'train', '--batch', '3', '--resolution', '32',
+       '--repeats', '1', '--warmup', '0', '--override',
+       'data.augmentation.on_device=True'])
+  bench.check_args(args)
+  row = bench.bench_train(args, None, 3)
+  assert on_device == [True]
+  assert row['what'] == 'train step, batch 3, augmented in the step'
+  # The batch such a step is compiled for: as the pipeline hands it on.
+  batch = bench.random_batch(3, 32, augment.AugmentConfig(on_device=True))
+  assert batch['image'].dtype == np.uint8
+  assert batch['augment_matrix'].shape == (3, 2, 3)
+  assert sorted(device_augment.apply(batch)) == sorted(
+      bench.random_batch(3, 32))
 
 
 def test_a_shipped_model_is_measured_as_reconstruct_runs_it(tmp_path):

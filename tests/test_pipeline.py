@@ -296,6 +296,23 @@ def test_state_of_other_config_is_rejected(dataset):
     other.set_state({'grain': {}})
 
 
+def test_a_state_from_before_an_added_config_field_restores(dataset):
+  # States saved before AugmentConfig.on_device had no such field: they
+  # stand for augmentation in the pipeline, and restore into one.
+  it = pipeline.make_iterator(dataset, config())
+  take(it, 1)
+  state = json.loads(json.dumps(it.get_state()))
+  expected = take(it, 1)
+  del state['config']['augment']['on_device']
+  restored = pipeline.make_iterator(dataset, config())
+  restored.set_state(state)
+  assert_batches_equal(take(restored, 1), expected)
+  on_device = config(augment=dataclasses.replace(
+      pipeline.augment_lib.AugmentConfig(), on_device=True))
+  with pytest.raises(ValueError, match=r'augment\.on_device \(saved False'):
+    pipeline.make_iterator(dataset, on_device).set_state(state)
+
+
 def test_two_processes_share_an_epoch(dataset):
   cfg = config(global_batch_size=8, num_epochs=1)
   assert pipeline.per_process_batch_size(8, 2) == 4

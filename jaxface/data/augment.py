@@ -43,6 +43,15 @@ flip):
 4. per-channel colour scaling by factors in [0.6, 1.4], clipped to the
    image's range.
 
+With `AugmentConfig.on_device`, the input pipeline draws the same
+parameters but applies only the occluder, painted on the image before the
+similarity (so it turns and scales with the face); it hands the image on as
+uint8 with the parameters as arrays (`device_fields`), and the train step
+applies the similarity, the flip and the colours on the accelerator
+(`jaxface.data.device_augment`). That moves most of the augmentation's CPU
+time (the warp, the map's transform and mirror, the float conversion) off
+the host, which an accelerator's input pipeline needs at 256x256.
+
 Every random number comes from the caller's np.random.Generator, drawn in a
 fixed order whatever the config says (see `sample_params`), so one rng
 gives one augmentation, and turning an augmentation off leaves the others'
@@ -83,6 +92,8 @@ class AugmentConfig:
       diameter) is uniform in [low, high] times the image's shorter side.
     colour_scale_range: each RGB channel's factor is uniform in [low, high].
     p_colour: probability of scaling the colours.
+    on_device: apply the similarity, flip and colours in the train step on
+      the accelerator, not in the input pipeline (see the module docstring).
   """
   enabled: bool = True
   max_rotation_degrees: float = 45.0
@@ -96,6 +107,7 @@ class AugmentConfig:
   occluder_size_range: tuple[float, float] = (0.15, 0.5)
   colour_scale_range: tuple[float, float] = (0.6, 1.4)
   p_colour: float = 1.0
+  on_device: bool = False
 
   def __post_init__(self):
     for name in ('p_rotation', 'p_scale', 'p_translation', 'p_flip',
@@ -376,3 +388,44 @@ def augment(image: np.ndarray, position_map: np.ndarray | None,
   height, width = np.shape(image)[:2]
   params = sample_params(rng, config, height, width)
   return apply_params(image, position_map, landmarks, params)
+
+
+# The fields an on-device augmentation adds to a recon example (per example;
+# a batch has a leading B): see `device_fields`.
+DEVICE_FIELDS = ('augment_matrix', 'augment_scale', 'augment_flip',
+                 'augment_colour')
+
+
+def device_fields(params: AugmentParams, height: int, width: int
+                  ) -> dict[str, np.ndarray]:
+  """`params`' geometry and colours as the arrays the train step applies
+  (`jaxface.data.device_augment.apply`); the occluder is not among them.
+
+  Returns:
+    augment_matrix (2, 3) float32, the similarity (`similarity_matrix`;
+    the identity when none); augment_scale () float32, its scale;
+    augment_flip () bool; augment_colour (3,) float32 factors (ones when
+    none).
+  """
+  matrix = similarity_matrix(height, width, params.angle, params.scale,
+                             params.shift)
+  colour = (1.0, 1.0, 1.0) if params.colour is None else params.colour
+  return {'augment_matrix': matrix.astype(np.float32),
+          'augment_scale': np.float32(params.scale),
+          'augment_flip': np.bool_(params.flip),
+          'augment_colour': np.asarray(colour, np.float32)}
+
+
+def augment_for_device(image: np.ndarray, rng: np.random.Generator,
+                       config: AugmentConfig
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """The input pipeline's part of an on-device augmentation: draws the
+  parameters from `rng` as `augment` does (the same numbers for the same
+  rng), paints the occluder on the (H, W, 3) image as it is, and returns
+  (that image, `device_fields`)."""
+  height, width = np.shape(image)[:2]
+  params = sample_params(rng, config, height, width)
+  if params.occluder_seed is not None:
+    image = paint_occluder(image, np.random.default_rng(params.occluder_seed),
+                           params.occluder_size)
+  return image, device_fields(params, height, width)

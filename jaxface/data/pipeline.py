@@ -23,7 +23,11 @@ Batches (B = per-process batch size = global / process count):
              scheme): image; points2d (B, P, 2) float32 crop pixels;
              points_visible (B, P) float32, 1 or 0; yaw (B,) float32
              radians, if the dataset has it; identity; index. Never
-             augmented.
+             augmented. With on-device augmentation
+             (`augment.AugmentConfig.on_device`), training batches carry
+             the image as uint8, the map and landmarks as recorded, and
+             the parameters that `device_augment.apply` applies in the
+             train step (`augment.DEVICE_FIELDS`).
   multiview  images (B, 3, H, W, 3) float32 (front, left, right);
              landmarks (B, 3, 68, 3); extra_points (B, 3, 5, 3); poses
              (B, 3, 7); canonical_position_map (B, H, W, 3); identity (B,)
@@ -96,6 +100,7 @@ process):
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import json
 import os
@@ -113,6 +118,9 @@ from jaxface.data import shards
 
 STATE_FORMAT = 'jaxface-pipeline'
 STATE_VERSION = 1
+# Config fields added since STATE_VERSION 1, with the value a state saved
+# before them stands for (the behaviour of that time).
+_ADDED_CONFIG_FIELDS = {('augment', 'on_device'): False}
 MIXED_STATE_FORMAT = 'jaxface-mixed'  # `MixedIterator`'s state
 # Keys under which a batch carries the indices and errors of the records
 # skipped while it was assembled, from the worker to PipelineIterator (which
@@ -249,15 +257,18 @@ def _as_source(directory_or_source: Any, kind: str, split: str
 # ---------------------------------------------------------------- decoding
 
 
-def _decode_images(data: Sequence[bytes], where: str) -> np.ndarray:
-  """JPEGs -> (N, H, W, 3) float32 in [0, 1]; RecordError if sizes differ."""
+def _decode_images(data: Sequence[bytes], where: str, unit_float: bool = True
+                   ) -> np.ndarray:
+  """JPEGs -> (N, H, W, 3) float32 in [0, 1] (uint8 if not `unit_float`);
+  RecordError if sizes differ."""
   images = [records.decode_jpeg(d, f'{where} image {i}')
             for i, d in enumerate(data)]
   shapes = {im.shape for im in images}
   if len(shapes) > 1:
     raise records.RecordError(f'{where}: its images differ in size: '
                               f'{sorted(shapes)}')
-  return records.to_unit_float(np.stack(images))
+  images = np.stack(images)
+  return records.to_unit_float(images) if unit_float else images
 
 
 def _image_size_check(image_shape, map_shape, where: str) -> None:
@@ -298,15 +309,21 @@ def decode_record(data: Any, kind: str, index: int, where: str,
     if 'yaw' in record:
       out['yaw'] = np.float32(record['yaw'][0])
   elif kind == 'recon':
-    image = _decode_images([record['image']], where)[0]
+    augment_config = augment_config or augment_lib.AugmentConfig()
+    on_device = rng is not None and augment_config.on_device
+    image = _decode_images([record['image']], where,
+                           unit_float=not on_device)[0]
     position_map = record.get('position_map')  # Optional in the schema.
     landmarks = record['landmarks']
     if position_map is not None:
       _image_size_check(image.shape, position_map.shape, where)
-    if rng is not None:
+    if on_device:  # the train step does the rest (`device_augment`)
+      image, fields = augment_lib.augment_for_device(image, rng,
+                                                     augment_config)
+      out.update(fields)
+    elif rng is not None:
       image, position_map, landmarks = augment_lib.augment(
-          image, position_map, landmarks, rng,
-          augment_config or augment_lib.AugmentConfig())
+          image, position_map, landmarks, rng, augment_config)
     out['image'] = image
     if position_map is not None:
       out['position_map'] = np.array(position_map, np.float32)
@@ -595,8 +612,14 @@ class PipelineIterator(grain.DatasetIterator):
           f'not a {STATE_FORMAT} iterator state of version {STATE_VERSION}: '
           f'format {getattr(state, "get", lambda _: None)("format")!r}, '
           f'version {getattr(state, "get", lambda _: None)("version")!r}')
-    mismatched = _differences(self._identity,
-                              {k: state.get(k) for k in self._identity})
+    saved = copy.deepcopy({k: state.get(k) for k in self._identity})
+    for (*parents, name), value in _ADDED_CONFIG_FIELDS.items():
+      fields = saved['config']
+      for parent in parents:
+        fields = fields.get(parent) if isinstance(fields, dict) else None
+      if isinstance(fields, dict):
+        fields.setdefault(name, value)
+    mismatched = _differences(self._identity, saved)
     if mismatched:
       raise ValueError(
           'the iterator state was saved by a pipeline that differs from this '

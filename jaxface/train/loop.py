@@ -46,6 +46,7 @@ import tqdm
 from jaxface import files
 from jaxface import losses
 from jaxface.data import augment as augment_lib
+from jaxface.data import device_augment
 from jaxface.data import padding
 from jaxface.data import pipeline
 from jaxface.data import shards
@@ -190,10 +191,12 @@ def jit_train_step(task: task_lib.Task, base_key: jax.Array,
                    replicated: jax.sharding.NamedSharding):
   """The task's train step, jitted once: `(state, batch) -> (state,
   metrics)` with the state replicated and donated, the batch as it is
-  sharded, and the step's rng `fold_in(base_key, state.step)`."""
+  sharded (first augmented if it carries on-device augmentation:
+  `device_augment.apply`), and the step's rng `fold_in(base_key,
+  state.step)`."""
   def train_step(state, batch):
     key = jax.random.fold_in(base_key, state.step)
-    return task.train_step(state, batch, key)
+    return task.train_step(state, device_augment.apply(batch), key)
 
   return jax.jit(train_step, in_shardings=(replicated, None),
                  out_shardings=(replicated, replicated), donate_argnums=0)
@@ -432,8 +435,8 @@ def _train(config, workdir: str, info: dict, layout: layout_lib.UVLayout,
     initial_data_state = train_it.get_state()
     first = pipeline.to_global_arrays(next(train_it), mesh)  # for shapes
     base_key = jax.random.key(config.seed)
-    state = state_lib.initialize(task.init_state, base_key, first,
-                                 sharding=repl)
+    state = state_lib.initialize(task.init_state, base_key,
+                                 device_augment.apply(first), sharding=repl)
 
     checkpointer = checkpoint_lib.Checkpointer(
         workdir, keep=config.train.keep_checkpoints,
