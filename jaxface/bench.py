@@ -72,6 +72,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -454,9 +455,13 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
       holder[0], metrics = step.compiled(holder[0], step.batch)
     jax.block_until_ready((holder[0], metrics))
 
+  for _ in range(args.warmup):
+    run_steps()
+  before = resource.getrusage(resource.RUSAGE_SELF)
   # Seconds per step: each repeat's time over its steps.
-  seconds = [t / args.steps for t in
-             time_repeats(run_steps, args.repeats, args.warmup)]
+  seconds = [t / args.steps for t in time_repeats(run_steps, args.repeats, 0)]
+  host = _host_use_per_step(before, resource.getrusage(resource.RUSAGE_SELF),
+                            args.repeats * args.steps)
   chained = (f' ({args.steps} back to back a repeat)' if args.steps > 1
              else '')
   augment = loop.augment_config(config)
@@ -465,7 +470,17 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
   return measurement(f'train_b{batch_size}',
                      f'train step, batch {batch_size}{chained}', batch_size,
                      seconds, step.flops, peak, compile_s=step.compile_s,
-                     init_s=step.init_s, steps=args.steps)
+                     init_s=step.init_s, steps=args.steps, **host)
+
+
+def _host_use_per_step(before, after, steps: int) -> dict:
+  """This process's CPU seconds (user, system) and minor page faults per
+  step between two `resource.getrusage` readings. On a CPU backend, system
+  time and faults are mostly the kernel handing out fresh pages for the
+  step's buffers."""
+  return {'host_user_s': (after.ru_utime - before.ru_utime) / steps,
+          'host_system_s': (after.ru_stime - before.ru_stime) / steps,
+          'minor_faults': (after.ru_minflt - before.ru_minflt) / steps}
 
 
 def fresh_network(config, dtype: str, resolution: int):
@@ -725,6 +740,11 @@ def format_table(result: dict) -> str:
         f'{_num(row["peak_fraction"], 100)} |')
     if 'compile_s' in row:
       notes.append(f'{row["what"]}: compiled in {row["compile_s"]:.1f} s')
+    if 'minor_faults' in row:
+      notes.append(f'{row["what"]}: per step, this process used '
+                   f'{row["host_user_s"]:.2f} s of CPU in user space and '
+                   f'{row["host_system_s"]:.2f} s in the kernel, '
+                   f'{row["minor_faults"]:.0f} minor page faults')
     if 'init_s' in row:
       notes.append(f'{row["what"]}: initial state in {row["init_s"]:.1f} s '
                    '(compilation included)')

@@ -5,6 +5,7 @@ No timing assertions: speed is measured by the benchmark, never by tests.
 """
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -360,10 +361,20 @@ def test_each_batch_is_a_train_row_of_its_own(monkeypatch):
   assert row['seconds'] == [2.0, 2.0] and row['images_per_s'] == 4.0
   assert row['images'] == 8 and row['flops_per_image'] == 10.0
   assert row['what'] == 'train step, batch 8 (3 back to back a repeat)'
+  assert row['host_user_s'] >= 0 and row['host_system_s'] >= 0
+  assert row['minor_faults'] >= 0
   assert ' --steps 3 ' in bench.command(args)
   assert rows['pipeline']['what'].endswith('batch 3')
   assert rows['pipeline']['vs_train'] == pytest.approx(
       rows['pipeline']['images_per_s'] / rows['train_b3']['images_per_s'])
+
+
+def test_host_use_is_per_step():
+  usage = collections.namedtuple('usage', 'ru_utime ru_stime ru_minflt')
+  use = bench._host_use_per_step(usage(1.0, 0.5, 100), usage(3.0, 1.5, 700),  # pylint: disable=protected-access
+                                 steps=4)
+  assert use == {'host_user_s': 0.5, 'host_system_s': 0.25,
+                 'minor_faults': 150}
 
 
 def test_on_device_augmentation_is_timed_in_the_step(monkeypatch):
