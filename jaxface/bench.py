@@ -567,8 +567,12 @@ def bench_pipeline(args, train_rate: float | None) -> dict:
           workers=min(2, os.cpu_count() or 1), progress=False)
     seconds, images = _pipeline_seconds(data, args)
     resolution = shards.read_dataset_info(data)['resolution']
+  from jaxface.train import loop  # pylint: disable=g-import-not-at-top
+  augment = loop.augment_config(args.train_config)
+  where = (', augmentation left to the step' if augment.enabled
+           and augment.on_device else '')
   row = measurement('pipeline', f'pipeline, {args.workers} worker(s), '
-                    f'batch {args.batches[0]}', images, seconds,
+                    f'batch {args.batches[0]}{where}', images, seconds,
                     data=args.data or 'temporary synthetic dataset',
                     resolution=resolution)
   row['vs_train'] = row['images_per_s'] / train_rate if train_rate else None

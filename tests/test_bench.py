@@ -402,6 +402,25 @@ def test_on_device_augmentation_is_timed_in_the_step(monkeypatch):
   assert batch['augment_matrix'].shape == (3, 2, 3)
   assert sorted(device_augment.apply(batch)) == sorted(
       bench.random_batch(3, 32))
+  # The pipeline row says that it leaves the augmentation to the step.
+  monkeypatch.setattr(bench, '_pipeline_seconds',
+                      lambda data, args: ([0.1], 3))
+  monkeypatch.setattr(shards, 'read_dataset_info',
+                      lambda data: {'resolution': 32})
+  args.data = 'unused'
+  assert bench.bench_pipeline(args, None)['what'] == (
+      'pipeline, 0 worker(s), batch 3, augmentation left to the step')
+
+
+def test_a_real_step_with_on_device_augmentation_compiles_and_runs():
+  quickstart = os.path.join('experiments', 'configs', 'quickstart.py')
+  config = bench.train_config(0.125, 'float32', 2, quickstart, [
+      'data.augment=True', 'data.augmentation.on_device=True'])
+  step = bench.compiled_train_step(config, 32)
+  assert step.batch['image'].dtype == np.uint8
+  assert step.batch['augment_flip'].shape == (2,)
+  _, metrics = step.compiled(step.state, step.batch)
+  assert np.isfinite(float(metrics['loss']))
 
 
 def test_a_shipped_model_is_measured_as_reconstruct_runs_it(tmp_path):

@@ -51,18 +51,18 @@ def test_a_batch_without_parameters_is_left_alone():
   assert device_augment.apply(batch) is batch
 
 
-def _smooth_uint8_image(rng, size):
+def _smooth_uint8_image(rng, height, width):
   low = rng.uniform(size=(6, 6, 3)).astype(np.float32)
-  image = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+  image = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
   return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def test_equals_the_cpu_augmentation_of_the_same_draws():
   rng = np.random.default_rng(1)
-  size = 48
-  image = _smooth_uint8_image(rng, size)
-  position_map = rng.uniform(0, size, (size, size, 3)).astype(np.float32)
-  landmarks = rng.uniform(0, size, (68, 3)).astype(np.float32)
+  height, width = 40, 48  # not square: rows and columns are not mixed up
+  image = _smooth_uint8_image(rng, height, width)
+  position_map = rng.uniform(0, width, (32, 32, 3)).astype(np.float32)
+  landmarks = rng.uniform(0, width, (68, 3)).astype(np.float32)
   examples, expected = [], []
   for seed in range(8):
     expected.append(augment.augment(
@@ -136,3 +136,26 @@ def test_the_train_step_augments_on_the_device(data):
     losses[name] = float(metrics['loss'])
   assert losses['device'] == pytest.approx(losses['cpu'], rel=1e-3)
   assert abs(losses['none'] - losses['cpu']) > 1e-2 * losses['cpu'], losses
+
+
+@pytest.mark.multidevice
+def test_sharded_over_the_batch_it_equals_one_device():
+  rng = np.random.default_rng(2)
+  examples = []
+  for seed in range(8):
+    image, fields = augment.augment_for_device(
+        _smooth_uint8_image(rng, 16, 16), np.random.default_rng(seed),
+        NO_OCCLUDER)
+    examples.append({'image': image, 'landmarks': rng.uniform(
+        0, 16, (68, 3)).astype(np.float32), **fields})
+  batch = {name: np.stack([e[name] for e in examples]) for name in examples[0]}
+  single = jax.jit(device_augment.apply)(batch)
+  mesh = state_lib.make_mesh(jax.devices()[:8])
+  sharded = jax.jit(device_augment.apply)(
+      pipeline.to_global_arrays(batch, mesh))
+  assert len(jax.devices()) >= 8
+  for name in single:
+    assert sharded[name].sharding.spec[0] == 'data', name
+    # Programs compiled apart may fuse multiply-adds apart: 1e-6 rounding.
+    np.testing.assert_allclose(sharded[name], single[name], atol=1e-5,
+                               err_msg=name)

@@ -12,7 +12,9 @@ drawn parameters as arrays (`augment.device_fields`):
   augment_colour  (B, 3) float32     per-channel factors (ones: none)
 
 `apply` turns such a batch into the one the CPU path (`augment.augment`)
-would have made: image (B, H, W, 3) float32 in [0, 1], resampled
+would have made for the same draws without an occluder (the occluder,
+painted before the similarity here, turns, scales and shifts with the
+face, and may leave the crop in part): image (B, H, W, 3) float32 in [0, 1], resampled
 bilinearly with 0 outside (as cv2.warpAffine, which rounds sample positions
 to 1/32 pixel where this does not), mirrored, colour-scaled and clipped;
 position_map (B, R, R', 3) and landmarks (B, 68, 3) in the augmented crop's

@@ -11,7 +11,9 @@ ArrayRecord shards via `shards.RecordReader`, or any random-access source of
 record bytes, e.g. a TFDS / grain ArrayRecord data source), deserialise and
 validate (`records.deserialize`), decode the JPEG(s) to RGB, scale to float32
 in [0, 1], augment (`augment.augment`; recon records in training only), then
-batch and prefetch in worker processes.
+batch and prefetch in worker processes. With on-device augmentation
+(`augment.AugmentConfig.on_device`) recon training images stay uint8 and
+only the occluder is painted here (see Batches).
 
 Batches (B = per-process batch size = global / process count):
 
@@ -23,11 +25,12 @@ Batches (B = per-process batch size = global / process count):
              scheme): image; points2d (B, P, 2) float32 crop pixels;
              points_visible (B, P) float32, 1 or 0; yaw (B,) float32
              radians, if the dataset has it; identity; index. Never
-             augmented. With on-device augmentation
-             (`augment.AugmentConfig.on_device`), training batches carry
-             the image as uint8, the map and landmarks as recorded, and
-             the parameters that `device_augment.apply` applies in the
-             train step (`augment.DEVICE_FIELDS`).
+             augmented.
+             With on-device augmentation (`augment.AugmentConfig.on_device`)
+             the 3D recon records' training batches carry the image as
+             uint8 (the occluder painted), the map and landmarks as
+             recorded, and the drawn parameters (`augment.DEVICE_FIELDS`)
+             that `device_augment.apply` applies in the train step.
   multiview  images (B, 3, H, W, 3) float32 (front, left, right);
              landmarks (B, 3, 68, 3); extra_points (B, 3, 5, 3); poses
              (B, 3, 7); canonical_position_map (B, H, W, 3); identity (B,)
@@ -100,7 +103,6 @@ process):
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import json
 import os
@@ -118,9 +120,6 @@ from jaxface.data import shards
 
 STATE_FORMAT = 'jaxface-pipeline'
 STATE_VERSION = 1
-# Config fields added since STATE_VERSION 1, with the value a state saved
-# before them stands for (the behaviour of that time).
-_ADDED_CONFIG_FIELDS = {('augment', 'on_device'): False}
 MIXED_STATE_FORMAT = 'jaxface-mixed'  # `MixedIterator`'s state
 # Keys under which a batch carries the indices and errors of the records
 # skipped while it was assembled, from the worker to PipelineIterator (which
@@ -293,7 +292,8 @@ def decode_record(data: Any, kind: str, index: int, where: str,
     augment_config: what to augment.
 
   Returns:
-    {name: numpy array}, the per-example slices of a batch.
+    {name: numpy array}, the per-example slices of a batch (for on-device
+    augmentation: the image uint8 and the `augment.DEVICE_FIELDS`).
 
   Raises:
     records.RecordError: if the record is corrupted in any way.
@@ -612,14 +612,8 @@ class PipelineIterator(grain.DatasetIterator):
           f'not a {STATE_FORMAT} iterator state of version {STATE_VERSION}: '
           f'format {getattr(state, "get", lambda _: None)("format")!r}, '
           f'version {getattr(state, "get", lambda _: None)("version")!r}')
-    saved = copy.deepcopy({k: state.get(k) for k in self._identity})
-    for (*parents, name), value in _ADDED_CONFIG_FIELDS.items():
-      fields = saved['config']
-      for parent in parents:
-        fields = fields.get(parent) if isinstance(fields, dict) else None
-      if isinstance(fields, dict):
-        fields.setdefault(name, value)
-    mismatched = _differences(self._identity, saved)
+    mismatched = _differences(self._identity,
+                              {k: state.get(k) for k in self._identity})
     if mismatched:
       raise ValueError(
           'the iterator state was saved by a pipeline that differs from this '
@@ -686,10 +680,14 @@ class MixedIterator:
 
 
 def _config_dict(config: PipelineConfig) -> dict[str, Any]:
-  """The config fields a restored state must match (not buffer sizes)."""
+  """The config fields a restored state must match: not buffer sizes, nor
+  where the augmentation runs (`augment.on_device`: the same records in
+  the same order with the same draws either way; states saved before the
+  field existed lack it)."""
   d = dataclasses.asdict(config)
   for name in ('read_threads', 'read_buffer_size', 'worker_buffer_size'):
     d.pop(name)
+  d['augment'].pop('on_device')
   return d
 
 
