@@ -1,11 +1,15 @@
 """The hand-made convolution forms timed by `experiments/benchmarks/`
-compute what XLA's do, and the step profile counts each trace event once."""
+compute what XLA's do, the step profile counts each trace event once, and
+the roofline counts each convolution's work."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments.benchmarks import conv_transpose_speed
 from experiments.benchmarks import conv_weight_grad as cwg
+from experiments.benchmarks import roofline
 from experiments.benchmarks import step_profile
 
 
@@ -86,3 +90,31 @@ def test_step_profile_counts_a_gpu_kernel_once_under_its_operation():
   assert step_profile._kind('custom-call.3', ops['custom-call.3'][1]) == (  # pylint: disable=protected-access
       'convolution')
   assert step_profile._kind('transpose_fusion.2', '') == 'layout copy'  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_roofline_counts_each_convolution_and_its_gradients(stride):
+  # A 3x3 convolution 3 -> 5 over 2 images of 8x8, and its two gradients:
+  # each does the forward pass's multiply-adds (the input gradient of a
+  # strided one up to the zeros its dilation adds at the borders).
+  def loss(x, w):
+    return jax.lax.conv_general_dilated(
+        x, w, (stride, stride), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()
+
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 5))
+  forward = roofline.convolutions(jax.jit(loss).lower(x, w).as_text())
+  both = roofline.convolutions(
+      jax.jit(jax.grad(loss, (0, 1))).lower(x, w).as_text())
+  side = 8 // stride
+  expected = 2 * (2 * side * side * 5) * 9 * 3
+  assert [c.flops for c in forward] == [expected]
+  assert forward[0].bytes == 4 * (2 * 8 * 8 * 3 + 9 * 3 * 5 +
+                                  2 * side * side * 5)
+  assert forward[0].out == f'2x{side}x{side}x5xf32'
+  assert len(both) == 2  # the input and the weight gradient
+  for c in both:
+    assert c.flops == pytest.approx(expected, rel=0.15 if stride > 1 else 0)
+  rates = (1e12, 1e11)  # FLOP/s, bytes/s
+  assert forward[0].seconds(*rates) == pytest.approx(forward[0].bytes / 1e11)
+  assert forward[0].memory_bound(*rates)
