@@ -1,7 +1,8 @@
 """How fast the PRNet train step's convolutions could run on an accelerator,
 at best: a roofline over each convolution of the program lowered for it.
 
-  python -m experiments.benchmarks.roofline --resolution 256 --batch 128
+  python -m experiments.benchmarks.roofline --resolution 256 --batch 128 \
+      [--override model.half_res_head=True ...]
 
 Runs on a CPU: the train step (`loop.jit_train_step`, as `jaxface bench`
 compiles it) is lowered for `--platform` (default cuda) without a device
@@ -90,12 +91,13 @@ def convolutions(stablehlo: str) -> list[Convolution]:
 
 
 def train_step_text(config_path: str | None, resolution: int, batch: int,
-                    dtype: str, platform: str) -> str:
-  """The StableHLO text of the config's train step lowered for `platform`."""
+                    dtype: str, platform: str, overrides=()) -> str:
+  """The StableHLO text of the config's train step (then `overrides`,
+  'KEY=VALUE') lowered for `platform`."""
   from jaxface import bench  # pylint: disable=g-import-not-at-top
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
   from jaxface.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  config = bench.train_config(None, dtype, batch, config_path)
+  config = bench.train_config(None, dtype, batch, config_path, overrides)
   task = loop.make_task(config, resolution)
   repl = state_lib.replicated(state_lib.make_mesh(jax.devices()[:1]))
   example = bench.random_batch(batch, resolution)
@@ -117,10 +119,13 @@ def main(argv=None) -> None:
   parser.add_argument('--bandwidth', type=float, default=3.23e12,
                       help='bytes/s, read + write')
   parser.add_argument('--peak-flops', type=float, default=989.4e12)
+  parser.add_argument('--override', action='append', default=[],
+                      metavar='KEY=VALUE', help='config override (repeat)')
   parser.add_argument('--top', type=int, default=8)
   args = parser.parse_args(argv)
   convs = convolutions(train_step_text(args.config, args.resolution,
-                                       args.batch, args.dtype, args.platform))
+                                       args.batch, args.dtype, args.platform,
+                                       args.override))
   rates = (args.matmul_flops, args.bandwidth)
   flops = sum(c.flops for c in convs)
   seconds = sum(c.seconds(*rates) for c in convs)
