@@ -51,6 +51,18 @@ def test_a_batch_without_parameters_is_left_alone():
   assert device_augment.apply(batch) is batch
 
 
+def test_records_without_position_maps_are_augmented_too():
+  # AFLW2000-3D converted without a BFM: image and landmarks only.
+  image, fields = augment.augment_for_device(
+      np.full((8, 8, 3), 255, np.uint8), np.random.default_rng(0),
+      NO_OCCLUDER)
+  batch = {'image': image[None], 'landmarks': np.ones((1, 68, 3), np.float32),
+           **{name: value[None] for name, value in fields.items()}}
+  out = device_augment.apply(batch)
+  assert sorted(out) == ['image', 'landmarks']
+  assert out['image'].dtype == np.float32 and out['image'].shape == (1, 8, 8, 3)
+
+
 def _smooth_uint8_image(rng, height, width):
   low = rng.uniform(size=(6, 6, 3)).astype(np.float32)
   image = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval_batch_size = 16
   config.data.augment = True
   # The augmentations' ranges and probabilities (`augment.AugmentConfig`'s
-  # fields and defaults; used when data.augment is True).
+  # fields and defaults; used when data.augment is True), and where they
+  # run (`on_device`: in the train step, for accelerators).
   config.data.augmentation = ml_collections.ConfigDict({
       f.name: f.default for f in dataclasses.fields(augment.AugmentConfig)
       if f.name != 'enabled'})
