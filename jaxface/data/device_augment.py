@@ -14,12 +14,13 @@ drawn parameters as arrays (`augment.device_fields`):
 `apply` turns such a batch into the one the CPU path (`augment.augment`)
 would have made for the same draws without an occluder (the occluder,
 painted before the similarity here, turns, scales and shifts with the
-face, and may leave the crop in part): image (B, H, W, 3) float32 in [0, 1], resampled
-bilinearly with 0 outside (as cv2.warpAffine, which rounds sample positions
-to 1/32 pixel where this does not), mirrored, colour-scaled and clipped;
-position_map (B, R, R', 3) and landmarks (B, 68, 3) in the augmented crop's
-pixels. The train step calls it first (`jaxface.train.loop.jit_train_step`),
-so it runs inside the step's jit, sharded over the batch like the rest.
+face, and may leave the crop in part): image (B, H, W, 3) float32 in
+[0, 1], resampled bilinearly with 0 outside (as cv2.warpAffine, which
+rounds sample positions to 1/32 pixel where this does not), mirrored,
+colour-scaled and clipped; position_map (B, R, R', 3) and landmarks
+(B, 68, 3) in the augmented crop's pixels. The train step calls it first
+(`jaxface.train.loop.jit_train_step`), so it runs inside the step's jit,
+sharded over the batch like the rest.
 """
 
 from __future__ import annotations
