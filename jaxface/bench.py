@@ -420,7 +420,7 @@ def compiled_train_step(config, resolution: int) -> TrainStep:
   task = loop.make_task(config, resolution)
   repl = state_lib.replicated(state_lib.make_mesh(jax.devices()[:1]))
   augment = loop.augment_config(config)
-  on_device = augment if augment.enabled and augment.on_device else None
+  on_device = augment if augment.runs_on_device else None
   batch = jax.device_put(random_batch(config.data.global_batch_size,
                                       resolution, on_device), repl)
   key = jax.random.key(config.seed)
@@ -464,8 +464,7 @@ def bench_train(args, peak: float | None, batch_size: int) -> dict:
                             args.repeats * args.steps)
   chained = (f' ({args.steps} back to back a repeat)' if args.steps > 1
              else '')
-  augment = loop.augment_config(config)
-  if augment.enabled and augment.on_device:
+  if loop.augment_config(config).runs_on_device:
     chained += ', augmented in the step'
   return measurement(f'train_b{batch_size}',
                      f'train step, batch {batch_size}{chained}', batch_size,
@@ -568,9 +567,8 @@ def bench_pipeline(args, train_rate: float | None) -> dict:
     seconds, images = _pipeline_seconds(data, args)
     resolution = shards.read_dataset_info(data)['resolution']
   from jaxface.train import loop  # pylint: disable=g-import-not-at-top
-  augment = loop.augment_config(args.train_config)
-  where = (', augmentation left to the step' if augment.enabled
-           and augment.on_device else '')
+  where = (', augmentation left to the step'
+           if loop.augment_config(args.train_config).runs_on_device else '')
   row = measurement('pipeline', f'pipeline, {args.workers} worker(s), '
                     f'batch {args.batches[0]}{where}', images, seconds,
                     data=args.data or 'temporary synthetic dataset',

@@ -124,6 +124,11 @@ class AugmentConfig:
       raise ValueError('AugmentConfig.max_rotation_degrees and '
                        'max_translation must be >= 0')
 
+  @property
+  def runs_on_device(self) -> bool:
+    """Whether augmentations are on and the train step applies them."""
+    return self.enabled and self.on_device
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
@@ -316,6 +321,16 @@ def paint_occluder(image: np.ndarray, rng: np.random.Generator,
   return out
 
 
+def _paint_drawn_occluder(image: np.ndarray, params: AugmentParams
+                          ) -> np.ndarray:
+  """`image` with `params`' occluder painted over a copy, if one was drawn
+  (else `image` itself)."""
+  if params.occluder_seed is None:
+    return image
+  return paint_occluder(image, np.random.default_rng(params.occluder_seed),
+                        params.occluder_size)
+
+
 def scale_colour(image: np.ndarray, factors) -> np.ndarray:
   """Multiplies each channel by its factor and clips to the image's range.
 
@@ -360,9 +375,7 @@ def apply_params(image: np.ndarray, position_map: np.ndarray | None,
     landmarks = transform_points(landmarks, matrix, params.scale)
   if params.flip:
     image, position_map, landmarks = hflip(image, position_map, landmarks)
-  if params.occluder_seed is not None:
-    image = paint_occluder(image, np.random.default_rng(params.occluder_seed),
-                           params.occluder_size)
+  image = _paint_drawn_occluder(image, params)
   if params.colour is not None:
     image = scale_colour(image, params.colour)
   return image, position_map, landmarks
@@ -425,7 +438,5 @@ def augment_for_device(image: np.ndarray, rng: np.random.Generator,
   (that image, `device_fields`)."""
   height, width = np.shape(image)[:2]
   params = sample_params(rng, config, height, width)
-  if params.occluder_seed is not None:
-    image = paint_occluder(image, np.random.default_rng(params.occluder_seed),
-                           params.occluder_size)
-  return image, device_fields(params, height, width)
+  return _paint_drawn_occluder(image, params), device_fields(params, height,
+                                                             width)
