@@ -60,7 +60,11 @@ stderr as it happens (an accelerator's first compilation can take minutes).
   numba's first call (its compiled loops come from its cache: a warm-up
   run fills it), rendering and shard writing.
 
-The PRNet's parameters stay float32; --dtype is its compute dtype.
+The PRNet's parameters stay float32; --dtype is its compute dtype. The
+header's `host` line says how the process was set up (`host_setup`, as
+the `jaxface` command does: glibc's huge pages, XLA's CPU flags); measure
+without them with `JAXFACE_HUGE_PAGES=0` and an XLA_FLAGS of your own, e.g.
+`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ import time
 from typing import Any, Iterator, NamedTuple
 
 from jaxface import files
+from jaxface import host_setup
 
 WHAT = ('train', 'infer', 'pipeline', 'synth', 'synth_start')
 MODELS = ('prnet',)
@@ -686,6 +691,7 @@ def machine() -> dict:
           'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
           'flax': flax.__version__, 'python': platform.python_version(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'host': host_setup.describe(),
           'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 
@@ -729,6 +735,7 @@ def format_table(result: dict) -> str:
            f'({m["platform"]}), {m["cpu_count"]} CPUs ({m["cpu"]}), jax '
            f'{m["jax"]}, {m["date"]}',
            f'peak: {result["peak_source"]}',
+           f'host: {m.get("host", "not recorded")}',
            f'command: {result["command"]}', '',
            '| measurement | median ms | spread (min-max) ms | images/s | '
            'GFLOP/image | % of peak |', '|---|---:|---:|---:|---:|---:|']

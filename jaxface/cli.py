@@ -535,5 +535,13 @@ def _config_overrides(parser, extra: list[str]) -> list[str]:
   return overrides
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `jaxface` command: `main` in a process set up by
+  `host_setup.set_up` (huge pages, XLA's CPU convolutions)."""
+  from jaxface import host_setup  # pylint: disable=g-import-not-at-top
+  host_setup.set_up()
   sys.exit(main())
+
+
+if __name__ == '__main__':
+  run()

@@ -43,6 +43,7 @@ import jax
 
 from jaxface import bench
 from jaxface import files
+from jaxface import host_setup
 
 # name = shape (a tuple's in parentheses) rest-of-line
 _OP = re.compile(r'^\s*(?:ROOT )?%(\S+) = (\([^)]*\)|\S+) (.*)$', re.M)
@@ -174,4 +175,5 @@ def main():
 
 
 if __name__ == '__main__':
+  host_setup.set_up()  # as the `jaxface` command runs
   main()
