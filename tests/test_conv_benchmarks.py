@@ -118,3 +118,29 @@ def test_roofline_counts_each_convolution_and_its_gradients(stride):
   rates = (1e12, 1e11)  # FLOP/s, bytes/s
   assert forward[0].seconds(*rates) == pytest.approx(forward[0].bytes / 1e11)
   assert forward[0].memory_bound(*rates)
+
+
+def test_conv_library_flags_replace_the_fusion_types():
+  from experiments.benchmarks import conv_library
+  flags = conv_library.library_flags(
+      '--xla_dump_to=/tmp/d '
+      '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',
+      'ynnpack')
+  assert flags.split() == [
+      '--xla_dump_to=/tmp/d',
+      '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution']
+  assert conv_library.library_flags('', 'eigen') == (
+      '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
+
+
+def test_conv_library_times_both_libraries_in_their_own_processes():
+  from experiments.benchmarks import conv_library
+  runs = {library: conv_library.measure_library(library, '1x8x24', 1, 1)
+          for library in conv_library.LIBRARIES}
+  for library, run in runs.items():
+    assert set(run) == {'1x8x24'}
+    times = dict(run['1x8x24'])
+    # The flag reached XLA: the forward pass calls the library asked for.
+    assert times.pop('forward_library') == library
+    assert set(times) == set(conv_library.MEASUREMENTS)
+    assert all(ms > 0 for ms in times.values())
