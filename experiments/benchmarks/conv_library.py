@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 from experiments.benchmarks import conv_weight_grad
+from jaxface import host_setup
 
 LIBRARIES = {'ynnpack': '+individual_convolution',
              'eigen': '-individual_convolution'}
@@ -33,9 +34,8 @@ MEASUREMENTS = ('forward', 'input_grad', 'weight_grad')
 def library_flags(current: str, library: str) -> str:
   """XLA_FLAGS `current` with the convolutions sent to `library`."""
   kept = [f for f in current.split()
-          if not f.startswith('--xla_cpu_experimental_ynn_fusion_type')]
-  return ' '.join(kept + ['--xla_cpu_experimental_ynn_fusion_type='
-                          f'{LIBRARIES[library]}'])
+          if not f.startswith(host_setup.YNN_FUSION_FLAG)]
+  return ' '.join(kept + [f'{host_setup.YNN_FUSION_FLAG}={LIBRARIES[library]}'])
 
 
 def time_convolutions(shapes, repeats: int = 5) -> dict:
