@@ -92,8 +92,8 @@ def tunables_with_huge_pages(environ: Mapping[str, str],
 def restart_with_huge_pages() -> None:
   """Replaces this process by the same command (interpreter, its options,
   script or module, arguments) with huge pages on, where
-  `tunables_with_huge_pages` gives a value; returns where it does not.
-  Call it first thing, before any work is done or any thread started."""
+  `tunables_with_huge_pages` gives a value; returns where it does not (or
+  where the interpreter cannot be executed again). Call it first thing, before any work is done or any thread started."""
   if sys.platform != 'linux' or not sys.executable:
     return
   value = tunables_with_huge_pages(os.environ, platform.libc_ver(),
@@ -102,8 +102,11 @@ def restart_with_huge_pages() -> None:
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-            dict(os.environ, GLIBC_TUNABLES=value, **{OPT_OUT: RESTARTED}))
+  try:
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+              dict(os.environ, GLIBC_TUNABLES=value, **{OPT_OUT: RESTARTED}))
+  except OSError:
+    return  # the interpreter cannot be started again: run without them
 
 
 def xla_flags(current: str, jaxlib_version: str | None) -> str:

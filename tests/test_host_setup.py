@@ -117,6 +117,24 @@ def test_the_command_restarts_with_the_tunable(monkeypatch):
   assert ended.value.code == 0 and len(calls) == 1
 
 
+def test_a_failed_restart_runs_the_command_as_it_is(monkeypatch):
+  def execve(path, argv, env):
+    raise PermissionError(13, 'Permission denied', path)
+
+  monkeypatch.setattr(os, 'execve', execve)
+  monkeypatch.setattr(sys, 'platform', 'linux')
+  monkeypatch.setattr(platform, 'libc_ver', lambda: GLIBC)
+  monkeypatch.setattr(host_setup, 'thp_mode', lambda: 'madvise')
+  monkeypatch.setattr(sys, 'argv', ['jaxface', 'models'])
+  monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+  monkeypatch.delenv('JAXFACE_HUGE_PAGES', raising=False)
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  with pytest.raises(SystemExit) as ended:
+    cli.run()
+  assert ended.value.code == 0
+  assert 'GLIBC_TUNABLES' not in os.environ
+
+
 _ALLOCATE = """
 import os, sys
 from jaxface import host_setup
