@@ -109,18 +109,19 @@ def restart_with_huge_pages() -> None:
     return  # the interpreter cannot be started again: run without them
 
 
-def xla_flags(current: str, jaxlib_version: str | None) -> str:
+def xla_flags(current: str, jaxlib: str | None) -> str:
   """XLA_FLAGS `current` with Eigen's convolutions on the CPU: unchanged
-  where it already sets the YNNPACK fusion types, or where jaxlib is not a
-  release the flag was measured on (`EIGEN_CONVOLUTIONS_JAXLIB`; None: not
-  installed). The flag only concerns XLA's CPU compiler."""
-  if (YNN_FUSION_FLAG in current or jaxlib_version is None or
-      _release(jaxlib_version) not in EIGEN_CONVOLUTIONS_JAXLIB):
+  where it already sets the YNNPACK fusion types, or where `jaxlib` (its
+  version) is not a release the flag was measured on
+  (`EIGEN_CONVOLUTIONS_JAXLIB`; None: not installed). The flag only concerns XLA's CPU compiler."""
+  if (YNN_FUSION_FLAG in current or jaxlib is None or
+      _release(jaxlib) not in EIGEN_CONVOLUTIONS_JAXLIB):
     return current
   return f'{current} {EIGEN_CONVOLUTIONS}'.strip()
 
 
-def _jaxlib_version() -> str | None:
+def jaxlib_version() -> str | None:
+  """The installed jaxlib's version, None without one."""
   try:
     return importlib.metadata.version('jaxlib')
   except importlib.metadata.PackageNotFoundError:
@@ -132,7 +133,7 @@ def set_up() -> None:
   they are to be had), then XLA's CPU flags, before JAX starts a backend."""
   restart_with_huge_pages()
   current = os.environ.get('XLA_FLAGS', '')
-  flags = xla_flags(current, _jaxlib_version())
+  flags = xla_flags(current, jaxlib_version())
   if flags != current:
     os.environ['XLA_FLAGS'] = flags
 

@@ -11,6 +11,7 @@ from experiments.benchmarks import conv_transpose_speed
 from experiments.benchmarks import conv_weight_grad as cwg
 from experiments.benchmarks import roofline
 from experiments.benchmarks import step_profile
+from jaxface import host_setup
 
 
 def test_winograd_matrices_give_the_correlation():
@@ -133,6 +134,9 @@ def test_conv_library_flags_replace_the_fusion_types():
       '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
 
 
+@pytest.mark.skipif(
+    not host_setup.xla_flags('', host_setup.jaxlib_version()),
+    reason='the YNNPACK fusion flag was measured on jaxlib 0.10 only')
 def test_conv_library_times_both_libraries_in_their_own_processes():
   from experiments.benchmarks import conv_library
   runs = {library: conv_library.measure_library(library, '1x8x24', 1, 1)

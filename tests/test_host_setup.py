@@ -67,11 +67,11 @@ def test_xla_flags(current, jaxlib, expected):
 
 def test_set_up_leaves_xla_flags_alone_where_nothing_changes(monkeypatch):
   monkeypatch.setattr(host_setup, 'restart_with_huge_pages', lambda: None)
-  monkeypatch.setattr(host_setup, '_jaxlib_version', lambda: '0.10.2')
+  monkeypatch.setattr(host_setup, 'jaxlib_version', lambda: '0.10.2')
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   host_setup.set_up()
   assert os.environ['XLA_FLAGS'] == EIGEN
-  monkeypatch.setattr(host_setup, '_jaxlib_version', lambda: '0.9.0')
+  monkeypatch.setattr(host_setup, 'jaxlib_version', lambda: '0.9.0')
   monkeypatch.delenv('XLA_FLAGS')
   host_setup.set_up()
   assert 'XLA_FLAGS' not in os.environ
