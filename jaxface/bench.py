@@ -604,14 +604,15 @@ def _pipeline_seconds(data: str, args) -> tuple[list[float], int]:
 
 
 @contextlib.contextmanager
-def _on_one_core() -> Iterator[None]:
-  """Pins the calling thread, and the processes it starts, to one core
-  (where the OS allows; Linux), and restores its affinity after."""
+def on_cores(count: int = 1) -> Iterator[None]:
+  """Pins the calling thread, and the processes it starts, to the first
+  `count` of its cores (where the OS allows; Linux), and restores its
+  affinity after."""
   pin = hasattr(os, 'sched_setaffinity')
   cores = os.sched_getaffinity(0) if pin else None
   try:
     if pin:
-      os.sched_setaffinity(0, {min(cores)})
+      os.sched_setaffinity(0, sorted(cores)[:count])
     yield
   finally:
     if pin:
@@ -634,7 +635,7 @@ def bench_synth(args) -> dict:
   threads = cv2.getNumThreads()
   try:
     cv2.setNumThreads(1)
-    with _on_one_core():
+    with on_cores(1):
       seconds = time_repeats(make, args.repeats, args.warmup)
   finally:
     cv2.setNumThreads(threads)
@@ -667,7 +668,7 @@ def bench_synth_start(args) -> dict:
         raise RuntimeError('jaxface data synth failed in the synth_start '
                            f'benchmark:\n{done.stderr[-2000:]}')
 
-    with _on_one_core():  # the child inherits it
+    with on_cores(1):  # the child inherits it
       seconds = time_repeats(make, args.repeats, max(args.warmup, 1))
   return measurement('synth_start',
                      f'data synth, {args.records} records, new process, '

@@ -17,6 +17,7 @@ leaves a core idle takes as long there as on all of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +25,7 @@ import subprocess
 import sys
 
 from experiments.benchmarks import conv_weight_grad
+from jaxface import bench
 from jaxface import host_setup
 
 LIBRARIES = {'ynnpack': '+individual_convolution',
@@ -44,7 +46,6 @@ def time_convolutions(shapes, repeats: int = 5) -> dict:
   B over S x S x C -> C (padded 2 before, 1 after), in this process as XLA
   is set up here. (YNNPACK takes only those with more than 16 channels.)"""
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxface import bench  # pylint: disable=g-import-not-at-top
 
   padding = conv_weight_grad.TRANSPOSE4
 
@@ -112,15 +113,15 @@ def main():
   args = parser.parse_args()
   shapes = _parse_shapes(args.shapes)
   if args.child:
-    if args.cores:
-      os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
-    print(json.dumps(time_convolutions(shapes, args.repeats)))
+    pinned = bench.on_cores(args.cores) if args.cores else (
+        contextlib.nullcontext())
+    with pinned:
+      print(json.dumps(time_convolutions(shapes, args.repeats)))
     return
   runs = {library: measure_library(library, args.shapes, args.cores,
                                    args.repeats) for library in LIBRARIES}
-  cores = args.cores or len(os.sched_getaffinity(0))
   print(f'4x4 stride-1 convolutions, ms (median of {args.repeats}), '
-        f'{cores} core(s): YNNPACK / Eigen')
+        f'{args.cores or "all"} core(s): YNNPACK / Eigen')
   print(f'{"batch x side x channels":>24} ' +
         ' '.join(f'{m:>16}' for m in MEASUREMENTS))
   for shape in runs['ynnpack']:
