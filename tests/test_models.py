@@ -343,10 +343,13 @@ def test_conv_transpose_module_matches_flax_module(side):
 
 
 @pytest.mark.parametrize('ndim', [1, 2, 3])
-def test_stride2_conv_gradients_equal_xla(ndim):
-  # The sub-pixel input gradient against XLA's own, for every kernel width
-  # and the paddings 'SAME', 'VALID' and an uneven one; sides differ per
-  # axis so that an axis mix-up shows.
+def test_stride2_conv_gradients_equal_xla(ndim, monkeypatch):
+  # The sub-pixel input gradient and the phase kernel gradient against
+  # XLA's own, for every kernel width and the paddings 'SAME', 'VALID' and
+  # an uneven one; sides differ per axis so that an axis mix-up shows.
+  # Thresholds 0: conv_stride2 takes both forms at these small sizes.
+  monkeypatch.setattr(models.layers, 'SUBPIXEL_GRAD_MIN_ELEMENTS', 0)
+  monkeypatch.setattr(models.layers, 'PHASE_KERNEL_GRAD_MIN_ELEMENTS', 0)
   rng = np.random.default_rng(ndim)
   sides = (4, 6, 8)[-ndim:]
   spatial = 'DHW'[-ndim:]
@@ -371,6 +374,45 @@ def test_stride2_conv_gradients_equal_xla(ndim):
         np.testing.assert_allclose(got, ref, atol=1e-3, err_msg=f'{k} {pad}')
       dx = models.layers.strided_conv_input_grad(g, kernel, padding, sides)
       np.testing.assert_allclose(dx, ref_vjp(g)[0], atol=1e-4)
+      dk = models.layers.strided_conv_kernel_grad(x, g, padding, (k,) * ndim)
+      assert dk.shape == kernel.shape
+      np.testing.assert_allclose(dk, ref_vjp(g)[1], atol=1e-4,
+                                 err_msg=f'{k} {pad}')
+
+
+def test_space_to_depth_stacks_each_blocks_pixels_in_depth_to_space_order():
+  x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+  blocks = models.layers.space_to_depth(x)
+  assert blocks.shape == (2, 2, 3, 12)
+  # Block (1, 2) holds pixels (2, 4), (2, 5), (3, 4), (3, 5), C each.
+  np.testing.assert_array_equal(
+      blocks[1, 1, 2], np.concatenate([x[1, 2, 4], x[1, 2, 5], x[1, 3, 4],
+                                       x[1, 3, 5]]))
+  np.testing.assert_array_equal(models.layers.depth_to_space(blocks), x)
+  volume = jnp.arange(4 * 2 * 6 * 2, dtype=jnp.float32).reshape(1, 4, 2, 6,
+                                                                  2)
+  np.testing.assert_array_equal(
+      models.layers.depth_to_space(models.layers.space_to_depth(volume)),
+      volume)
+
+
+def test_large_stride2_convs_take_the_phase_kernel_gradient():
+  # XLA's CPU kernel gradient is a convolution with a dilated window
+  # (rhs_dilate); the phase form has none. Below the threshold in 2D XLA's
+  # is kept; in 3D the phase form is taken at any size.
+  def window_dilated(shape):
+    n = len(shape) - 2
+    conv = models.layers.Conv(8, (4,) * n, (2,) * n, use_bias=False)
+    x = jnp.zeros(shape)
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2)))
+    hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
+    return [line for line in hlo.splitlines()
+            if ' convolution(' in line and 'rhs_dilate=' in line]
+  side = 128  # 2 x 128 x 128 x 32 = 2**20 elements
+  assert 2 * side * side * 32 == models.layers.PHASE_KERNEL_GRAD_MIN_ELEMENTS
+  assert not window_dilated((2, side, side, 32))
+  assert window_dilated((2, side // 2, side // 2, 32))
+  assert not window_dilated((2, 8, 8, 8, 4))
 
 
 @pytest.mark.parametrize('fast', ['conv_as_patches', 'conv_on_blocks'])
@@ -478,8 +520,11 @@ def test_conv_module_matches_flax_module_and_names(monkeypatch):
   # Below the size threshold the module is lax's convolution; force the
   # custom-gradient path to compare it too.
   x = jax.random.normal(jax.random.key(3), (2, 8, 8, 5))
-  for threshold in (models.layers.SUBPIXEL_GRAD_MIN_ELEMENTS, 0):
-    monkeypatch.setattr(models.layers, 'SUBPIXEL_GRAD_MIN_ELEMENTS', threshold)
+  for threshold in (None, 0):
+    for name in ('SUBPIXEL_GRAD_MIN_ELEMENTS',
+                 'PHASE_KERNEL_GRAD_MIN_ELEMENTS'):
+      if threshold is not None:
+        monkeypatch.setattr(models.layers, name, threshold)
     for kernel, strides in (((4, 4), (2, 2)), ((1, 1), (2, 2)),
                             ((3, 3), (1, 1))):
       ours = models.layers.Conv(7, kernel, strides)

@@ -11,9 +11,14 @@ jitted, medians of --repeats (5), in --dtype (float32):
   `layers.conv_transpose_subpixel`;
 - each stride-2 4x4 convolution of the encoder (256 -> 128 ... 16 -> 8):
   `jax.lax.conv_general_dilated` against the same convolution with
-  `layers.strided_conv_input_grad` as its input gradient on any device
-  (`layers.conv_stride2` uses it on the CPU alone, and `layers.Conv` from
-  `layers.SUBPIXEL_GRAD_MIN_ELEMENTS` inputs).
+  `layers.strided_conv_input_grad` as its input gradient and
+  `layers.strided_conv_kernel_grad` as its kernel gradient on any device
+  (`layers.conv_stride2` uses them on the CPU alone, from
+  `layers.SUBPIXEL_GRAD_MIN_ELEMENTS` and
+  `layers.PHASE_KERNEL_GRAD_MIN_ELEMENTS` inputs);
+- the kernel gradient of those alone (and with --quick-shapes, at the
+  quickstart's batch 16 and 64x64 input, where XLA's is kept): XLA's (a
+  convolution with a dilated window) against `strided_conv_kernel_grad`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ LAYERS = ((8, 512, 256), (16, 256, 128), (32, 128, 64), (64, 64, 32),
           (128, 32, 16))
 ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
                   (16, 256, 256))
+# The same at a quarter of the width and 64x64: the quickstart's encoder.
+QUICK_ENCODER_LAYERS = ((64, 4, 4), (32, 8, 8), (16, 16, 16), (8, 32, 32),
+                        (4, 64, 64))
 
 
 _PADDING = ((1, 1), (1, 1))  # 'SAME' for a stride-2 4x4 convolution
@@ -45,8 +53,8 @@ def _conv(x, k):
 
 @jax.custom_vjp
 def subpixel_grad_conv(x, k):
-  """The stride-2 convolution whose input gradient is sub-pixel on every
-  device."""
+  """The stride-2 convolution whose gradients are stride-1 convolutions on
+  every device: the sub-pixel input gradient, the phase kernel gradient."""
   return _conv(x, k)
 
 
@@ -57,10 +65,21 @@ def _subpixel_grad_conv_fwd(x, k):
 def _subpixel_grad_conv_bwd(residuals, g):
   x, k = residuals
   dx = layers.strided_conv_input_grad(g, k, _PADDING, x.shape[1:-1])
-  return dx.astype(x.dtype), jax.vjp(lambda k: _conv(x, k), k)[1](g)[0]
+  dk = layers.strided_conv_kernel_grad(x, g, _PADDING, k.shape[:2])
+  return dx.astype(x.dtype), dk.astype(k.dtype)
 
 
 subpixel_grad_conv.defvjp(_subpixel_grad_conv_fwd, _subpixel_grad_conv_bwd)
+
+
+def xla_kernel_grad(x, g):
+  """XLA's kernel gradient of the stride-2 4x4 convolution."""
+  kernel = jnp.zeros((4, 4, x.shape[-1], g.shape[-1]), x.dtype)
+  return jax.vjp(lambda k: _conv(x, k), kernel)[1](g)[0]
+
+
+def phase_kernel_grad(x, g):
+  return layers.strided_conv_kernel_grad(x, g, _PADDING, (4, 4))
 
 
 def median_seconds(fn, *args, repeats=5):
@@ -98,12 +117,33 @@ def _compare(title, shapes, args, reference, ours, out_side):
         f'{total_ours * 1e3:.0f} ms ({total_ref / total_ours:.1f}x faster)')
 
 
+def _compare_kernel_grads(title, shapes, batch, args):
+  total = [0.0, 0.0]
+  for side, cin, cout in shapes:
+    x = jax.random.normal(jax.random.key(0), (batch, side, side, cin),
+                          args.dtype)
+    g = jax.random.normal(jax.random.key(1),
+                          (batch, side // 2, side // 2, cout), args.dtype)
+    times = [median_seconds(jax.jit(fn), x, g, repeats=args.repeats)
+             for fn in (xla_kernel_grad, phase_kernel_grad)]
+    total = [t + dt for t, dt in zip(total, times)]
+    print(f'{side:>3} -> {side // 2:<3} {cin:>3} -> {cout:<3} channels, '
+          f'{x.size / 2**20:.2f}M inputs: XLA {times[0] * 1e3:7.2f} ms, '
+          f'phases {times[1] * 1e3:7.2f} ms ({times[0] / times[1]:.1f}x)')
+  print(f'{title}, batch {batch}, {args.dtype} on '
+        f'{jax.devices()[0].device_kind}: {total[0] * 1e3:.1f} ms vs '
+        f'{total[1] * 1e3:.1f} ms ({total[0] / total[1]:.1f}x faster)')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=4)
   parser.add_argument('--dtype', default='float32',
                       choices=('float32', 'bfloat16'))
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--quick-shapes', action='store_true',
+                      help='also the kernel gradients at the quickstart\'s '
+                      'shapes (batch 16, 64x64, a quarter of the width)')
   args = parser.parse_args()
   _compare('the five transposed convolutions', LAYERS, args,
            lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), 'SAME',
@@ -111,6 +151,11 @@ def main():
            layers.conv_transpose_subpixel, lambda side: 2 * side)
   _compare('the five stride-2 convolutions', ENCODER_LAYERS, args, _conv,
            subpixel_grad_conv, lambda side: side // 2)
+  _compare_kernel_grads('their kernel gradients', ENCODER_LAYERS, args.batch,
+                        args)
+  if args.quick_shapes:
+    _compare_kernel_grads("the quickstart's kernel gradients",
+                          QUICK_ENCODER_LAYERS, 16, args)
 
 
 if __name__ == '__main__':

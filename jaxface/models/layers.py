@@ -10,10 +10,13 @@ parities, and each parity of
 
 is a stride-1 convolution of g with the taps of one parity of the kernel;
 the parities interleave. `strided_conv_input_grad` does this for any
-kernel and padding of a stride-2 convolution on even sides.
+kernel and padding of a stride-2 convolution on even sides. Its kernel
+gradient, which XLA computes as a convolution with a dilated window, is
+likewise a stride-1 one on the input's 2^n phases stacked as channels
+(`strided_conv_kernel_grad`).
 
-- `Conv`: `flax.linen.Conv` ('SAME' padding) whose stride-2 case uses it for
-  its input gradient on CPU (`conv_stride2`, a `jax.custom_vjp`).
+- `Conv`: `flax.linen.Conv` ('SAME' padding) whose stride-2 case uses both
+  for its gradients on CPU (`conv_stride2`, a `jax.custom_vjp`).
 - `ConvTranspose`: `flax.linen.ConvTranspose` whose stride-2, kernel-4 case
   is its forward pass (a transposed convolution is the input gradient of
   the convolution with the flipped kernel).
@@ -30,7 +33,7 @@ gradients stay XLA's).
 
 The transposed convolutions are sub-pixel on every backend: on an H200
 (bfloat16, batch 256, forward + backward) PRNet's five took 10 ms against
-33 ms for XLA's. The strided input gradient and the stride-1 forms are the
+33 ms for XLA's. The strided gradients and the stride-1 forms are the
 CPU's alone (`jax.lax.platform_dependent`): other backends keep XLA's own
 convolutions there. Measured in
 `experiments/benchmarks/conv_transpose_speed.py` and
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -55,6 +59,28 @@ Dtype = Any
 # 4 at 128x128x32 and 256x256x16, batch 16 at 128x128x8), 1.2x faster below
 # 1M; `experiments/benchmarks/conv_transpose_speed.py` measures both.
 SUBPIXEL_GRAD_MIN_ELEMENTS = 2**21
+
+# From about 1M input elements XLA's CPU kernel gradient of a 2D stride-2
+# convolution (a convolution with a dilated window) is 1.3 to 3 times slower
+# than `strided_conv_kernel_grad` (4x4 kernels over 4x64x64x64: 8.2 against
+# 4.9 ms; over 4x256x256x16: 27 against 14 ms); below, up to 1.4 times
+# faster. In 3D it is 3-4 times slower at every size measured (4x4x4 over
+# 2x8^3x16 to 4x64^3x1). `experiments/benchmarks/conv_transpose_speed.py`
+# measures both.
+PHASE_KERNEL_GRAD_MIN_ELEMENTS = 2**20
+
+
+def _subpixel_input_grad_pays(x_shape, kernel_sides) -> bool:
+  """Whether `strided_conv_input_grad` beats XLA's on CPU: large inputs, or
+  an output smaller than the kernel."""
+  return math.prod(x_shape) >= SUBPIXEL_GRAD_MIN_ELEMENTS or all(
+      s // 2 < k for s, k in zip(x_shape[1:-1], kernel_sides))
+
+
+def _phase_kernel_grad_pays(x_shape) -> bool:
+  """Whether `strided_conv_kernel_grad` beats XLA's on CPU."""
+  return (len(x_shape) == 5 or
+          math.prod(x_shape) >= PHASE_KERNEL_GRAD_MIN_ELEMENTS)
 
 # conv_stride1 works on 2x2 pixel blocks when Cin x Cout is at most this:
 # there XLA's CPU convolution is 1.5x (8 x 8) to 5x (5 x 4) slower than the
@@ -86,6 +112,69 @@ def depth_to_space(x: jax.Array) -> jax.Array:
   order of the offsets (row, column, ...), become its 2^n sub-positions."""
   n = x.ndim - 2
   return _interleave(jnp.split(x, 2 ** n, axis=-1), n)
+
+
+def space_to_depth(x: jax.Array) -> jax.Array:
+  """(B, *(2 * spatial), C) -> (B, *spatial, 2^n C), the inverse of
+  `depth_to_space`: each position's 2^n sub-positions become channel
+  groups of C, offsets (row, column, ...) in `itertools.product` order."""
+  n = x.ndim - 2
+  sides = tuple(s // 2 for s in x.shape[1:-1])
+  split = x.reshape(x.shape[0], *itertools.chain.from_iterable(
+      (s, 2) for s in sides), x.shape[-1])
+  # (B, S1, 2, S2, 2, ..., C) -> (B, S1, S2, ..., 2, 2, ..., C)
+  order = (0, *range(1, 2 * n, 2), *range(2, 2 * n + 1, 2), 2 * n + 1)
+  return split.transpose(order).reshape(
+      x.shape[0], *sides, 2 ** n * x.shape[-1])
+
+
+def strided_conv_kernel_grad(x: jax.Array, g: jax.Array,
+                             padding: tuple[tuple[int, int], ...],
+                             kernel_sides: tuple[int, ...]) -> jax.Array:
+  """The kernel gradient of a stride-2 convolution, by a stride-1 one.
+
+  Equals `vjp(lambda k: lax.conv_general_dilated(x, k, (2,) * n, padding),
+  kernel)(g)` (NHWC / HWIO). Tap t = 2 a + p of the kernel reads the padded
+  input at 2 (i + a) + p: its phase p at offset a. So the gradient is that
+  of a stride-1 convolution of the padded input's `space_to_depth` (2^n
+  Cin channels) with a kernel of ceil(k / 2) taps a per axis, whose (a, p)
+  taps reorder into the kernel's; an odd side gets a last tap that is
+  computed and dropped. A kernel of 1 reads phase 0 alone: the padded
+  input's strided slice. XLA's CPU form of this gradient, a convolution
+  with a dilated window, is 1.3 to 3 times slower from about 1M input
+  elements (`PHASE_KERNEL_GRAD_MIN_ELEMENTS`).
+
+  Args:
+    x: (B, *sides, Cin), the forward input.
+    g: (B, *out_sides, Cout), the gradient of the convolution's output.
+    padding: the forward convolution's (lo, hi) per spatial axis.
+    kernel_sides: the kernel's spatial sides.
+
+  Returns:
+    (*kernel_sides, Cin, Cout), in g's dtype.
+  """
+  n = x.ndim - 2
+  taps = tuple((k + 1) // 2 for k in kernel_sides)
+  # Padded (or cut) at the end to the 2 (out + taps - 1) inputs the output
+  # reads, the dropped taps' included.
+  pads = [(0, 0, 0)] + [
+      (lo, 2 * (out + a - 1) - side - lo, 0) for (lo, _), out, a, side in zip(
+          padding, g.shape[1:-1], taps, x.shape[1:-1])] + [(0, 0, 0)]
+  padded = jax.lax.pad(x, jnp.zeros((), x.dtype), pads)
+  one_tap = all(k == 1 for k in kernel_sides)
+  phases = (padded[(slice(None),) + (slice(None, None, 2),) * n] if one_tap
+            else space_to_depth(padded))
+  dk = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+      phases, k, (1,) * n, ((0, 0),) * n, dimension_numbers=_DIMS[n]),
+      jnp.zeros(taps + phases.shape[-1:] + g.shape[-1:], g.dtype))[1](g)[0]
+  if one_tap:
+    return dk
+  # (*a, *p, Cin, Cout) -> (a1, p1, a2, p2, ..., Cin, Cout) -> (*2a, ...)
+  dk = dk.reshape(*taps, *(2,) * n, x.shape[-1], g.shape[-1])
+  order = [*itertools.chain.from_iterable((i, n + i) for i in range(n)),
+           2 * n, 2 * n + 1]
+  dk = dk.transpose(order).reshape(*(2 * a for a in taps), *dk.shape[-2:])
+  return dk[tuple(slice(0, k) for k in kernel_sides)]
 
 
 def strided_conv_input_grad(g: jax.Array, kernel: jax.Array,
@@ -178,7 +267,11 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def conv_stride2(x: jax.Array, kernel: jax.Array,
                  padding: tuple[tuple[int, int], ...]) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, (2,) * n, padding)`, channels
-  last, whose input gradient is `strided_conv_input_grad` on CPU.
+  last, whose gradients on CPU are `strided_conv_input_grad` and
+  `strided_conv_kernel_grad` where they pay (from SUBPIXEL_GRAD_MIN_ELEMENTS
+  and PHASE_KERNEL_GRAD_MIN_ELEMENTS input elements, and see
+  `_subpixel_input_grad_pays`, `_phase_kernel_grad_pays`), elsewhere
+  XLA's.
   x: (B, *sides, Cin) with even sides; kernel: (*k, Cin, Cout)."""
   n = x.ndim - 2
   return jax.lax.conv_general_dilated(x, kernel, (2,) * n, padding,
@@ -194,12 +287,27 @@ def _conv_stride2_bwd(padding, residuals, g):
   n = x.ndim - 2
   conv = lambda x, kernel: jax.lax.conv_general_dilated(  # noqa: E731
       x, kernel, (2,) * n, padding, dimension_numbers=_DIMS[n])
-  dx = jax.lax.platform_dependent(
-      g, kernel,
-      cpu=lambda g, kernel: strided_conv_input_grad(
-          g, kernel, padding, x.shape[1:-1]).astype(x.dtype),
-      default=lambda g, kernel: jax.vjp(lambda x: conv(x, kernel), x)[1](g)[0])
-  dkernel = jax.vjp(lambda kernel: conv(x, kernel), kernel)[1](g)[0]
+  xla_dx = lambda g, kernel: jax.vjp(  # noqa: E731
+      lambda x: conv(x, kernel), x)[1](g)[0]
+  xla_dkernel = lambda x, g: jax.vjp(  # noqa: E731
+      lambda kernel: conv(x, kernel), kernel)[1](g)[0]
+  kernel_sides = kernel.shape[:n]
+  if _subpixel_input_grad_pays(x.shape, kernel_sides):
+    dx = jax.lax.platform_dependent(
+        g, kernel,
+        cpu=lambda g, kernel: strided_conv_input_grad(
+            g, kernel, padding, x.shape[1:-1]).astype(x.dtype),
+        default=xla_dx)
+  else:
+    dx = xla_dx(g, kernel)
+  if _phase_kernel_grad_pays(x.shape):
+    dkernel = jax.lax.platform_dependent(
+        x, g,
+        cpu=lambda x, g: strided_conv_kernel_grad(
+            x, g, padding, kernel_sides).astype(kernel.dtype),
+        default=xla_dkernel)
+  else:
+    dkernel = xla_dkernel(x, g)
   return dx, dkernel
 
 
@@ -319,9 +427,10 @@ class Conv(nn.Module):
   """`nn.Conv` with 'SAME' padding: the same parameters ('kernel' (*k, Cin,
   features), 'bias') and, named `Conv`, the same auto-names, so checkpoints
   of either load in the other. Stride 2 on even sides runs `conv_stride2`
-  for at least `SUBPIXEL_GRAD_MIN_ELEMENTS` inputs, and where the output
-  is smaller than the kernel (PRNet's last encoder stage at 96x96: 6x6 ->
-  3x3, whose input gradient XLA computes 6-12 times slower).
+  where one of its gradients pays: from `PHASE_KERNEL_GRAD_MIN_ELEMENTS`
+  inputs, in 3D, and where the output is smaller than the kernel (PRNet's
+  last encoder stage at 96x96: 6x6 -> 3x3, whose input gradient XLA
+  computes 6-12 times slower).
   """
   features: int
   kernel_size: tuple[int, ...]
@@ -345,8 +454,8 @@ class Conv(nn.Module):
     padding = tuple(jax.lax.padtype_to_pads(sides, self.kernel_size, strides,
                                             'SAME'))
     if (all(s == 2 for s in strides) and not any(s % 2 for s in sides)
-        and (x.size >= SUBPIXEL_GRAD_MIN_ELEMENTS or all(
-            s // 2 < k for s, k in zip(sides, self.kernel_size)))):
+        and (_subpixel_input_grad_pays(x.shape, self.kernel_size)
+             or _phase_kernel_grad_pays(x.shape))):
       y = conv_stride2(x, kernel, padding)
     elif all(s == 1 for s in strides):
       y = conv_stride1(x, kernel, padding)
