@@ -66,6 +66,16 @@ def test_the_sub_pixel_gradient_form_matches_xla_on_any_device():
   assert 'lhs_dilate = [2, 2]' in grad_text(conv_transpose_speed._conv)  # pylint: disable=protected-access
   assert 'lhs_dilate = [2, 2]' not in grad_text(
       conv_transpose_speed.subpixel_grad_conv)
+  # Likewise its kernel gradient has no window dilation.
+  def kernel_grad_text(fn):
+    return jax.jit(jax.grad(lambda k: fn(x, k).sum())).trace(kernel).lower(
+        lowering_platforms=('cuda',)).as_text()
+  assert 'rhs_dilate = [2, 2]' in kernel_grad_text(conv_transpose_speed._conv)  # pylint: disable=protected-access
+  assert 'rhs_dilate = [2, 2]' not in kernel_grad_text(
+      conv_transpose_speed.subpixel_grad_conv)
+  np.testing.assert_allclose(
+      conv_transpose_speed.phase_kernel_grad(x, g),
+      conv_transpose_speed.xla_kernel_grad(x, g), atol=2e-4)
 
 
 def test_step_profile_counts_a_gpu_kernel_once_under_its_operation():

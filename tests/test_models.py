@@ -501,19 +501,22 @@ def test_small_input_convs_train_without_xlas_convolution():
   assert 'convolution' in ops((2, 6, 6, 8))
 
 
-def test_stride2_convs_with_outputs_smaller_than_the_kernel_use_subpixel():
-  # XLA's CPU input gradient (a convolution with a dilation) is slow there;
-  # the sub-pixel one has none.
-  def dilated_convolutions(side):
-    conv = models.layers.Conv(8, (4, 4), (2, 2))
-    x = jnp.zeros((2, side, side, 8))
+def test_stride2_convs_small_outputs_and_3d_use_the_subpixel_input_grad():
+  # XLA's CPU input gradient (a convolution with a dilation) is slow where
+  # the output is smaller than the kernel, and in 3D at any size; the
+  # sub-pixel one has none.
+  def dilated_convolutions(shape):
+    n = len(shape) - 2
+    conv = models.layers.Conv(8, (4,) * n, (2,) * n)
+    x = jnp.zeros(shape)
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2),
                             argnums=1))
     hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
     return [line for line in hlo.splitlines()
             if ' convolution(' in line and 'dilate=' in line]
-  assert not dilated_convolutions(6)  # 6x6 -> 3x3, kernel 4
-  assert dilated_convolutions(12)  # 12x12 -> 6x6: XLA's own
+  assert not dilated_convolutions((2, 6, 6, 8))  # 6x6 -> 3x3, kernel 4
+  assert dilated_convolutions((2, 12, 12, 8))  # 12x12 -> 6x6: XLA's own
+  assert not dilated_convolutions((2, 8, 8, 8, 2))
 
 
 def test_conv_module_matches_flax_module_and_names(monkeypatch):

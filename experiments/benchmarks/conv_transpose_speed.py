@@ -1,6 +1,7 @@
 """Sub-pixel versus XLA convolutions, PRNet's stride-2 layers at 256x256.
 
-  python -m experiments.benchmarks.conv_transpose_speed --batch 4
+  python -m experiments.benchmarks.conv_transpose_speed --batch 4 \
+      [--quick-shapes] [--voxel]
   python -m experiments.benchmarks.conv_transpose_speed --batch 128 \
       --dtype bfloat16 --repeats 20   # on an accelerator
 
@@ -18,7 +19,11 @@ jitted, medians of --repeats (5), in --dtype (float32):
   `layers.PHASE_KERNEL_GRAD_MIN_ELEMENTS` inputs);
 - the kernel gradient of those alone (and with --quick-shapes, at the
   quickstart's batch 16 and 64x64 input, where XLA's is kept): XLA's (a
-  convolution with a dilated window) against `strided_conv_kernel_grad`.
+  convolution with a dilated window) against `strided_conv_kernel_grad`;
+- with --voxel, the input and kernel gradients of the face GAN's voxel
+  discriminator's 4x4x4 stride-2 convolutions (`facegen_quick.py` with
+  `--config.facegen.head=voxel --config.facegen.voxel_size=32`, batch 16):
+  XLA's against `strided_conv_input_grad` and `strided_conv_kernel_grad`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ LAYERS = ((8, 512, 256), (16, 256, 128), (32, 128, 64), (64, 64, 32),
           (128, 32, 16))
 ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
                   (16, 256, 256))
+# (input side, channels in, out) of the voxel discriminator's stride-2
+# convolutions at voxel_size 32, disc_base_channels 32.
+VOXEL_LAYERS = ((32, 1, 32), (16, 32, 64), (8, 64, 128))
 # The same at a quarter of the width and 64x64: the quickstart's encoder.
 QUICK_ENCODER_LAYERS = ((64, 4, 4), (32, 8, 8), (16, 16, 16), (8, 32, 32),
                         (4, 64, 64))
@@ -135,12 +143,43 @@ def _compare_kernel_grads(title, shapes, batch, args):
         f'{total[1] * 1e3:.1f} ms ({total[0] / total[1]:.1f}x faster)')
 
 
+def _compare_voxel_grads(args, batch: int = 16):
+  dims = ('NDHWC', 'DHWIO', 'NDHWC')
+  padding = ((1, 1),) * 3  # 'SAME' for a stride-2 4x4x4 convolution
+  for side, cin, cout in VOXEL_LAYERS:
+    x = jax.random.normal(jax.random.key(0), (batch, side, side, side, cin),
+                          args.dtype)
+    k = jax.random.normal(jax.random.key(1), (4, 4, 4, cin, cout), args.dtype)
+    g = jax.random.normal(jax.random.key(2),
+                          (batch,) + (side // 2,) * 3 + (cout,), args.dtype)
+    conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (2, 2, 2), padding, dimension_numbers=dims)
+    forms = {
+        'input': (lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0],
+                  lambda x, k, g: layers.strided_conv_input_grad(
+                      g, k, padding, x.shape[1:-1])),
+        'kernel': (lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0],
+                   lambda x, k, g: layers.strided_conv_kernel_grad(
+                       x, g, padding, k.shape[:3])),
+    }
+    cells = []
+    for name, (xla, ours) in forms.items():
+      times = [median_seconds(jax.jit(fn), x, k, g, repeats=args.repeats)
+               for fn in (xla, ours)]
+      cells.append(f'{name} gradient XLA {times[0] * 1e3:7.1f} ms, ours '
+                   f'{times[1] * 1e3:6.1f} ms ({times[0] / times[1]:.1f}x)')
+    print(f'{side:>2}^3 -> {side // 2:<2}^3 {cin:>3} -> {cout:<3} channels, '
+          f'batch {batch}: ' + '; '.join(cells))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=4)
   parser.add_argument('--dtype', default='float32',
                       choices=('float32', 'bfloat16'))
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--voxel', action='store_true',
+                      help="also the voxel discriminator's 3D gradients")
   parser.add_argument('--quick-shapes', action='store_true',
                       help='also the kernel gradients at the quickstart\'s '
                       'shapes (batch 16, 64x64, a quarter of the width)')
@@ -156,6 +195,8 @@ def main():
   if args.quick_shapes:
     _compare_kernel_grads("the quickstart's kernel gradients",
                           QUICK_ENCODER_LAYERS, 16, args)
+  if args.voxel:
+    _compare_voxel_grads(args)
 
 
 if __name__ == '__main__':
