@@ -5,8 +5,10 @@
   python -m experiments.benchmarks.conv_transpose_speed --batch 128 \
       --dtype bfloat16 --repeats 20   # on an accelerator
 
-Times forward + backward (value and gradients w.r.t. input and kernel),
-jitted, medians of --repeats (5), in --dtype (float32):
+With the `jaxface` command's host setup (`jaxface.host_setup`: on CPU,
+XLA's Eigen convolutions and huge pages), times forward + backward (value
+and gradients w.r.t. input and kernel), jitted, medians of --repeats (5),
+in --dtype (float32):
 - each stride-2 transposed 4x4 convolution of the decoder (8 -> 16 ...
   128 -> 256): `jax.lax.conv_transpose` against
   `layers.conv_transpose_subpixel`;
@@ -35,6 +37,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxface import host_setup
 from jaxface.models import layers
 
 # (input side, input channels, output channels) of PRNet's stride-2 layers.
@@ -200,4 +203,5 @@ def main():
 
 
 if __name__ == '__main__':
+  host_setup.set_up()  # as the `jaxface` command runs
   main()
