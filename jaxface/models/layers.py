@@ -372,10 +372,8 @@ def conv_on_blocks(x: jax.Array, kernel: jax.Array,
   dy, dx = ty.shape[0], tx.shape[0]
   block = block.transpose(0, 3, 1, 4, 6, 2, 5, 7).reshape(dy, dx, 4 * c,
                                                           4 * cout)
-  blocks = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(
-      0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
   y = jax.lax.conv_general_dilated(
-      blocks, block, (1, 1), ((-fy, dy - 1 + fy), (-fx, dx - 1 + fx)),
+      space_to_depth(x), block, (1, 1), ((-fy, dy - 1 + fy), (-fx, dx - 1 + fx)),
       dimension_numbers=_DIMS[2])
   return y.reshape(b, h // 2, w // 2, 2, 2, cout).transpose(
       0, 1, 3, 2, 4, 5).reshape(b, h, w, cout)
