@@ -174,8 +174,10 @@ class FaceGenerator(nn.Module):
       if step < self.num_residual:
         x = ResidualBlock(self.norm, self.attention, self.dtype)(x, train)
     out_channels = 3 if self.head == 'uv' else 1
-    x = nn.Conv(out_channels, (3,) * ndim, padding='SAME',
-                dtype=self.dtype)(x).astype(jnp.float32)
+    # layers.Conv: nn.Conv's parameters and name, CPU forms where XLA's
+    # are slow (a 3D convolution to one channel: layers.conv_stride1).
+    x = layers.Conv(out_channels, (3,) * ndim,
+                    dtype=self.dtype)(x).astype(jnp.float32)
     if self.head == 'uv':
       return nn.sigmoid(x) * (frames.POSITION_SCALE * self.size)
     return x
