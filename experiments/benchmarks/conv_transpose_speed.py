@@ -25,7 +25,9 @@ in --dtype (float32):
 - with --voxel, the input and kernel gradients of the face GAN's voxel
   discriminator's 4x4x4 stride-2 convolutions (`facegen_quick.py` with
   `--config.facegen.head=voxel --config.facegen.voxel_size=32`, batch 16):
-  XLA's against `strided_conv_input_grad` and `strided_conv_kernel_grad`.
+  XLA's against `strided_conv_input_grad` and `strided_conv_kernel_grad`;
+  and the generator's output convolution (3x3x3, 16 -> 1 channel), XLA's
+  against `conv_with_tap_channels`, forward and both gradients.
 """
 
 from __future__ import annotations
@@ -173,6 +175,27 @@ def _compare_voxel_grads(args, batch: int = 16):
                    f'{times[1] * 1e3:6.1f} ms ({times[0] / times[1]:.1f}x)')
     print(f'{side:>2}^3 -> {side // 2:<2}^3 {cin:>3} -> {cout:<3} channels, '
           f'batch {batch}: ' + '; '.join(cells))
+  # The generator's output convolution: 3x3x3, 16 -> 1 channel, stride 1.
+  side, cin, cout, padding = 32, 16, 1, ((1, 1),) * 3
+  x = jax.random.normal(jax.random.key(0), (batch,) + (side,) * 3 + (cin,),
+                        args.dtype)
+  k = jax.random.normal(jax.random.key(1), (3, 3, 3, cin, cout), args.dtype)
+  g = jax.random.normal(jax.random.key(2), (batch,) + (side,) * 3 + (cout,),
+                        args.dtype)
+  cells = []
+  for name, conv in (
+      ('XLA', lambda x, k: jax.lax.conv_general_dilated(
+          x, k, (1, 1, 1), padding, dimension_numbers=dims)),
+      ('tap channels', lambda x, k: layers.conv_with_tap_channels(
+          x, k, padding))):
+    passes = (lambda x, k, g, c=conv: c(x, k),
+              lambda x, k, g, c=conv: jax.vjp(lambda x: c(x, k), x)[1](g)[0],
+              lambda x, k, g, c=conv: jax.vjp(lambda k: c(x, k), k)[1](g)[0])
+    times = [median_seconds(jax.jit(fn), x, k, g, repeats=args.repeats)
+             for fn in passes]
+    cells.append(f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times))
+  print(f'{side}^3 {cin} -> {cout} channel, 3x3x3 stride 1, batch {batch}, '
+        'forward / input / kernel gradient ms: ' + '; '.join(cells))
 
 
 def main():
