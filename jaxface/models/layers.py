@@ -32,7 +32,7 @@ own gradients) and very few channels (PRNet's first convolution, 5 -> 4
 channels: 5 times slower than the same convolution on 2x2 pixel blocks,
 which has 4 times the channels; its forward pass is computed so, its
 gradients stay XLA's). In 3D, a convolution to few channels (the face
-GAN's voxel head, 16 -> 1) is 4 to 14 times slower than one matrix product
+GAN's voxel head, 16 -> 1) is 3 to 17 times slower than one matrix product
 to every tap's output channels followed by the taps' shifted sums
 (`conv_with_tap_channels`, with its own gradients).
 
@@ -98,10 +98,10 @@ def _phase_kernel_grad_pays(x_shape) -> bool:
 BLOCK_CONV_MAX_CHANNEL_PRODUCT = 64
 
 # conv_stride1 computes a 3D convolution with Cin >= this x Cout as
-# `conv_with_tap_channels` (the face GAN's voxel head, 16 -> 1 channels: XLA's
-# CPU forward, input and kernel gradients 334, 146 and 334 ms against 24, 80
-# and 83 ms at batch 16, 32^3; 64 -> 8 at 16^3: 470 against 262 ms in all;
-# 16 -> 4: even; 16 -> 16: 3x slower).
+# `conv_with_tap_channels` (the face GAN's voxel head, 3x3x3, 16 -> 1
+# channel at 32^3, batch 16: XLA's CPU forward, input and kernel gradients
+# 328, 142 and 332 ms against 20, 47 and 92; 64 -> 8 at 16^3: 470 against
+# 262 ms in all; 16 -> 4: even; 16 -> 16: 3 times slower).
 TAP_CHANNELS_MIN_RATIO = 8
 
 _DIMS = {n: (f'N{"DHW"[-n:]}C', f'{"DHW"[-n:]}IO', f'N{"DHW"[-n:]}C')
@@ -375,10 +375,10 @@ def _tap_sum(z, sides, padding):
   (offsets in `itertools.product` order) of z padded, at o + t."""
   zp = jnp.pad(z, ((0, 0), *padding, (0, 0), (0, 0)))
   out_sides = [zp.shape[1 + axis] - k + 1 for axis, k in enumerate(sides)]
+  offsets = itertools.product(*(range(k) for k in sides))
   return functools.reduce(jnp.add, [
       zp[(slice(None), *(slice(o, o + m) for o, m in zip(offset, out_sides)),
-          t)]
-      for t, offset in enumerate(itertools.product(*(range(k) for k in sides)))])
+          t)] for t, offset in enumerate(offsets)])
 
 
 def _tap_sum_fwd(z, sides, padding):
@@ -430,7 +430,8 @@ def conv_on_blocks(x: jax.Array, kernel: jax.Array,
   block = block.transpose(0, 3, 1, 4, 6, 2, 5, 7).reshape(dy, dx, 4 * c,
                                                           4 * cout)
   y = jax.lax.conv_general_dilated(
-      space_to_depth(x), block, (1, 1), ((-fy, dy - 1 + fy), (-fx, dx - 1 + fx)),
+      space_to_depth(x), block, (1, 1),
+      ((-fy, dy - 1 + fy), (-fx, dx - 1 + fx)),
       dimension_numbers=_DIMS[2])
   return y.reshape(b, h // 2, w // 2, 2, 2, cout).transpose(
       0, 1, 3, 2, 4, 5).reshape(b, h, w, cout)
