@@ -93,7 +93,8 @@ def restart_with_huge_pages() -> None:
   """Replaces this process by the same command (interpreter, its options,
   script or module, arguments) with huge pages on, where
   `tunables_with_huge_pages` gives a value; returns where it does not (or
-  where the interpreter cannot be executed again). Call it first thing, before any work is done or any thread started."""
+  where the interpreter cannot be executed again). Call it first thing,
+  before any work is done or any thread started."""
   if sys.platform != 'linux' or not sys.executable:
     return
   value = tunables_with_huge_pages(os.environ, platform.libc_ver(),
@@ -113,7 +114,8 @@ def xla_flags(current: str, jaxlib: str | None) -> str:
   """XLA_FLAGS `current` with Eigen's convolutions on the CPU: unchanged
   where it already sets the YNNPACK fusion types, or where `jaxlib` (its
   version) is not a release the flag was measured on
-  (`EIGEN_CONVOLUTIONS_JAXLIB`; None: not installed). The flag only concerns XLA's CPU compiler."""
+  (`EIGEN_CONVOLUTIONS_JAXLIB`; None: not installed). The flag only
+  concerns XLA's CPU compiler."""
   if (YNN_FUSION_FLAG in current or jaxlib is None or
       _release(jaxlib) not in EIGEN_CONVOLUTIONS_JAXLIB):
     return current

@@ -59,20 +59,17 @@ def test_the_sub_pixel_gradient_form_matches_xla_on_any_device():
   for got, want in zip(mine[1](g), xla[1](g)):
     np.testing.assert_allclose(got, want, atol=2e-4)
   # Its input gradient is sub-pixel also when lowered for a GPU: stride-1
-  # convolutions only, where XLA's own has an input dilation.
-  def grad_text(fn):
-    return jax.jit(jax.grad(lambda x: fn(x, kernel).sum())).trace(x).lower(
-        lowering_platforms=('cuda',)).as_text()
-  assert 'lhs_dilate = [2, 2]' in grad_text(conv_transpose_speed._conv)  # pylint: disable=protected-access
+  # convolutions only, where XLA's own has an input dilation; likewise its
+  # kernel gradient has no window dilation.
+  def grad_text(fn, wrt):  # wrt 0: the input, 1: the kernel
+    return jax.jit(jax.grad(lambda x, k: fn(x, k).sum(), argnums=wrt)).trace(
+        x, kernel).lower(lowering_platforms=('cuda',)).as_text()
+  assert 'lhs_dilate = [2, 2]' in grad_text(conv_transpose_speed._conv, 0)  # pylint: disable=protected-access
   assert 'lhs_dilate = [2, 2]' not in grad_text(
-      conv_transpose_speed.subpixel_grad_conv)
-  # Likewise its kernel gradient has no window dilation.
-  def kernel_grad_text(fn):
-    return jax.jit(jax.grad(lambda k: fn(x, k).sum())).trace(kernel).lower(
-        lowering_platforms=('cuda',)).as_text()
-  assert 'rhs_dilate = [2, 2]' in kernel_grad_text(conv_transpose_speed._conv)  # pylint: disable=protected-access
-  assert 'rhs_dilate = [2, 2]' not in kernel_grad_text(
-      conv_transpose_speed.subpixel_grad_conv)
+      conv_transpose_speed.subpixel_grad_conv, 0)
+  assert 'rhs_dilate = [2, 2]' in grad_text(conv_transpose_speed._conv, 1)  # pylint: disable=protected-access
+  assert 'rhs_dilate = [2, 2]' not in grad_text(
+      conv_transpose_speed.subpixel_grad_conv, 1)
   np.testing.assert_allclose(
       conv_transpose_speed.phase_kernel_grad(x, g),
       conv_transpose_speed.xla_kernel_grad(x, g), atol=2e-4)

@@ -404,16 +404,22 @@ def test_conv_with_tap_channels_equals_xla_with_gradients():
       np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+def _gradient_convolutions(conv, shape, argnums):
+  """The convolution lines of the CPU-compiled gradient of sum(conv(x)^2)
+  w.r.t. `argnums` (0: the parameters, 1: the input x of `shape`)."""
+  x = jnp.zeros(shape)
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2),
+                          argnums=argnums))
+  hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
+  return [line for line in hlo.splitlines() if ' convolution(' in line]
+
+
 def test_3d_convs_to_few_channels_train_without_xlas_3d_convolution():
-  # The voxel head's 16 -> 1 convolution: XLA's CPU 3D convolution is 4-14
+  # The voxel head's 16 -> 1 convolution: XLA's CPU 3D convolution is 3-17
   # times slower there (forward and both gradients); 16 -> 16 keeps it.
   def convolutions(cin, cout):
-    conv = models.layers.Conv(cout, (3, 3, 3))
-    x = jnp.zeros((2, 6, 6, 6, cin))
-    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2),
-                            argnums=(0, 1)))
-    hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
-    return [line for line in hlo.splitlines() if ' convolution(' in line]
+    return _gradient_convolutions(models.layers.Conv(cout, (3, 3, 3)),
+                                  (2, 6, 6, 6, cin), (0, 1))
   assert not convolutions(16, 1)
   assert convolutions(16, 16)
 
@@ -441,11 +447,8 @@ def test_large_stride2_convs_take_the_phase_kernel_gradient():
   def window_dilated(shape):
     n = len(shape) - 2
     conv = models.layers.Conv(8, (4,) * n, (2,) * n, use_bias=False)
-    x = jnp.zeros(shape)
-    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2)))
-    hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
-    return [line for line in hlo.splitlines()
-            if ' convolution(' in line and 'rhs_dilate=' in line]
+    return [line for line in _gradient_convolutions(conv, shape, 0)
+            if 'rhs_dilate=' in line]
   side = 128  # 2 x 128 x 128 x 32 = 2**20 elements
   assert 2 * side * side * 32 == models.layers.PHASE_KERNEL_GRAD_MIN_ELEMENTS
   assert not window_dilated((2, side, side, 32))
@@ -546,12 +549,8 @@ def test_stride2_convs_small_outputs_and_3d_use_the_subpixel_input_grad():
   def dilated_convolutions(shape):
     n = len(shape) - 2
     conv = models.layers.Conv(8, (4,) * n, (2,) * n)
-    x = jnp.zeros(shape)
-    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply(p, x)**2),
-                            argnums=1))
-    hlo = grad.lower(conv.init(KEY, x), x).compile().as_text()
-    return [line for line in hlo.splitlines()
-            if ' convolution(' in line and 'dilate=' in line]
+    return [line for line in _gradient_convolutions(conv, shape, 1)
+            if 'dilate=' in line]
   assert not dilated_convolutions((2, 6, 6, 8))  # 6x6 -> 3x3, kernel 4
   assert dilated_convolutions((2, 12, 12, 8))  # 12x12 -> 6x6: XLA's own
   assert not dilated_convolutions((2, 8, 8, 8, 2))

@@ -205,7 +205,9 @@ def main():
                       choices=('float32', 'bfloat16'))
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--voxel', action='store_true',
-                      help="also the voxel discriminator's 3D gradients")
+                      help="also the voxel networks' 3D convolutions (the "
+                      "discriminator's strided gradients, the generator's "
+                      'output convolution)')
   parser.add_argument('--quick-shapes', action='store_true',
                       help='also the kernel gradients at the quickstart\'s '
                       'shapes (batch 16, 64x64, a quarter of the width)')
