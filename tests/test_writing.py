@@ -168,6 +168,39 @@ def test_a_failure_while_a_shard_closes_leaves_nothing(tmp_path, monkeypatch,
   assert os.listdir(out) == []
 
 
+def test_ctrl_c_while_the_closing_thread_starts_leaves_nothing(
+    tmp_path, monkeypatch):
+  # Ctrl-C while `Thread.start` waits for the new thread: the thread runs,
+  # but its executor's shutdown() does not wait for it. Were a shard handed
+  # to it, it would publish that shard after write_split's clean-up; here
+  # the publish is held until write_split has raised.
+  start, publish = threading.Thread.start, files.publish
+  started, raised = [], threading.Event()
+
+  def start_then_interrupt(thread):
+    start(thread)
+    if thread.name.startswith(writing.CLOSER_THREAD_NAME):
+      started.append(thread)
+      raise KeyboardInterrupt
+
+  def late_publish(temp, path):
+    raised.wait(10)
+    publish(temp, path)
+
+  monkeypatch.setattr(threading.Thread, 'start', start_then_interrupt)
+  monkeypatch.setattr(files, 'publish', late_publish)
+  out = tmp_path / 'data'
+  os.makedirs(out)
+  with pytest.raises(KeyboardInterrupt):
+    writing.write_split(str(out), 'recon', 'train', list(range(5)),
+                        _make_train_record, shard_size=2, progress=False)
+  raised.set()
+  assert len(started) == 1
+  started[0].join(30)
+  assert not started[0].is_alive()
+  assert os.listdir(out) == []
+
+
 def _last_line(err):
   """The last line written to stderr (after the progress bars)."""
   return err.replace('\r', '\n').rstrip().splitlines()[-1]

@@ -32,6 +32,8 @@ from jaxface import files
 from jaxface.data import records
 from jaxface.data import shards
 
+CLOSER_THREAD_NAME = 'jaxface-shard-closer'  # write_split's closing thread
+
 # make(item) -> fields of one record, or raises for a sample to skip.
 MakeFn = Callable[[Any], dict]
 
@@ -174,9 +176,14 @@ def write_split(out_dir: str, kind: str, split: str, items: Sequence[Any],
     writer = None
     # A full shard is closed (flushed, fsynced, renamed) by a thread while
     # the next one fills: the fsync waits on the disk, not the CPU.
-    closer = concurrent.futures.ThreadPoolExecutor(1)
+    closer = concurrent.futures.ThreadPoolExecutor(
+        1, thread_name_prefix=CLOSER_THREAD_NAME)
     closing = pending = None  # the last close handed to it, and its shard
     try:
+      # Its thread starts before any shard is handed over: a Ctrl-C while
+      # `Thread.start` waits leaves a running thread that `shutdown` does
+      # not wait for, which could publish a shard after the clean-up below.
+      closer.submit(int).result()
       for position, (item, data, error) in enumerate(results):
         bar.update(1)
         if error is not None:
