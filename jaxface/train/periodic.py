@@ -68,15 +68,29 @@ class MetricWindow:
   """The metrics of the steps since the last fetch, left on the device
   (fetching each step would stall the dispatch of the next); `fetch` moves
   them to the host and checks every step's loss, `means` averages what was
-  fetched since the last log."""
+  fetched since the last log.
 
-  def __init__(self):
+  `add` also bounds how far the host runs ahead of the device: it returns
+  once at most `steps_in_flight` steps are unfinished. Unbounded, the host
+  dispatches up to the runtime's own limit (32 steps on CPU), and a SIGTERM
+  or a checkpoint then waits for all of them (minutes, with slow steps); two
+  keep the device busy while the host prepares the next batch.
+  """
+
+  def __init__(self, steps_in_flight: int = 2):
+    if steps_in_flight < 1:
+      raise ValueError(f'steps_in_flight must be >= 1, got {steps_in_flight}')
+    self._steps_in_flight = steps_in_flight
     self._pending: list[tuple[int, dict]] = []
     self._values: dict[str, list[float]] = {}
     self._since = time.perf_counter()
 
   def add(self, step: int, metrics: dict) -> None:
+    """Keeps the metrics of `step` (just dispatched) and waits until the
+    step `steps_in_flight` before it has finished."""
     self._pending.append((step, metrics))
+    if len(self._pending) > self._steps_in_flight:
+      jax.block_until_ready(self._pending[-1 - self._steps_in_flight][1])
 
   def fetch(self, last_good) -> None:
     """Raises TrainingError at the first non-finite loss, naming its step
