@@ -82,19 +82,36 @@ def test_step_profile_counts_a_gpu_kernel_once_under_its_operation():
                            '"__cudnn$convForward"')}
   # A GPU trace: an event per operation on the host side and the kernels
   # that carry the operation they run.
-  gpu = [{'ph': 'X', 'name': 'fusion.1', 'dur': 100},
-         {'ph': 'X', 'name': 'loop_add_kernel', 'dur': 7,
+  gpu = [{'ph': 'X', 'name': 'fusion.1', 'ts': 0, 'dur': 100},
+         {'ph': 'X', 'name': 'loop_add_kernel', 'ts': 110, 'dur': 7,
           'args': {'hlo_op': 'fusion.1'}},
-         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'dur': 30,
+         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'ts': 120, 'dur': 30,
           'args': {'hlo_op': 'custom-call.3'}},
-         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'dur': 20,
+         {'ph': 'X', 'name': 'sm90_xmma_fprop', 'ts': 150, 'dur': 20,
           'args': {'hlo_op': 'custom-call.3'}},
-         {'ph': 'i', 'name': 'fusion.1', 'dur': 5}]
+         {'ph': 'i', 'name': 'fusion.1', 'ts': 0, 'dur': 5}]
   assert step_profile._op_times(gpu, ops) == {'fusion.1': 7,  # pylint: disable=protected-access
                                               'custom-call.3': 50}
-  cpu = [{'ph': 'X', 'name': 'fusion.1', 'dur': 100},
-         {'ph': 'X', 'name': 'other', 'dur': 3}]
+  cpu = [{'ph': 'X', 'name': 'fusion.1', 'ts': 0, 'dur': 100},
+         {'ph': 'X', 'name': 'other', 'ts': 0, 'dur': 3}]
   assert step_profile._op_times(cpu, ops) == {'fusion.1': 100}  # pylint: disable=protected-access
+  # XLA:CPU's asynchronous operations (Eigen's convolutions): the start's
+  # event lasts as long as the dispatch, 'end: NAME' marks the finish, on
+  # any thread; two runs.
+  ops['convolution.2'] = ('f32[4,8,8,16]', 'convolution(...)')
+  asynchronous = [
+      {'ph': 'X', 'name': 'convolution.2', 'ts': 10, 'dur': 1, 'tid': 1,
+       'args': {'hlo_op': 'convolution.2'}},
+      {'ph': 'X', 'name': 'fusion.1', 'ts': 12, 'dur': 5, 'tid': 1,
+       'args': {'hlo_op': 'fusion.1'}},
+      {'ph': 'X', 'name': 'end: convolution.2', 'ts': 50, 'dur': 1, 'tid': 2},
+      {'ph': 'X', 'name': 'convolution.2', 'ts': 100, 'dur': 1, 'tid': 2,
+       'args': {'hlo_op': 'convolution.2'}},
+      {'ph': 'X', 'name': 'end: convolution.2', 'ts': 130, 'dur': 1, 'tid': 1}]
+  assert step_profile._op_times(asynchronous, ops) == {  # pylint: disable=protected-access
+      'convolution.2': 41 + 31, 'fusion.1': 5}
+  with pytest.raises(ValueError, match='2 starts but 1 ends'):
+    step_profile._op_times(asynchronous[:-1], ops)  # pylint: disable=protected-access
   assert step_profile._kind('custom-call.3', ops['custom-call.3'][1]) == (  # pylint: disable=protected-access
       'convolution')
   assert step_profile._kind('transpose_fusion.2', '') == 'layout copy'  # pylint: disable=protected-access

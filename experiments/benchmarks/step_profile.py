@@ -23,7 +23,11 @@ forward or backward from the operation's JAX name (layout copies that XLA
 inserts have none). Prints the totals and
 the `--top` most expensive operations with their shapes. On a GPU the
 trace's device events are kernels; each is counted under the XLA operation
-its `hlo_op` argument names (convolutions there are cuDNN calls).
+its `hlo_op` argument names (convolutions there are cuDNN calls). On a CPU
+an asynchronous operation (XLA's Eigen convolutions) counts from its start
+to its end event, and operations that run at the same time each count in
+full: the sum can pass the step's time by the clock, which is printed
+beside it.
 `--trace-out` keeps the Perfetto trace.
 """
 
@@ -37,7 +41,9 @@ import json
 import os
 import re
 import shutil
+import statistics
 import tempfile
+import time
 
 import jax
 
@@ -71,17 +77,38 @@ class _Step:
     jax.block_until_ready(self._run())
 
 
+_END = 'end: '  # XLA:CPU's event where an asynchronous operation ends
+
+
 def _op_times(events: list[dict], ops: dict) -> collections.Counter:
   """Microseconds per XLA operation in trace `events`: of events named
   after an operation (CPU), or where any event carries an `hlo_op` (a GPU's
-  kernels), of those events alone, each under its `hlo_op`."""
+  kernels), of those events alone, each under its `hlo_op`.
+
+  On the CPU an operation that runs asynchronously (Eigen's convolutions)
+  has an event for its start, as long as its dispatch takes, and one named
+  'end: NAME' where it finishes, on whichever thread that is: its time is
+  from the start of the one to the end of the other, the k-th start paired
+  with the k-th end (the traced runs do not overlap).
+  """
   timed = [e for e in events if e.get('ph') == 'X']
   by_kernel = any('hlo_op' in e.get('args', {}) for e in timed)
-  per_op = collections.Counter()
+  starts, ends = collections.defaultdict(list), collections.defaultdict(list)
   for e in timed:
     name = e.get('args', {}).get('hlo_op') if by_kernel else e.get('name')
     if name in ops:
-      per_op[name] += e['dur']
+      starts[name].append((e['ts'], e['ts'] + e['dur']))
+    elif e.get('name', '').startswith(_END):  # no hlo_op
+      ends[e['name'][len(_END):]].append(e['ts'] + e['dur'])
+  per_op = collections.Counter()
+  for name, spans in starts.items():
+    spans.sort()
+    finish = sorted(ends.get(name, ()))
+    if finish and len(finish) != len(spans):
+      raise ValueError(f'{name}: {len(spans)} starts but {len(finish)} ends '
+                       'in the trace')
+    per_op[name] = sum((finish[k] if finish else end) - start
+                       for k, (start, end) in enumerate(spans))
   return per_op
 
 
@@ -135,6 +162,11 @@ def main():
       step.compiled_text)}
   for _ in range(2):
     step()
+  walls = []
+  for _ in range(args.steps):
+    start = time.perf_counter()
+    step()
+    walls.append(time.perf_counter() - start)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     for _ in range(args.steps):
@@ -163,7 +195,10 @@ def main():
   print(f'PRNet {what}, {args.resolution}x{args.resolution}, batch '
         f'{args.batch}, width {config.model.width}, {args.dtype}: '
         f'{sum(per_op.values()):.1f} ms '
-        f'of XLA operations per step ({jax.devices()[0].device_kind})')
+        f'of XLA operations per step ({jax.devices()[0].device_kind}); '
+        f'{1e3 * statistics.median(walls):.1f} ms a step by the clock, '
+        'untraced (operations that run at the same time, such as the CPU\'s '
+        'asynchronous convolutions, each count in full)')
   for (kind, phase), ms in totals.most_common():
     print(f'  {ms:7.1f} ms  {kind}, {phase}')
   print(f'the {args.top} most expensive operations:')
