@@ -27,7 +27,9 @@ in --dtype (float32):
   `--config.facegen.head=voxel --config.facegen.voxel_size=32`, batch 16):
   XLA's against `strided_conv_input_grad` and `strided_conv_kernel_grad`;
   and the generator's output convolution (3x3x3, 16 -> 1 channel), XLA's
-  against `conv_with_tap_channels`, forward and both gradients.
+  against `conv_with_tap_channels`, and its stride-2 transposed
+  convolutions, `conv_transpose_subpixel`'s 2^3 parity convolutions
+  against `conv_transpose_stacked`, forward and both gradients.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ ENCODER_LAYERS = ((256, 16, 16), (128, 32, 32), (64, 64, 64), (32, 128, 128),
 # (input side, channels in, out) of the voxel discriminator's stride-2
 # convolutions at voxel_size 32, disc_base_channels 32.
 VOXEL_LAYERS = ((32, 1, 32), (16, 32, 64), (8, 64, 128))
+# (input side, channels in, out) of the voxel generator's stride-2
+# transposed convolutions (`facegen_quick.py`, voxel_size 32; the input
+# channels include the code every stage gets).
+GENERATOR_VOXEL_LAYERS = ((4, 128, 32), (8, 96, 16), (16, 80, 16))
 # The same at a quarter of the width and 64x64: the quickstart's encoder.
 QUICK_ENCODER_LAYERS = ((64, 4, 4), (32, 8, 8), (16, 16, 16), (8, 32, 32),
                         (4, 64, 64))
@@ -196,6 +202,27 @@ def _compare_voxel_grads(args, batch: int = 16):
     cells.append(f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times))
   print(f'{side}^3 {cin} -> {cout} channel, 3x3x3 stride 1, batch {batch}, '
         'forward / input / kernel gradient ms: ' + '; '.join(cells))
+  # The generator's transposed convolutions: 2^3 parity convolutions
+  # against one to all their channels (`ConvTranspose` on CPU in 3D).
+  for side, cin, cout in GENERATOR_VOXEL_LAYERS:
+    x = jax.random.normal(jax.random.key(0), (batch,) + (side,) * 3 + (cin,),
+                          args.dtype)
+    k = (jax.random.normal(jax.random.key(1), (4, 4, 4, cin, cout)) * 0.05
+         ).astype(args.dtype)
+    g = jax.random.normal(jax.random.key(2),
+                          (batch,) + (2 * side,) * 3 + (cout,), args.dtype)
+    cells = []
+    for name, conv in (('parities', layers.conv_transpose_subpixel),
+                       ('stacked', layers.conv_transpose_stacked)):
+      passes = (lambda x, k, g, c=conv: c(x, k),
+                lambda x, k, g, c=conv: jax.vjp(lambda x: c(x, k), x)[1](g)[0],
+                lambda x, k, g, c=conv: jax.vjp(lambda k: c(x, k), k)[1](g)[0])
+      times = [median_seconds(jax.jit(fn), x, k, g, repeats=args.repeats)
+               for fn in passes]
+      cells.append(f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times))
+    print(f'{side:>2}^3 -> {2 * side:<2}^3 {cin:>3} -> {cout:<3} channels, '
+          f'4x4x4 transposed, batch {batch}, forward / input / kernel '
+          'gradient ms: ' + '; '.join(cells))
 
 
 def main():
@@ -207,7 +234,7 @@ def main():
   parser.add_argument('--voxel', action='store_true',
                       help="also the voxel networks' 3D convolutions (the "
                       "discriminator's strided gradients, the generator's "
-                      'output convolution)')
+                      'output and transposed convolutions)')
   parser.add_argument('--quick-shapes', action='store_true',
                       help='also the kernel gradients at the quickstart\'s '
                       'shapes (batch 16, 64x64, a quarter of the width)')
