@@ -356,11 +356,16 @@ def test_3d_transposed_conv_is_one_convolution_on_cpu():
                              atol=1e-4)
   forward = jax.jit(ours.apply).lower(params, x).compile().as_text()
   assert forward.count(' convolution(') == 1
-  # Its kernel gradient is the parities' own: XLA's of the stacked
-  # convolution has a reversed window (20 times slower on CPU).
+  # One convolution for each gradient, the kernel's written out: XLA's own
+  # of the stacked convolution has a reversed window (20 times slower on
+  # CPU).
   grad = jax.jit(jax.grad(lambda p: ours.apply(p, x).sum())).lower(
       params).compile().as_text()
+  assert grad.count(' convolution(') == 1  # the forward pass is not needed
   assert 'rhs_reversal' not in grad
+  both = jax.jit(jax.grad(lambda p, x: ours.apply(p, x).sum(), (0, 1))).lower(
+      params, x).compile().as_text()
+  assert both.count(' convolution(') == 2
 
 
 @pytest.mark.parametrize('side', [6, 3, 2])

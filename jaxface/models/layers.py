@@ -291,11 +291,12 @@ def conv_transpose_stacked(x: jax.Array, kernel: jax.Array) -> jax.Array:
   place. (sides + 1)^n / sides^n more work than the 2^n convolutions, but
   one wide convolution: XLA's CPU 3D convolutions are several times faster
   per FLOP with 2^3 Cout output channels than with Cout (the voxel
-  generator's 16^3 x 80 -> 16 layer at batch 16: forward 171 against 555
-  ms, input gradient 158 against 180; `conv_transpose_speed --voxel`).
-  The kernel gradient is `conv_transpose_subpixel`'s, per parity: XLA's
-  of the stacked convolution swaps its operands with a reversed window,
-  which its CPU backend runs 20 times slower (12 s).
+  generator's 16^3 x 80 -> 16 layer at batch 16: forward, input and
+  kernel gradient 139, 159 and 170 ms against 553, 184 and 613;
+  `conv_transpose_speed --voxel`). Its gradients are likewise one
+  convolution each; the kernel's is written out on the padded input
+  (`_stacked_kernel_grad`), since XLA's own swaps the operands with a
+  reversed window, which its CPU backend runs 20 times slower (12 s).
 
   Args:
     x: (B, *spatial, Cin) with n spatial dims.
@@ -304,41 +305,23 @@ def conv_transpose_stacked(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Returns:
     (B, *(2 * spatial), Cout).
   """
-  return _stacked_forward(x, kernel)
+  return _crop_interleave(_stacked_conv(x, kernel))
 
 
-def _stacked_forward(x, kernel):
+def _stacked_conv(x, kernel):
+  """(B, *sides, Cin) -> (B, *(sides + 1), 2^n Cout), every parity's
+  output at its offset in its channel group."""
   n = x.ndim - 2
   stacked = jnp.concatenate(
       [kernel[tuple(slice(r, None, 2) for r in parity)]
        for parity in itertools.product((0, 1), repeat=n)], axis=-1)
-  y = jax.lax.conv_general_dilated(x, stacked, (1,) * n, ((1, 1),) * n,
-                                   dimension_numbers=_DIMS[n])
-  return _crop_interleave(y)
+  return jax.lax.conv_general_dilated(x, stacked, (1,) * n, ((1, 1),) * n,
+                                      dimension_numbers=_DIMS[n])
 
 
-def _conv_transpose_stacked_fwd(x, kernel):
-  return _stacked_forward(x, kernel), (x, kernel)
-
-
-def _conv_transpose_stacked_bwd(residuals, g):
-  x, kernel = residuals
-  dx = jax.vjp(lambda x: _stacked_forward(x, kernel), x)[1](g)[0]
-  dkernel = jax.vjp(lambda k: conv_transpose_subpixel(x, k), kernel)[1](g)[0]
-  return dx, dkernel
-
-
-conv_transpose_stacked.defvjp(_conv_transpose_stacked_fwd,
-                              _conv_transpose_stacked_bwd)
-
-
-@jax.custom_vjp
 def _crop_interleave(y: jax.Array) -> jax.Array:
   """(B, *(sides + 1), 2^n C) -> (B, *(2 sides), C): channel group r (in
-  `itertools.product` order) cropped at offset r and put at parity r.
-  Its gradient pads each parity of the output gradient back into place
-  (one concatenation), where autodiff's would add 2^n padded arrays of
-  the whole input's size."""
+  `itertools.product` order) cropped at offset r and put at parity r."""
   n = y.ndim - 2
   sides = tuple(s - 1 for s in y.shape[1:1 + n])
   groups = jnp.split(y, 2 ** n, axis=-1)
@@ -349,21 +332,49 @@ def _crop_interleave(y: jax.Array) -> jax.Array:
   return _interleave(parts, n)
 
 
-def _crop_interleave_fwd(y):
-  return _crop_interleave(y), None
-
-
-def _crop_interleave_bwd(_, g):
+def _uncrop(g: jax.Array) -> jax.Array:
+  """The transpose of `_crop_interleave`: each parity of g padded back to
+  its offset, the parities as channel groups (one concatenation, where
+  autodiff's would add 2^n padded arrays of the whole size)."""
   n = g.ndim - 2
   zero = ((0, 0),)
-  parts = [jnp.pad(g[(slice(None),) + tuple(slice(r, None, 2)
-                                            for r in parity)],
-                   zero + tuple((r, 1 - r) for r in parity) + zero)
-           for parity in itertools.product((0, 1), repeat=n)]
-  return (jnp.concatenate(parts, axis=-1),)
+  return jnp.concatenate(
+      [jnp.pad(g[(slice(None),) + tuple(slice(r, None, 2) for r in parity)],
+               zero + tuple((r, 1 - r) for r in parity) + zero)
+       for parity in itertools.product((0, 1), repeat=n)], axis=-1)
 
 
-_crop_interleave.defvjp(_crop_interleave_fwd, _crop_interleave_bwd)
+def _stacked_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+  """The kernel gradient of `_stacked_conv` given its output gradient dy,
+  in the kernel's (4,) * n + (Cin, Cout) layout: one convolution of the
+  padded input (Cin as its batch, B as its features) with dy as the
+  window, 'VALID', so that XLA keeps the operands in place."""
+  n = x.ndim - 2
+  padded = jnp.pad(x, ((0, 0),) + ((1, 1),) * n + ((0, 0),))
+  spatial = tuple(range(1, n + 1))
+  dims = jax.lax.ConvDimensionNumbers(lhs_spec=(n + 1, 0) + spatial,
+                                      rhs_spec=(n + 1, 0) + spatial,
+                                      out_spec=(0, n + 1) + spatial)
+  taps = jax.lax.conv_general_dilated(padded, dy, (1,) * n, 'VALID',
+                                      dimension_numbers=dims)
+  # (Cin, 2, .., 2^n Cout): parity r's taps a are kernel[2 a + r].
+  kernel = _interleave(jnp.split(taps, 2 ** n, axis=-1), n)
+  return jnp.moveaxis(kernel, 0, -2)
+
+
+def _conv_transpose_stacked_fwd(x, kernel):
+  return conv_transpose_stacked(x, kernel), (x, kernel)
+
+
+def _conv_transpose_stacked_bwd(residuals, g):
+  x, kernel = residuals
+  dy = _uncrop(g)
+  dx = jax.vjp(lambda x: _stacked_conv(x, kernel), x)[1](dy)[0]
+  return dx, _stacked_kernel_grad(x, dy).astype(kernel.dtype)
+
+
+conv_transpose_stacked.defvjp(_conv_transpose_stacked_fwd,
+                              _conv_transpose_stacked_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
