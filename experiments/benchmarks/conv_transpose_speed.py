@@ -154,6 +154,17 @@ def _compare_kernel_grads(title, shapes, batch, args):
         f'{total[1] * 1e3:.1f} ms ({total[0] / total[1]:.1f}x faster)')
 
 
+def _three_passes(name, conv, x, k, g, repeats) -> str:
+  """'NAME forward / input gradient / kernel gradient' ms of conv(x, k),
+  the gradients for the output gradient g."""
+  passes = (lambda x, k, g: conv(x, k),
+            lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0],
+            lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])
+  times = [median_seconds(jax.jit(fn), x, k, g, repeats=repeats)
+           for fn in passes]
+  return f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times)
+
+
 def _compare_voxel_grads(args, batch: int = 16):
   dims = ('NDHWC', 'DHWIO', 'NDHWC')
   padding = ((1, 1),) * 3  # 'SAME' for a stride-2 4x4x4 convolution
@@ -188,18 +199,12 @@ def _compare_voxel_grads(args, batch: int = 16):
   k = jax.random.normal(jax.random.key(1), (3, 3, 3, cin, cout), args.dtype)
   g = jax.random.normal(jax.random.key(2), (batch,) + (side,) * 3 + (cout,),
                         args.dtype)
-  cells = []
-  for name, conv in (
-      ('XLA', lambda x, k: jax.lax.conv_general_dilated(
-          x, k, (1, 1, 1), padding, dimension_numbers=dims)),
-      ('tap channels', lambda x, k: layers.conv_with_tap_channels(
-          x, k, padding))):
-    passes = (lambda x, k, g, c=conv: c(x, k),
-              lambda x, k, g, c=conv: jax.vjp(lambda x: c(x, k), x)[1](g)[0],
-              lambda x, k, g, c=conv: jax.vjp(lambda k: c(x, k), k)[1](g)[0])
-    times = [median_seconds(jax.jit(fn), x, k, g, repeats=args.repeats)
-             for fn in passes]
-    cells.append(f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times))
+  cells = [_three_passes(name, conv, x, k, g, args.repeats)
+           for name, conv in (
+               ('XLA', lambda x, k: jax.lax.conv_general_dilated(
+                   x, k, (1, 1, 1), padding, dimension_numbers=dims)),
+               ('tap channels', lambda x, k: layers.conv_with_tap_channels(
+                   x, k, padding)))]
   print(f'{side}^3 {cin} -> {cout} channel, 3x3x3 stride 1, batch {batch}, '
         'forward / input / kernel gradient ms: ' + '; '.join(cells))
   # The generator's transposed convolutions: 2^3 parity convolutions
@@ -211,15 +216,9 @@ def _compare_voxel_grads(args, batch: int = 16):
          ).astype(args.dtype)
     g = jax.random.normal(jax.random.key(2),
                           (batch,) + (2 * side,) * 3 + (cout,), args.dtype)
-    cells = []
-    for name, conv in (('parities', layers.conv_transpose_subpixel),
-                       ('stacked', layers.conv_transpose_stacked)):
-      passes = (lambda x, k, g, c=conv: c(x, k),
-                lambda x, k, g, c=conv: jax.vjp(lambda x: c(x, k), x)[1](g)[0],
-                lambda x, k, g, c=conv: jax.vjp(lambda k: c(x, k), k)[1](g)[0])
-      times = [median_seconds(jax.jit(fn), x, k, g, repeats=args.repeats)
-               for fn in passes]
-      cells.append(f'{name} ' + ' / '.join(f'{t * 1e3:.1f}' for t in times))
+    cells = [_three_passes(name, conv, x, k, g, args.repeats)
+             for name, conv in (('parities', layers.conv_transpose_subpixel),
+                                ('stacked', layers.conv_transpose_stacked))]
     print(f'{side:>2}^3 -> {2 * side:<2}^3 {cin:>3} -> {cout:<3} channels, '
           f'4x4x4 transposed, batch {batch}, forward / input / kernel '
           'gradient ms: ' + '; '.join(cells))
