@@ -368,6 +368,28 @@ def test_3d_transposed_conv_is_one_convolution_on_cpu():
   assert both.count(' convolution(') == 2
 
 
+@pytest.mark.parametrize('strides, kernel_size, cin', [
+    ((2, 2, 2), (4, 4, 4), 1), ((1, 1, 1), (3, 3, 3), 2)])
+def test_3d_conv_of_few_channels_is_a_matrix_product_on_cpu(
+    strides, kernel_size, cin):
+  # Patches of 64 and 54 taps x channels: `conv_as_patches` forward and
+  # backward, equal to flax's module; sides differ per axis.
+  x = jax.random.normal(jax.random.key(4), (2, 4, 6, 8, cin))
+  ours = models.layers.Conv(5, kernel_size, strides)
+  theirs = nn.Conv(5, kernel_size, strides, padding='SAME')
+  params = ours.init(KEY, x)
+  chex.assert_trees_all_equal_shapes(params, theirs.init(KEY, x))
+  loss = lambda module: lambda p, x: (module.apply(p, x) ** 2).sum()  # noqa: E731
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x),
+                             atol=1e-4)
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(params, x)),
+                  jax.tree.leaves(jax.grad(loss(theirs), (0, 1))(params, x))):
+    np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)
+  compiled = jax.jit(jax.grad(loss(ours), (0, 1))).lower(
+      params, x).compile().as_text()
+  assert ' convolution(' not in compiled
+
+
 @pytest.mark.parametrize('side', [6, 3, 2])
 def test_conv_transpose_module_matches_flax_module(side):
   # 6: XLA's own or blocks; 3 and 2: smaller than the kernel (matrix).
