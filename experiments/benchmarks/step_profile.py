@@ -43,7 +43,6 @@ import re
 import shutil
 import statistics
 import tempfile
-import time
 
 import jax
 
@@ -160,13 +159,7 @@ def main():
           if args.forward else _train_step(config, args.resolution))
   ops = {m.group(1): (m.group(2), m.group(3)) for m in _OP.finditer(
       step.compiled_text)}
-  for _ in range(2):
-    step()
-  walls = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    step()
-    walls.append(time.perf_counter() - start)
+  walls = bench.time_repeats(step, args.steps, warmup=2)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     for _ in range(args.steps):

@@ -437,9 +437,12 @@ conv_stride2.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
 
 
 def _direct_conv(x: jax.Array, kernel: jax.Array,
-                 padding: tuple[tuple[int, int], ...]) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, (1,) * (x.ndim - 2), padding,
-                                      dimension_numbers=_DIMS[x.ndim - 2])
+                 padding: tuple[tuple[int, int], ...],
+                 strides: tuple[int, ...] | None = None) -> jax.Array:
+  """XLA's own convolution, channels last; strides 1 if None."""
+  n = x.ndim - 2
+  return jax.lax.conv_general_dilated(x, kernel, strides or (1,) * n,
+                                      padding, dimension_numbers=_DIMS[n])
 
 
 def conv_as_patches(x: jax.Array, kernel: jax.Array,
@@ -617,10 +620,10 @@ class Conv(nn.Module):
   of either load in the other. A 3D convolution of few input channels
   (patches at most `PATCH_CONV_MAX_WIDTH` wide) runs as `conv_as_patches`
   on CPU. Stride 2 on even sides runs `conv_stride2` where one of its
-  gradients pays: from `PHASE_KERNEL_GRAD_MIN_ELEMENTS`
-  inputs, in 3D, and where the output is smaller than the kernel (PRNet's
-  last encoder stage at 96x96: 6x6 -> 3x3, whose input gradient XLA
-  computes 6-12 times slower).
+  gradients pays: from `PHASE_KERNEL_GRAD_MIN_ELEMENTS` inputs, in 3D,
+  and where the output is smaller than the kernel (PRNet's last encoder
+  stage at 96x96: 6x6 -> 3x3, whose input gradient XLA computes 6-12
+  times slower).
   """
   features: int
   kernel_size: tuple[int, ...]
@@ -649,8 +652,8 @@ class Conv(nn.Module):
           x, kernel,
           cpu=functools.partial(conv_as_patches, padding=padding,
                                 strides=strides),
-          default=lambda x, kernel: jax.lax.conv_general_dilated(
-              x, kernel, strides, padding, dimension_numbers=_DIMS[n]))
+          default=functools.partial(_direct_conv, padding=padding,
+                                    strides=strides))
     elif (all(s == 2 for s in strides) and not any(s % 2 for s in sides)
           and (_subpixel_input_grad_pays(x.shape, self.kernel_size)
                or _phase_kernel_grad_pays(x.shape))):
@@ -658,8 +661,7 @@ class Conv(nn.Module):
     elif all(s == 1 for s in strides):
       y = conv_stride1(x, kernel, padding)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, strides, padding,
-                                       dimension_numbers=_DIMS[n])
+      y = _direct_conv(x, kernel, padding, strides)
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,),
                         self.param_dtype)
