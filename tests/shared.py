@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 
 
 @contextlib.contextmanager
@@ -70,3 +71,15 @@ def guard_retraces(monkeypatch) -> None:
     return task
 
   monkeypatch.setattr(loop, 'make_task', guarded)
+
+
+def copied_parameters(compiled_hlo: str) -> list[str]:
+  """The entry parameters, scalars aside, that a compiled module (its
+  `as_text()`) copies whole: e.g. donated ones that XLA could not update in
+  place."""
+  entry = compiled_hlo[compiled_hlo.index('\nENTRY'):]
+  entry = entry[:entry.index('\n}')]
+  parameters = set(re.findall(r'^\s*%(\S+) = \w+\[[^\]]+\]\S* parameter\(',
+                              entry, re.M))
+  return sorted(name for name in re.findall(r' copy\(%([^)\s,]+)\)', entry)
+                if name in parameters)

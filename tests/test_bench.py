@@ -417,6 +417,8 @@ def test_a_real_step_with_on_device_augmentation_compiles_and_runs():
   config = bench.train_config(0.125, 'float32', 2, quickstart, [
       'data.augment=True', 'data.augmentation.on_device=True'])
   step = bench.compiled_train_step(config, 32)
+  # The donated state is updated in place (`optim.apply_gradients`).
+  assert shared.copied_parameters(step.compiled.as_text()) == []
   assert step.batch['image'].dtype == np.uint8
   assert step.batch['augment_flip'].shape == (2,)
   _, metrics = step.compiled(step.state, step.batch)

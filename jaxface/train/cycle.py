@@ -213,9 +213,8 @@ class CycleTask(task_lib.Task):
 
     grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params['disc'])
-    updates, opt = self.disc_tx.update(grads, state.opt_state['disc'],
-                                       state.params['disc'])
-    params = optax.apply_updates(state.params['disc'], updates)
+    params, opt, _ = optim.apply_gradients(
+        self.disc_tx, grads, state.opt_state['disc'], state.params['disc'])
     return state.replace(
         params={**state.params, 'disc': params},
         opt_state={**state.opt_state, 'disc': opt},
@@ -247,10 +246,8 @@ class CycleTask(task_lib.Task):
 
     grads, (stats, out, fake_lmk, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params['gen'])
-    updates, opt = self.tx.update(grads, state.opt_state['gen'],
-                                  state.params['gen'])
-    params = optax.apply_updates(state.params['gen'], updates)
-    metrics['grad_norm'] = optax.tree.norm(grads)
+    params, opt, metrics['grad_norm'] = optim.apply_gradients(
+        self.tx, grads, state.opt_state['gen'], state.params['gen'])
     return state.replace(
         params={**state.params, 'gen': params},
         opt_state={**state.opt_state, 'gen': opt},

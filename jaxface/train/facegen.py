@@ -243,12 +243,10 @@ class FaceGenTask(task_lib.Task):
 
     grads, (stats, fake, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params['gen'])
-    updates, opt = self.tx.update(grads, state.opt_state['gen'],
-                                  state.params['gen'])
-    params = optax.apply_updates(state.params['gen'], updates)
+    params, opt, metrics['grad_norm'] = optim.apply_gradients(
+        self.tx, grads, state.opt_state['gen'], state.params['gen'])
     ema = state_lib.update_ema(state.ema_params, params,
                                self.config.train.ema_decay)
-    metrics['grad_norm'] = optax.tree.norm(grads)
     return state.replace(
         params={**state.params, 'gen': params},
         opt_state={**state.opt_state, 'gen': opt},
@@ -271,9 +269,8 @@ class FaceGenTask(task_lib.Task):
 
     grads, (stats, loss) = jax.grad(loss_fn, has_aux=True)(
         state.params['disc'])
-    updates, opt = self.disc_tx.update(grads, state.opt_state['disc'],
-                                       state.params['disc'])
-    params = optax.apply_updates(state.params['disc'], updates)
+    params, opt, _ = optim.apply_gradients(
+        self.disc_tx, grads, state.opt_state['disc'], state.params['disc'])
     return state.replace(
         params={**state.params, 'disc': params},
         opt_state={**state.opt_state, 'disc': opt},

@@ -43,6 +43,8 @@ update), as optax's schedules are.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -175,3 +177,30 @@ def make_optimizer(config: ml_collections.ConfigDict,
                              b2=float(config.b2), eps=float(config.eps),
                              weight_decay=weight_decay))
   return chain[0] if len(chain) == 1 else optax.chain(*chain)
+
+
+
+def apply_gradients(tx: optax.GradientTransformation, grads, opt_state,
+                    params):
+  """One update of `params` by `tx`: (params, opt_state, grad_norm), the
+  last the gradients' global L2 norm.
+
+  Where that norm is not finite (a NaN or inf gradient), the parameters
+  stay as they were (the optimizer's state takes the step as optax computes
+  it; the training loop stops at the step's non-finite loss).
+
+  The select on the norm is also what lets XLA update donated parameters
+  in place: every parameter's update then depends on every gradient, so it
+  comes after every reader of the old parameters. Without it XLA:CPU, which
+  runs independent operations at the same time, copies each donated
+  parameter at the start of the step (a kernel is also read by the input
+  gradient into the layer below, which does not lead to the kernel's own
+  update).
+  """
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(grad_norm)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  params = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                        new_params, params)
+  return params, opt_state, grad_norm

@@ -18,6 +18,7 @@ import optax
 
 from jaxface.data import inspect as inspect_lib
 from jaxface.models import ProgressionRNN
+from jaxface.train import optim
 from jaxface.train import state as state_lib
 from jaxface.train import task as task_lib
 
@@ -69,13 +70,13 @@ class ProgressionTask(task_lib.Task):
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params, opt_state, grad_norm = optim.apply_gradients(
+        self.tx, grads, state.opt_state, state.params)
     accuracy = jnp.mean((logits > 0) == (batch['label'] == 1))
-    return state.replace(step=state.step + 1,
-                         params=optax.apply_updates(state.params, updates),
+    return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state), {
                              'loss': loss, 'accuracy': accuracy,
-                             'grad_norm': optax.tree.norm(grads)}
+                             'grad_norm': grad_norm}
 
   def predict(self, state, batch, key=None):
     """(B,) logits: is each clip a true progression."""

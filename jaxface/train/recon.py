@@ -25,6 +25,7 @@ from jaxface.face import schemes
 from jaxface.face import uv as uv_lib
 from jaxface.models import PRNet
 from jaxface.models import prnet as prnet_lib
+from jaxface.train import optim
 from jaxface.train import state as state_lib
 from jaxface.train import task as task_lib
 
@@ -143,11 +144,11 @@ class ReconTask(task_lib.Task):
 
     grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, grad_norm = optim.apply_gradients(
+        self.tx, grads, state.opt_state, state.params)
     ema = state_lib.update_ema(state.ema_params, params,
                                cfg.train.ema_decay)
-    metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics['grad_norm'] = grad_norm
     return state.replace(step=state.step + 1, params=params,
                          batch_stats=batch_stats, opt_state=opt_state,
                          ema_params=ema), metrics
