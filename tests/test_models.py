@@ -590,6 +590,22 @@ def test_stride1_conv_gradients_equal_xlas():
       np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_the_block_form_also_computes_the_input_gradient(monkeypatch):
+  # PRNet's last layers at full resolution (16 -> 3, 3 -> 3): XLA's CPU
+  # input gradient, a 3 -> 16 convolution, is as slow as their forward.
+  calls = []
+  original = models.layers.conv_on_blocks
+  monkeypatch.setattr(models.layers, 'conv_on_blocks',
+                      lambda x, *a: calls.append(x.shape) or original(x, *a))
+  pad = ((2, 1), (2, 1))
+  x, kernel = jnp.zeros((2, 8, 6, 16)), jnp.zeros((4, 4, 16, 3))
+  jax.jit(jax.grad(lambda x, w: jnp.sum(
+      models.layers.conv_stride1(x, w, pad)), argnums=(0, 1))).lower(
+          x, kernel)
+  # The forward pass on x, the input gradient on the output gradient.
+  assert set(calls) == {(2, 8, 6, 16), (2, 8, 6, 3)}, calls
+
+
 def test_small_input_convs_train_without_xlas_convolution():
   # Inputs smaller than the kernel: forward and backward are matrix
   # products (XLA's CPU convolution, and its gradients, are slow there).

@@ -33,8 +33,9 @@ backward 3 to 5 times slower than the same product as one matrix
 multiplication of the input's patches, which is computed there with its
 own gradients) and very few channels (PRNet's first convolution, 5 -> 4
 channels: 5 times slower than the same convolution on 2x2 pixel blocks,
-which has 4 times the channels; its forward pass is computed so, its
-gradients stay XLA's). In 3D, a convolution to few channels (the face
+which has 4 times the channels; its forward pass and its input gradient,
+the same convolution of the output gradient with the flipped kernel, are
+computed so; its kernel gradient stays XLA's). In 3D, a convolution to few channels (the face
 GAN's voxel head, 16 -> 1) is 3 to 17 times slower than one matrix product
 to every tap's output channels followed by the taps' shifted sums
 (`conv_with_tap_channels`, with its own gradients).
@@ -562,7 +563,8 @@ def conv_on_blocks(x: jax.Array, kernel: jax.Array,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _forward_in_form(x, kernel, padding, form):
-  """`form(x, kernel, padding)` forward, XLA's convolution's gradients."""
+  """`form(x, kernel, padding)` forward, and `form` for the input gradient
+  too; XLA's kernel gradient."""
   return form(x, kernel, padding)
 
 
@@ -571,9 +573,14 @@ def _forward_in_form_fwd(x, kernel, padding, form):
 
 
 def _forward_in_form_bwd(padding, form, residuals, g):
-  del form
-  return jax.vjp(functools.partial(_direct_conv, padding=padding),
-                 *residuals)[1](g)
+  x, kernel = residuals
+  dkernel, = jax.vjp(lambda k: _direct_conv(x, k, padding), kernel)[1](g)
+  # The input gradient: g convolved with the kernel flipped, its channels
+  # swapped (Cout -> Cin), padded k - 1 - lo before: 'SAME'-sized again.
+  flipped = jnp.flip(kernel, (0, 1)).swapaxes(-1, -2)
+  flipped_padding = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(
+      padding, kernel.shape[:-2]))
+  return form(g, flipped, flipped_padding), dkernel
 
 
 _forward_in_form.defvjp(_forward_in_form_fwd, _forward_in_form_bwd)
@@ -585,9 +592,11 @@ def conv_stride1(x: jax.Array, kernel: jax.Array,
   last, kernel (*k, Cin, Cout)); on CPU, for 2D inputs smaller than the
   kernel, `conv_as_patches` with its own gradients, and for 'SAME'-sized
   outputs on even sides with kernels wider than 1 and Cin x Cout <=
-  BLOCK_CONV_MAX_CHANNEL_PRODUCT `conv_on_blocks` forward with XLA's
-  gradients (in a whole train step the block form's own backward pass,
-  gathers and scatters of the kernel, costs more than it saves); for 3D
+  BLOCK_CONV_MAX_CHANNEL_PRODUCT `conv_on_blocks` forward and for the
+  input gradient (a convolution of the same channels with the flipped
+  kernel), with XLA's kernel gradient (in a whole train step the block
+  form's own backward pass, gathers and scatters of the kernel, costs more
+  than it saves); for 3D
   inputs of at least TAP_CHANNELS_MIN_RATIO times the output channels,
   `conv_with_tap_channels` with its own gradients. Equal up to float
   rounding: sums in another order."""
