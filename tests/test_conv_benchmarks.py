@@ -48,6 +48,23 @@ def test_winograd_and_per_tap_forms_match_xla():
               small_g)[0], atol=2e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize('x_shape, kernel_shape, padding', [
+    ((2, 10, 9, 3), (4, 4, 3, 5), cwg.TRANSPOSE4),  # 5: past a multiple of 4
+    ((1, 6, 7, 8), (4, 4, 8, 8), ((1, 2), (1, 2))),
+    ((2, 7, 6, 2), (3, 4, 2, 4), ((0, 0), (3, 0))),  # 3 rows, 'VALID' rows
+])
+def test_the_row_kernel_gradient_matches_xla(x_shape, kernel_shape, padding):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=x_shape).astype(np.float32)
+  conv = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
+      x, k, (1, 1), padding, dimension_numbers=cwg.DIMS)
+  out, vjp = jax.vjp(conv, jnp.zeros(kernel_shape))
+  g = rng.normal(size=out.shape).astype(np.float32)
+  np.testing.assert_allclose(
+      cwg.weight_grad_rows(x, g, padding, kernel_shape[0]), vjp(g)[0],
+      atol=2e-4, rtol=1e-5)
+
+
 def test_the_sub_pixel_gradient_form_matches_xla_on_any_device():
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (2, 8, 8, 3))
