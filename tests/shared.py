@@ -8,6 +8,8 @@ under an exclusive lock (`fcntl.flock`), so one worker at a time builds or
 reads it. Without xdist the folder is the session's own.
 `synthetic_dataset` renders a synthetic dataset once per session, for
 every module and worker that asks for the same config and counts.
+`copied_parameters` reads a compiled module's parameter copies, for the
+tests of in-place updates.
 """
 
 import contextlib

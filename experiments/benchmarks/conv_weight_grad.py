@@ -1,5 +1,5 @@
 """The weight gradient of PRNet's stride-1 4x4 convolutions on a CPU: XLA's
-against two hand-made forms, none of which jaxface uses.
+against three hand-made forms, none of which jaxface uses.
 
   python -m experiments.benchmarks.conv_weight_grad
 

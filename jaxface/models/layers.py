@@ -35,10 +35,10 @@ own gradients) and very few channels (PRNet's first convolution, 5 -> 4
 channels: 5 times slower than the same convolution on 2x2 pixel blocks,
 which has 4 times the channels; its forward pass and its input gradient,
 the same convolution of the output gradient with the flipped kernel, are
-computed so; its kernel gradient stays XLA's). In 3D, a convolution to few channels (the face
-GAN's voxel head, 16 -> 1) is 3 to 17 times slower than one matrix product
-to every tap's output channels followed by the taps' shifted sums
-(`conv_with_tap_channels`, with its own gradients).
+computed so; its kernel gradient stays XLA's). In 3D, a convolution to
+few channels (the face GAN's voxel head, 16 -> 1) is 3 to 17 times slower
+than one matrix product to every tap's output channels followed by the
+taps' shifted sums (`conv_with_tap_channels`, with its own gradients).
 
 The transposed convolutions are sub-pixel on every backend: on an H200
 (bfloat16, batch 256, forward + backward) PRNet's five took 10 ms against
@@ -596,10 +596,9 @@ def conv_stride1(x: jax.Array, kernel: jax.Array,
   input gradient (a convolution of the same channels with the flipped
   kernel), with XLA's kernel gradient (in a whole train step the block
   form's own backward pass, gathers and scatters of the kernel, costs more
-  than it saves); for 3D
-  inputs of at least TAP_CHANNELS_MIN_RATIO times the output channels,
-  `conv_with_tap_channels` with its own gradients. Equal up to float
-  rounding: sums in another order."""
+  than it saves); for 3D inputs of at least TAP_CHANNELS_MIN_RATIO times
+  the output channels, `conv_with_tap_channels` with its own gradients.
+  Equal up to float rounding: sums in another order."""
   n = x.ndim - 2
   if n == 3 and x.shape[-1] >= TAP_CHANNELS_MIN_RATIO * kernel.shape[-1]:
     return jax.lax.platform_dependent(

@@ -179,7 +179,6 @@ def make_optimizer(config: ml_collections.ConfigDict,
   return chain[0] if len(chain) == 1 else optax.chain(*chain)
 
 
-
 def apply_gradients(tx: optax.GradientTransformation, grads, opt_state,
                     params):
   """One update of `params` by `tx`: (params, opt_state, grad_norm), the
@@ -195,7 +194,8 @@ def apply_gradients(tx: optax.GradientTransformation, grads, opt_state,
   runs independent operations at the same time, copies each donated
   parameter at the start of the step (a kernel is also read by the input
   gradient into the layer below, which does not lead to the kernel's own
-  update).
+  update). Readers outside this update's gradients (a generator's step
+  reading the discriminator's parameters) can still need a copy.
   """
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm)
