@@ -577,9 +577,10 @@ def _forward_in_form_bwd(padding, form, residuals, g):
   dkernel, = jax.vjp(lambda k: _direct_conv(x, k, padding), kernel)[1](g)
   # The input gradient: g convolved with the kernel flipped, its channels
   # swapped (Cout -> Cin), padded k - 1 - lo before: 'SAME'-sized again.
-  flipped = jnp.flip(kernel, (0, 1)).swapaxes(-1, -2)
-  flipped_padding = tuple((k - 1 - lo, k - 1 - hi) for (lo, hi), k in zip(
-      padding, kernel.shape[:-2]))
+  sizes = kernel.shape[:-2]
+  flipped = jnp.flip(kernel, tuple(range(len(sizes)))).swapaxes(-1, -2)
+  flipped_padding = tuple((k - 1 - lo, k - 1 - hi)
+                          for (lo, hi), k in zip(padding, sizes))
   return form(g, flipped, flipped_padding), dkernel
 
 
